@@ -1,0 +1,21 @@
+//! `kvctl`, raftkv's command-line client: parses arguments and runs the
+//! command (see `raftkv::cli`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use raftkv::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(cli::run(cli)),
+        Err(e) => {
+            eprintln!("Error: starting the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! kvctl's command line (clap) and the pure translation of arguments into
+//! etcd API requests, with etcdctl's rules for `--prefix` and `--from-key`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::DEFAULT_ENDPOINTS;
+use crate::pb;
+
+/// kvctl: a command-line client for raftkv (and any etcd v3 server).
+///
+/// Exit codes: 0 success, 1 the request failed, 2 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "kvctl", version)]
+pub struct Cli {
+    /// Comma-separated server addresses; when one is down the next is tried.
+    #[arg(long, global = true, env = "KVCTL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Output format [default: simple; table for `endpoint status`].
+    #[arg(short = 'w', long = "write-out", global = true, value_enum)]
+    pub write_out: Option<Format>,
+    /// Time to wait for a connection.
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+    /// Time to wait for a request to complete.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Like etcdctl's default output.
+    Simple,
+    /// Like etcdctl's `-w json`.
+    Json,
+    /// An aligned table.
+    Table,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Put a key: `put KEY VALUE` (VALUE is read from stdin if omitted).
+    Put(PutArgs),
+    /// Get a key or a range of keys.
+    Get(GetArgs),
+    /// Delete a key or a range of keys.
+    Del(DelArgs),
+    /// Endpoint commands.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Member commands.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    pub key: String,
+    #[arg(allow_hyphen_values = true)]
+    pub value: Option<String>,
+    /// Print the previous key-value pair.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Keep the current value (the key must exist).
+    #[arg(long)]
+    pub ignore_value: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub key: String,
+    /// End of the range [KEY, RANGE_END).
+    pub range_end: Option<String>,
+    /// Get every key with prefix KEY.
+    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
+    pub prefix: bool,
+    /// Get every key >= KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub from_key: bool,
+    /// At most this many keys.
+    #[arg(long, default_value_t = 0)]
+    pub limit: i64,
+    /// Print keys only.
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Print only the number of keys.
+    #[arg(long)]
+    pub count_only: bool,
+    /// Print values only.
+    #[arg(long)]
+    pub print_value_only: bool,
+    /// l (linearizable, the default) or s (serializable: served from the
+    /// endpoint's local state, possibly stale).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+    /// Read at this revision (0: the latest).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Sort order: ASCEND or DESCEND.
+    #[arg(long, value_parser = ["ASCEND", "DESCEND"])]
+    pub order: Option<String>,
+    /// Sort by: CREATE, KEY, MODIFY, VALUE or VERSION.
+    #[arg(long, value_parser = ["CREATE", "KEY", "MODIFY", "VALUE", "VERSION"])]
+    pub sort_by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    pub key: String,
+    /// End of the range [KEY, RANGE_END).
+    pub range_end: Option<String>,
+    /// Delete every key with prefix KEY.
+    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
+    pub prefix: bool,
+    /// Delete every key >= KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub from_key: bool,
+    /// Print the deleted key-value pairs.
+    #[arg(long)]
+    pub prev_kv: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Each endpoint's Raft status: leader, term, indexes, revision.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Keep refreshing, and print a line at each leader change with how long
+    /// the cluster had no leader. Stop with Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Refresh interval for --watch.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List the cluster's members.
+    List,
+}
+
+/// Parses `1500ms`, `2s`, `1m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms or 2s"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// etcd's prefix end: the smallest key greater than every key starting with
+/// `prefix` (`"\0"`, meaning no end, when there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// `(key, range_end)` for a key argument with etcdctl's range flags.
+fn key_range(
+    key: &str,
+    range_end: Option<&str>,
+    prefix: bool,
+    from_key: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    let key = key.as_bytes().to_vec();
+    if prefix {
+        if key.is_empty() {
+            return (vec![0], vec![0]);
+        }
+        let end = prefix_end(&key);
+        return (key, end);
+    }
+    if from_key {
+        let key = if key.is_empty() { vec![0] } else { key };
+        return (key, vec![0]);
+    }
+    (
+        key,
+        range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default(),
+    )
+}
+
+pub fn get_request(a: &GetArgs) -> pb::RangeRequest {
+    use pb::range_request::{SortOrder, SortTarget};
+    let (key, range_end) = key_range(&a.key, a.range_end.as_deref(), a.prefix, a.from_key);
+    let sort_order = match a.order.as_deref() {
+        Some("ASCEND") => SortOrder::Ascend,
+        Some("DESCEND") => SortOrder::Descend,
+        _ => SortOrder::None,
+    };
+    let sort_target = match a.sort_by.as_deref() {
+        Some("CREATE") => SortTarget::Create,
+        Some("MODIFY") => SortTarget::Mod,
+        Some("VALUE") => SortTarget::Value,
+        Some("VERSION") => SortTarget::Version,
+        _ => SortTarget::Key,
+    };
+    pb::RangeRequest {
+        key,
+        range_end,
+        limit: a.limit,
+        revision: a.rev,
+        sort_order: sort_order as i32,
+        sort_target: sort_target as i32,
+        serializable: a.consistency == "s",
+        keys_only: a.keys_only,
+        count_only: a.count_only,
+        ..Default::default()
+    }
+}
+
+pub fn put_request(a: &PutArgs, value: String) -> pb::PutRequest {
+    pb::PutRequest {
+        key: a.key.as_bytes().to_vec(),
+        value: value.into_bytes(),
+        prev_kv: a.prev_kv,
+        ignore_value: a.ignore_value,
+        ..Default::default()
+    }
+}
+
+pub fn del_request(a: &DelArgs) -> pb::DeleteRangeRequest {
+    let (key, range_end) = key_range(&a.key, a.range_end.as_deref(), a.prefix, a.from_key);
+    pb::DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv: a.prev_kv,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kvctl").chain(args.iter().copied())).unwrap()
+    }
+
+    fn get(args: &[&str]) -> pb::RangeRequest {
+        match parse(args).command {
+            Command::Get(a) => get_request(&a),
+            other => panic!("not a get: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefix_end_rules() {
+        assert_eq!(prefix_end(b"foo"), b"fop");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b"\x7f"), vec![0x80]);
+    }
+
+    #[test]
+    fn get_requests() {
+        let cases: &[(&[&str], &[u8], &[u8])] = &[
+            (&["get", "foo"], b"foo", b""),
+            (&["get", "foo", "fop"], b"foo", b"fop"),
+            (&["get", "foo", "--prefix"], b"foo", b"fop"),
+            (&["get", "", "--prefix"], b"\0", b"\0"),
+            (&["get", "a", "--from-key"], b"a", b"\0"),
+            (&["get", "", "--from-key"], b"\0", b"\0"),
+        ];
+        for (args, key, end) in cases {
+            let r = get(args);
+            assert_eq!(
+                (r.key.as_slice(), r.range_end.as_slice()),
+                (*key, *end),
+                "{args:?}"
+            );
+            assert!(!r.serializable);
+        }
+        let r = get(&[
+            "get",
+            "k",
+            "--consistency",
+            "s",
+            "--limit",
+            "3",
+            "--keys-only",
+            "--rev",
+            "4",
+        ]);
+        assert!(r.serializable && r.keys_only);
+        assert_eq!((r.limit, r.revision), (3, 4));
+        let r = get(&[
+            "get",
+            "k",
+            "--prefix",
+            "--sort-by",
+            "MODIFY",
+            "--order",
+            "DESCEND",
+        ]);
+        assert_eq!((r.sort_target, r.sort_order), (3, 2));
+    }
+
+    #[test]
+    fn conflicting_flags_are_usage_errors() {
+        for args in [
+            &["kvctl", "get", "a", "--prefix", "--from-key"][..],
+            &["kvctl", "get", "a", "b", "--prefix"],
+            &["kvctl", "get", "a", "--consistency", "x"],
+            &["kvctl", "del", "a", "b", "--from-key"],
+            &["kvctl", "-w", "yaml", "get", "a"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn del_and_put_requests() {
+        match parse(&["del", "p/", "--prefix", "--prev-kv"]).command {
+            Command::Del(a) => {
+                let r = del_request(&a);
+                assert_eq!(
+                    (r.key.as_slice(), r.range_end.as_slice(), r.prev_kv),
+                    (&b"p/"[..], &b"p0"[..], true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["put", "k", "-v-", "--prev-kv"]).command {
+            Command::Put(a) => {
+                let r = put_request(&a, a.value.clone().unwrap());
+                assert_eq!(
+                    (r.key.as_slice(), r.value.as_slice(), r.prev_kv),
+                    (&b"k"[..], &b"-v-"[..], true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints_and_durations() {
+        let cli = parse(&[
+            "--endpoints",
+            "a:1,b:2",
+            "--dial-timeout",
+            "500ms",
+            "get",
+            "k",
+        ]);
+        assert_eq!(cli.endpoints, vec!["a:1", "b:2"]);
+        assert_eq!(cli.dial_timeout, Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

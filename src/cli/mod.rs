@@ -1,0 +1,13 @@
+//! kvctl: a command-line client over etcd's v3 API.
+//!
+//! `args` parses the command line and builds requests, `output` prints
+//! responses, `status` runs `endpoint status [--watch]`, `run` ties them to a
+//! `client::Client`. Depends only on `client` and `pb`.
+
+mod args;
+mod output;
+mod run;
+mod status;
+
+pub use args::{Cli, Format};
+pub use run::run;

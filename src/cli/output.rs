@@ -1,0 +1,490 @@
+//! kvctl's printers: each response rendered as etcdctl would (`simple`,
+//! `json`) or as an aligned table. Pure functions from a response to text, so
+//! they are tested without a server.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::args::Format;
+use crate::pb;
+
+/// One endpoint's answer to `Status`, or why there is none.
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub status: Result<pb::StatusResponse, String>,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Inserts `key: value` unless the value is zero, empty or false, as Go's
+/// `omitempty` does in etcdctl's JSON.
+fn put_nonzero(map: &mut Map<String, Value>, key: &str, value: Value) {
+    let zero = match &value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_i64() == Some(0) || n.as_u64() == Some(0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    if !zero {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn header_json(h: &Option<pb::ResponseHeader>) -> Value {
+    let mut m = Map::new();
+    if let Some(h) = h {
+        put_nonzero(&mut m, "cluster_id", json!(h.cluster_id));
+        put_nonzero(&mut m, "member_id", json!(h.member_id));
+        put_nonzero(&mut m, "revision", json!(h.revision));
+        put_nonzero(&mut m, "raft_term", json!(h.raft_term));
+    }
+    Value::Object(m)
+}
+
+fn kv_json(kv: &pb::KeyValue) -> Value {
+    let mut m = Map::new();
+    put_nonzero(&mut m, "key", json!(b64(&kv.key)));
+    put_nonzero(&mut m, "create_revision", json!(kv.create_revision));
+    put_nonzero(&mut m, "mod_revision", json!(kv.mod_revision));
+    put_nonzero(&mut m, "version", json!(kv.version));
+    put_nonzero(&mut m, "value", json!(b64(&kv.value)));
+    put_nonzero(&mut m, "lease", json!(kv.lease));
+    Value::Object(m)
+}
+
+fn simple_kv(out: &mut String, kv: &pb::KeyValue) {
+    out.push_str(&text(&kv.key));
+    out.push('\n');
+    out.push_str(&text(&kv.value));
+    out.push('\n');
+}
+
+fn kv_table(kvs: &[pb::KeyValue]) -> String {
+    let rows = kvs
+        .iter()
+        .map(|kv| {
+            vec![
+                text(&kv.key),
+                text(&kv.value),
+                kv.create_revision.to_string(),
+                kv.mod_revision.to_string(),
+                kv.version.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(
+        &["KEY", "VALUE", "CREATE REVISION", "MOD REVISION", "VERSION"],
+        &rows,
+    )
+}
+
+pub fn put(resp: &pb::PutResponse, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut m = Map::new();
+            m.insert("header".into(), header_json(&resp.header));
+            if let Some(prev) = &resp.prev_kv {
+                m.insert("prev_kv".into(), kv_json(prev));
+            }
+            Value::Object(m).to_string() + "\n"
+        }
+        Format::Simple | Format::Table => {
+            let mut out = "OK\n".to_string();
+            if let Some(prev) = &resp.prev_kv {
+                simple_kv(&mut out, prev);
+            }
+            out
+        }
+    }
+}
+
+/// How `get` prints in the simple format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetStyle {
+    pub print_value_only: bool,
+    pub count_only: bool,
+}
+
+pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> String {
+    match format {
+        Format::Json => {
+            let mut m = Map::new();
+            m.insert("header".into(), header_json(&resp.header));
+            put_nonzero(
+                &mut m,
+                "kvs",
+                Value::Array(resp.kvs.iter().map(kv_json).collect()),
+            );
+            put_nonzero(&mut m, "more", json!(resp.more));
+            put_nonzero(&mut m, "count", json!(resp.count));
+            Value::Object(m).to_string() + "\n"
+        }
+        Format::Table => kv_table(&resp.kvs),
+        Format::Simple if style.count_only => format!("{}\n", resp.count),
+        Format::Simple => {
+            let mut out = String::new();
+            for kv in &resp.kvs {
+                if style.print_value_only {
+                    out.push_str(&text(&kv.value));
+                    out.push('\n');
+                } else {
+                    simple_kv(&mut out, kv);
+                }
+            }
+            out
+        }
+    }
+}
+
+pub fn del(resp: &pb::DeleteRangeResponse, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut m = Map::new();
+            m.insert("header".into(), header_json(&resp.header));
+            put_nonzero(&mut m, "deleted", json!(resp.deleted));
+            put_nonzero(
+                &mut m,
+                "prev_kvs",
+                Value::Array(resp.prev_kvs.iter().map(kv_json).collect()),
+            );
+            Value::Object(m).to_string() + "\n"
+        }
+        Format::Simple | Format::Table => {
+            let mut out = format!("{}\n", resp.deleted);
+            for kv in &resp.prev_kvs {
+                simple_kv(&mut out, kv);
+            }
+            out
+        }
+    }
+}
+
+pub fn member_list(resp: &pb::MemberListResponse, format: Format) -> String {
+    let started = |m: &pb::Member| {
+        if m.name.is_empty() {
+            "unstarted"
+        } else {
+            "started"
+        }
+    };
+    match format {
+        Format::Json => {
+            let members: Vec<Value> = resp
+                .members
+                .iter()
+                .map(|m| {
+                    let mut o = Map::new();
+                    put_nonzero(&mut o, "ID", json!(m.id));
+                    put_nonzero(&mut o, "name", json!(m.name));
+                    put_nonzero(&mut o, "peerURLs", json!(m.peer_ur_ls));
+                    put_nonzero(&mut o, "clientURLs", json!(m.client_ur_ls));
+                    put_nonzero(&mut o, "isLearner", json!(m.is_learner));
+                    Value::Object(o)
+                })
+                .collect();
+            json!({"header": header_json(&resp.header), "members": members}).to_string() + "\n"
+        }
+        Format::Simple => resp
+            .members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}, {}, {}, {}, {}, {}\n",
+                    m.id,
+                    started(m),
+                    m.name,
+                    m.peer_ur_ls.join(","),
+                    m.client_ur_ls.join(","),
+                    m.is_learner
+                )
+            })
+            .collect(),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = resp
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.to_string(),
+                        started(m).to_string(),
+                        m.name.clone(),
+                        m.peer_ur_ls.join(","),
+                        m.client_ur_ls.join(","),
+                        m.is_learner.to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "STATUS",
+                    "NAME",
+                    "PEER ADDRS",
+                    "CLIENT ADDRS",
+                    "IS LEARNER",
+                ],
+                &rows,
+            )
+        }
+    }
+}
+
+/// Whether this endpoint's member is the leader, as etcdctl decides it.
+pub fn is_leader(s: &pb::StatusResponse) -> bool {
+    s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader)
+}
+
+pub fn endpoint_status(rows: &[EndpointStatus], format: Format) -> String {
+    match format {
+        Format::Json => {
+            let list: Vec<Value> = rows
+                .iter()
+                .filter_map(|r| r.status.as_ref().ok().map(|s| (r, s)))
+                .map(|(r, s)| {
+                    let mut st = Map::new();
+                    st.insert("header".into(), header_json(&s.header));
+                    put_nonzero(&mut st, "version", json!(s.version));
+                    put_nonzero(&mut st, "dbSize", json!(s.db_size));
+                    put_nonzero(&mut st, "leader", json!(s.leader));
+                    put_nonzero(&mut st, "raftIndex", json!(s.raft_index));
+                    put_nonzero(&mut st, "raftTerm", json!(s.raft_term));
+                    put_nonzero(&mut st, "raftAppliedIndex", json!(s.raft_applied_index));
+                    put_nonzero(&mut st, "errors", json!(s.errors));
+                    put_nonzero(&mut st, "dbSizeInUse", json!(s.db_size_in_use));
+                    json!({"Endpoint": r.endpoint, "Status": st})
+                })
+                .collect();
+            Value::Array(list).to_string() + "\n"
+        }
+        Format::Simple => rows
+            .iter()
+            .filter_map(|r| r.status.as_ref().ok().map(|s| (r, s)))
+            .map(|(r, s)| {
+                format!(
+                    "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}\n",
+                    r.endpoint,
+                    member_id(s),
+                    s.version,
+                    human_bytes(s.db_size),
+                    is_leader(s),
+                    s.is_learner,
+                    s.raft_term,
+                    s.raft_index,
+                    s.raft_applied_index,
+                    s.errors.join(", ")
+                )
+            })
+            .collect(),
+        Format::Table => {
+            let data: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| match &r.status {
+                    Ok(s) => vec![
+                        r.endpoint.clone(),
+                        member_id(s).to_string(),
+                        is_leader(s).to_string(),
+                        s.raft_term.to_string(),
+                        s.raft_index.to_string(),
+                        s.raft_applied_index.to_string(),
+                        s.header.as_ref().map_or(0, |h| h.revision).to_string(),
+                        human_bytes(s.db_size),
+                        s.errors.join(", "),
+                    ],
+                    Err(e) => {
+                        let mut row = vec![r.endpoint.clone()];
+                        row.extend(std::iter::repeat_n("-".to_string(), 7));
+                        row.push(e.clone());
+                        row
+                    }
+                })
+                .collect();
+            table(
+                &[
+                    "ENDPOINT",
+                    "ID",
+                    "IS LEADER",
+                    "RAFT TERM",
+                    "RAFT INDEX",
+                    "APPLIED INDEX",
+                    "REVISION",
+                    "DB SIZE",
+                    "ERRORS",
+                ],
+                &data,
+            )
+        }
+    }
+}
+
+fn member_id(s: &pb::StatusResponse) -> u64 {
+    s.header.as_ref().map_or(0, |h| h.member_id)
+}
+
+/// Sizes as etcdctl prints them (decimal units: `20 kB`, `1.5 MB`).
+pub fn human_bytes(n: i64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let n = n as f64;
+    let exp = (n.log10() / 3.0).floor() as usize;
+    let exp = exp.min(UNITS.len() - 1);
+    let val = (n / 1000f64.powi(exp as i32) * 10.0 + 0.5).floor() / 10.0;
+    if val < 10.0 {
+        format!("{val:.1} {}", UNITS[exp])
+    } else {
+        format!("{val:.0} {}", UNITS[exp])
+    }
+}
+
+/// An ASCII table: centered headers, right-aligned cells.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let mut out = rule.clone();
+    for (h, w) in headers.iter().zip(&widths) {
+        out.push_str(&format!("| {h:^w$} "));
+    }
+    out.push_str("|\n");
+    out.push_str(&rule);
+    for row in rows {
+        for (cell, w) in row.iter().zip(&widths) {
+            out.push_str(&format!("| {cell:>w$} "));
+        }
+        out.push_str("|\n");
+    }
+    out.push_str(&rule);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: 7,
+            member_id: 2,
+            revision: 5,
+            raft_term: 3,
+        })
+    }
+
+    fn kv(k: &str, v: &str) -> pb::KeyValue {
+        pb::KeyValue {
+            key: k.into(),
+            value: v.into(),
+            create_revision: 4,
+            mod_revision: 4,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn get_like_etcdctl() {
+        let resp = pb::RangeResponse {
+            header: header(),
+            kvs: vec![kv("foo", "bar")],
+            more: false,
+            count: 1,
+        };
+        assert_eq!(
+            get(&resp, Format::Simple, GetStyle::default()),
+            "foo\nbar\n"
+        );
+        let style = GetStyle {
+            print_value_only: true,
+            ..Default::default()
+        };
+        assert_eq!(get(&resp, Format::Simple, style), "bar\n");
+        // The exact JSON etcdctl prints for the same response.
+        assert_eq!(
+            get(&resp, Format::Json, GetStyle::default()),
+            r#"{"header":{"cluster_id":7,"member_id":2,"revision":5,"raft_term":3},"kvs":[{"key":"Zm9v","create_revision":4,"mod_revision":4,"version":1,"value":"YmFy"}],"count":1}"#
+                .to_string()
+                + "\n"
+        );
+        let empty = pb::RangeResponse {
+            header: header(),
+            ..Default::default()
+        };
+        assert_eq!(get(&empty, Format::Simple, GetStyle::default()), "");
+    }
+
+    #[test]
+    fn put_and_del_like_etcdctl() {
+        let resp = pb::PutResponse {
+            header: header(),
+            prev_kv: Some(kv("foo", "old")),
+        };
+        assert_eq!(put(&resp, Format::Simple), "OK\nfoo\nold\n");
+        let resp = pb::DeleteRangeResponse {
+            header: header(),
+            deleted: 0,
+            prev_kvs: vec![],
+        };
+        assert_eq!(del(&resp, Format::Simple), "0\n");
+        assert_eq!(
+            del(&resp, Format::Json),
+            "{\"header\":{\"cluster_id\":7,\"member_id\":2,\"revision\":5,\"raft_term\":3}}\n"
+        );
+    }
+
+    #[test]
+    fn sizes_like_etcdctl() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1500), "1.5 kB");
+        assert_eq!(human_bytes(20480), "20 kB");
+        assert_eq!(human_bytes(3_400_000), "3.4 MB");
+    }
+
+    #[test]
+    fn status_table_shows_down_endpoints() {
+        let up = pb::StatusResponse {
+            header: header(),
+            leader: 2,
+            raft_term: 3,
+            raft_index: 9,
+            ..Default::default()
+        };
+        let rows = vec![
+            EndpointStatus {
+                endpoint: "a:1".into(),
+                status: Ok(up),
+            },
+            EndpointStatus {
+                endpoint: "b:2".into(),
+                status: Err("unreachable".into()),
+            },
+        ];
+        let t = endpoint_status(&rows, Format::Table);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains("ENDPOINT") && lines[1].contains("IS LEADER"));
+        assert!(lines[3].contains("a:1") && lines[3].contains("true"));
+        assert!(lines[4].contains("b:2") && lines[4].contains("unreachable"));
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+    }
+}

@@ -1,0 +1,288 @@
+//! `Client`: a small client for etcd's v3 API with endpoint failover, used by
+//! `kvctl` and the tests. It works against raftkv and etcd alike.
+//!
+//! Failover: a call goes to the last endpoint that worked. If that endpoint
+//! cannot be connected to, the next one is tried, for every call. A read
+//! (`Range`, `MemberList`) also moves on when the endpoint answers
+//! `UNAVAILABLE`; a write never does once it was sent, because it may have
+//! been applied.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::pb;
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::kv_client::KvClient;
+use crate::pb::maintenance_client::MaintenanceClient;
+
+/// The endpoints `kvctl` uses by default: the local cluster of `make run`.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379";
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A failed client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{}", .0.message())]
+    Status(Status),
+    /// No endpoint could be reached.
+    #[error("no endpoint is reachable ({})", .0.join("; "))]
+    Unreachable(Vec<String>),
+    /// An endpoint is not a valid address.
+    #[error("invalid endpoint '{0}'")]
+    InvalidEndpoint(String),
+}
+
+impl ClientError {
+    /// The gRPC code, if the server answered.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts for connecting and for each call.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub dial: Duration,
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            dial: Duration::from_secs(2),
+            command: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether a call is safe to send again to another endpoint after an
+/// `UNAVAILABLE` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Read,
+    Write,
+}
+
+/// An etcd v3 API client over a list of endpoints.
+pub struct Client {
+    endpoints: Vec<String>,
+    timeouts: Timeouts,
+    channels: HashMap<usize, Channel>,
+    /// The endpoint that last worked.
+    preferred: usize,
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port` or `http://host:port`). Connects
+    /// lazily, on the first call.
+    pub fn new(endpoints: Vec<String>, timeouts: Timeouts) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::InvalidEndpoint(String::new()));
+        }
+        for e in &endpoints {
+            url(e)?;
+        }
+        Ok(Client {
+            endpoints,
+            timeouts,
+            channels: HashMap::new(),
+            preferred: 0,
+        })
+    }
+
+    /// The configured endpoints, as given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn channel(&mut self, index: usize) -> Result<Channel, String> {
+        if let Some(ch) = self.channels.get(&index) {
+            return Ok(ch.clone());
+        }
+        let endpoint = &self.endpoints[index];
+        let ch = connect(endpoint, self.timeouts).await?;
+        self.channels.insert(index, ch.clone());
+        Ok(ch)
+    }
+
+    /// Runs `call` on the preferred endpoint, failing over as described in
+    /// the module docs.
+    async fn call<T, F, Fut>(&mut self, retry: Retry, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut failures = Vec::new();
+        let n = self.endpoints.len();
+        for attempt in 0..n {
+            let index = (self.preferred + attempt) % n;
+            let channel = match self.channel(index).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    failures.push(format!("{}: {e}", self.endpoints[index]));
+                    continue;
+                }
+            };
+            match call(channel).await {
+                Ok(v) => {
+                    self.preferred = index;
+                    return Ok(v);
+                }
+                Err(status) => {
+                    let unsent = crate::raft::is_connect_error(&status);
+                    let may_retry =
+                        unsent || (retry == Retry::Read && status.code() == Code::Unavailable);
+                    if unsent {
+                        // Reconnect on the next use of this endpoint.
+                        self.channels.remove(&index);
+                    }
+                    if !may_retry || attempt + 1 == n {
+                        return Err(ClientError::Status(status));
+                    }
+                    failures.push(format!("{}: {}", self.endpoints[index], status.message()));
+                }
+            }
+        }
+        Err(ClientError::Unreachable(failures))
+    }
+
+    pub async fn range(&mut self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
+        self.call(Retry::Read, |ch| {
+            let req = req.clone();
+            async move { Ok(kv_client(ch).range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn put(&mut self, req: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
+        self.call(Retry::Write, |ch| {
+            let req = req.clone();
+            async move { Ok(kv_client(ch).put(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete_range(
+        &mut self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, ClientError> {
+        self.call(Retry::Write, |ch| {
+            let req = req.clone();
+            async move { Ok(kv_client(ch).delete_range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn member_list(&mut self) -> Result<pb::MemberListResponse, ClientError> {
+        self.call(Retry::Read, |ch| async move {
+            Ok(ClusterClient::new(ch)
+                .member_list(pb::MemberListRequest {
+                    linearizable: false,
+                })
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+}
+
+/// `Status` of one endpoint, without failover, over a channel kept between
+/// calls: what `endpoint status` (and its `--watch`) polls.
+pub struct StatusProbe {
+    endpoint: String,
+    timeouts: Timeouts,
+    channel: Option<Channel>,
+}
+
+impl StatusProbe {
+    pub fn new(endpoint: &str, timeouts: Timeouts) -> Result<Self, ClientError> {
+        url(endpoint)?;
+        Ok(StatusProbe {
+            endpoint: endpoint.to_string(),
+            timeouts,
+            channel: None,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The endpoint's status; a down endpoint is an error.
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {
+        let channel = match &self.channel {
+            Some(ch) => ch.clone(),
+            None => {
+                let ch = connect(&self.endpoint, self.timeouts).await.map_err(|e| {
+                    ClientError::Unreachable(vec![format!("{}: {e}", self.endpoint)])
+                })?;
+                self.channel = Some(ch.clone());
+                ch
+            }
+        };
+        match MaintenanceClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+        {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => {
+                // Reconnect next time: the node may have restarted.
+                self.channel = None;
+                Err(ClientError::Status(status))
+            }
+        }
+    }
+}
+
+fn kv_client(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn url(endpoint: &str) -> Result<Endpoint, ClientError> {
+    let with_scheme = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Endpoint::from_shared(with_scheme)
+        .map_err(|_| ClientError::InvalidEndpoint(endpoint.to_string()))
+}
+
+async fn connect(endpoint: &str, timeouts: Timeouts) -> Result<Channel, String> {
+    let ep = url(endpoint)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeouts.dial)
+        .timeout(timeouts.command)
+        .tcp_nodelay(true);
+    match tokio::time::timeout(timeouts.dial, ep.connect()).await {
+        Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(e)) => Err(describe_transport_error(&e)),
+        Err(_) => Err("connection timed out".into()),
+    }
+}
+
+/// The innermost cause of a transport error, which is the informative part
+/// ("Connection refused (os error 111)").
+fn describe_transport_error(e: &tonic::transport::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

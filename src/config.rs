@@ -1,0 +1,239 @@
+//! `NodeConfig`: everything a `kvd` node needs to start, as plain data.
+//!
+//! Built by `src/bin/kvd.rs` from flags and `KVD_*` variables (clap lives only
+//! there), or directly by tests; `validate()` checks it as a whole before the
+//! node touches its data dir.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raft::NodeId;
+
+/// Default `--max-request-bytes`: etcd's 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// Default `--snapshot-count`.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+
+/// The configuration was rejected; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// A node's full configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; nonzero and unique in the cluster.
+    pub id: NodeId,
+    /// Where the Raft log, vote, snapshots and state machine live.
+    pub data_dir: PathBuf,
+    /// Address the etcd-compatible client API listens on.
+    pub listen_client: SocketAddr,
+    /// Address the node-to-node Raft service listens on.
+    pub listen_peer: SocketAddr,
+    /// Client address other nodes and clients should use for this node.
+    pub advertise_client: String,
+    /// Peer address other nodes should use for this node.
+    pub advertise_peer: String,
+    /// Members of a new cluster: id to peer address. Used only when the data
+    /// dir is empty.
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// How long a follower waits without a heartbeat before it campaigns.
+    pub election_timeout: Duration,
+    /// Applied entries between two snapshots.
+    pub snapshot_count: u64,
+    /// Largest encoded client request accepted.
+    pub max_request_bytes: usize,
+    /// How long a client request may wait for a leader, a commit or a read
+    /// confirmation before it fails.
+    pub request_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A single-node configuration with etcd's defaults, for tests and as a
+    /// starting point.
+    pub fn new(
+        id: NodeId,
+        data_dir: PathBuf,
+        listen_client: SocketAddr,
+        listen_peer: SocketAddr,
+    ) -> Self {
+        let election_timeout = Duration::from_millis(1000);
+        NodeConfig {
+            id,
+            data_dir,
+            listen_client,
+            listen_peer,
+            advertise_client: listen_client.to_string(),
+            advertise_peer: listen_peer.to_string(),
+            initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout,
+            snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            request_timeout: default_request_timeout(election_timeout),
+        }
+    }
+
+    /// Checks the configuration as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        if self.id == 0 {
+            return fail("--id must be nonzero".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return fail("--heartbeat-interval must be positive".into());
+        }
+        if self.election_timeout < self.heartbeat_interval * 5 {
+            return fail(format!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout.as_millis(),
+                self.heartbeat_interval.as_millis()
+            ));
+        }
+        if self.snapshot_count == 0 {
+            return fail("--snapshot-count must be positive".into());
+        }
+        if self.max_request_bytes == 0 {
+            return fail("--max-request-bytes must be positive".into());
+        }
+        if self.listen_client == self.listen_peer {
+            return fail(format!(
+                "--listen-client and --listen-peer must differ (both {})",
+                self.listen_client
+            ));
+        }
+        if self.initial_cluster.contains_key(&0) {
+            return fail("--initial-cluster: member ids must be nonzero".into());
+        }
+        match self.initial_cluster.get(&self.id) {
+            None => {
+                return fail(format!(
+                    "--initial-cluster does not list this node's --id {}",
+                    self.id
+                ))
+            }
+            Some(addr) if *addr != self.advertise_peer => {
+                return fail(format!(
+                    "--initial-cluster gives node {} the peer address {addr}, but --advertise-peer is {}",
+                    self.id, self.advertise_peer
+                ))
+            }
+            Some(_) => {}
+        }
+        let mut seen = BTreeMap::new();
+        for (id, addr) in &self.initial_cluster {
+            if let Some(other) = seen.insert(addr, id) {
+                return fail(format!(
+                    "--initial-cluster gives nodes {other} and {id} the same address {addr}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// etcd's request timeout: 5 s plus two election timeouts.
+pub fn default_request_timeout(election_timeout: Duration) -> Duration {
+    Duration::from_secs(5) + election_timeout * 2
+}
+
+/// Parses `--initial-cluster`: `1=host:port,2=host:port,...`. A scheme such as
+/// `http://` is accepted and dropped, so etcd-style URLs work too.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--initial-cluster: '{part}' is not of the form ID=HOST:PORT"
+            ))
+        })?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "--initial-cluster: '{id}' is not a numeric member id"
+            ))
+        })?;
+        let addr = normalize_addr(addr.trim());
+        check_host_port(&addr)
+            .map_err(|e| ConfigError(format!("--initial-cluster: member {id}: {e}")))?;
+        if members.insert(id, addr).is_some() {
+            return Err(ConfigError(format!(
+                "--initial-cluster lists member {id} twice"
+            )));
+        }
+    }
+    if members.is_empty() {
+        return Err(ConfigError("--initial-cluster is empty".into()));
+    }
+    Ok(members)
+}
+
+/// Drops a leading `http://` and a trailing `/` from an address.
+pub fn normalize_addr(addr: &str) -> String {
+    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    addr.trim_end_matches('/').to_string()
+}
+
+/// Checks that `addr` is `host:port` with a numeric port.
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{addr}' is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("'{addr}' has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("'{addr}' has no valid port"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        let mut c = NodeConfig::new(
+            1,
+            "/tmp/x".into(),
+            "127.0.0.1:2379".parse().unwrap(),
+            "127.0.0.1:2380".parse().unwrap(),
+        );
+        c.initial_cluster =
+            parse_initial_cluster("1=127.0.0.1:2380,2=127.0.0.1:22380,3=http://127.0.0.1:32380/")
+                .unwrap();
+        c
+    }
+
+    #[test]
+    fn parses_initial_cluster() {
+        let m = cfg().initial_cluster;
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&3], "127.0.0.1:32380");
+        for bad in ["", "1", "x=a:1", "1=a", "1=a:b", "1=a:1,1=b:2", "1=:5"] {
+            assert!(parse_initial_cluster(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn validates() {
+        assert!(cfg().validate().is_ok());
+        let mut c = cfg();
+        c.id = 0;
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.id = 4;
+        assert!(c.validate().unwrap_err().0.contains("does not list"));
+        let mut c = cfg();
+        c.advertise_peer = "127.0.0.1:9".into();
+        assert!(c.validate().unwrap_err().0.contains("--advertise-peer"));
+        let mut c = cfg();
+        c.election_timeout = Duration::from_millis(300);
+        assert!(c.validate().unwrap_err().0.contains("5 times"));
+        let mut c = cfg();
+        c.initial_cluster.insert(2, "127.0.0.1:2380".into());
+        assert!(c.validate().unwrap_err().0.contains("same address"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The crate's error type. Every failure a client can see is a variant here;
+//! `server::status` turns each into the gRPC code and message etcd uses.
+//!
+//! Business outcomes (a key that is absent, a delete that matched nothing) are
+//! not errors: they are data in the store's responses.
+
+use crate::codec::CodecError;
+use crate::config::ConfigError;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way a raftkv operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request named no key.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// The encoded request is over `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// Keys and values are UTF-8 strings; `what` names the offending field.
+    #[error("raftkv: {what} must be valid UTF-8")]
+    NotUtf8 { what: &'static str },
+    /// `ignore_value`/`ignore_lease` on a key that does not exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A lease id that does not exist (raftkv has no leases yet, so any).
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A read at a revision the store has not reached.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// The cluster has no leader, and none appeared before the deadline.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// This node is not the leader (or stopped being it) and did not propose
+    /// the request; it is safe to retry on the leader.
+    #[error("etcdserver: leader changed")]
+    NotLeader,
+    /// The leader could not be reached at all; nothing was sent.
+    #[error("etcdserver: leader unreachable: {0}")]
+    LeaderUnreachable(String),
+    /// The request was proposed (or a leader asked) but no answer came in time;
+    /// a write may or may not have been applied.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The leader handling a forwarded write went away mid-request; the write
+    /// may or may not have been applied.
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    LeaderLost,
+    /// This node is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A part of etcd's API raftkv does not serve yet.
+    #[error("raftkv: {0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// The node's configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The on-disk store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// Stored or received bytes could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The data directory belongs to another node or is damaged.
+    #[error("data dir: {0}")]
+    DataDir(String),
+    /// Raft reported a failure that is not one of the above.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// An I/O failure outside the store (listeners, files).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the request certainly had no effect, so it can be retried
+    /// elsewhere without risking a duplicate write.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::NotLeader | Error::LeaderUnreachable(_))
+    }
+}

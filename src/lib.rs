@@ -1,0 +1,39 @@
+//! raftkv: a key-value store that keeps one consistent copy of its data on a
+//! cluster with Raft, and speaks etcd's v3 gRPC API.
+//!
+//! # Architecture
+//!
+//! Data flows one way:
+//!
+//! 1. `server` receives etcd gRPC requests and validates them.
+//! 2. `node` routes them: writes are proposed through Raft on the leader
+//!    (a follower forwards them to the leader over the peer port);
+//!    linearizable reads first pass a read barrier (ReadIndex).
+//! 3. `raft` (openraft) replicates the `store::Command` to a majority's
+//!    durable log (`raft::LogStore`, sled) and commits it.
+//! 4. `store` applies committed commands in log order to the state machine
+//!    (keys with etcd's revision data, in sled) and returns a
+//!    `store::Response`, which travels back up to the client.
+//!
+//! `client` is a small etcd API client with endpoint failover, used by
+//! `kvctl` (`cli`) and the tests.
+//!
+//! # Not implemented yet
+//!
+//! - `Txn`, `Compact`, `Watch`, `Lease`, and reads of past revisions: they
+//!   answer `UNIMPLEMENTED`.
+//! - Membership changes (`MemberAdd` and friends).
+
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod pb;
+pub mod raft;
+pub mod server;
+pub mod store;
+
+pub use config::NodeConfig;
+pub use error::{Error, Result};

@@ -1,0 +1,473 @@
+//! A running member: its Raft instance, its store, its peers, and the one
+//! entry point the gRPC services use to write and to read linearizably.
+//!
+//! Writes: on the leader, `client_write`; on a follower, forwarded to the
+//! leader's peer service over the long-lived peer channel. Linearizable
+//! reads: the leader confirms its leadership with a quorum (ReadIndex); a
+//! follower asks the leader for that read index, waits until it has applied
+//! up to it, then reads locally. While there is no leader, both wait for one
+//! until the request timeout.
+//!
+//! Retries happen only when the request certainly had no effect (openraft
+//! refused to propose it, or the leader could not be connected to); a request
+//! that may have been applied is never sent twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::codec;
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::pb::peer::Payload;
+use crate::raft::typ::{CheckIsLeaderError, ClientWriteError, RaftError, RaftMetrics};
+use crate::raft::{self, is_connect_error, NodeId, PeerClients, Raft};
+use crate::store::{fnv1a_of, Command, KvStore, MemberInfo, Response, Revision, StateMachine};
+
+/// How long to wait before retrying a request that was not proposed.
+const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+/// sled's page cache; etcd's bbolt relies on the OS page cache instead.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const IDENTITY_TREE: &str = "identity";
+
+/// A snapshot of this member's view of the cluster, for `Status`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub revision: Revision,
+    pub db_size: u64,
+}
+
+/// A member as `MemberList` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// Failures a peer reports back over `Forward` and `ReadIndex`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerError {
+    NotLeader,
+    NoLeader,
+    Timeout,
+    Stopped,
+    Other(String),
+}
+
+impl From<&Error> for PeerError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::NotLeader => PeerError::NotLeader,
+            Error::NoLeader => PeerError::NoLeader,
+            Error::Timeout => PeerError::Timeout,
+            Error::Stopped => PeerError::Stopped,
+            other => PeerError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<PeerError> for Error {
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::NotLeader => Error::NotLeader,
+            PeerError::NoLeader => Error::NoLeader,
+            PeerError::Timeout => Error::Timeout,
+            PeerError::Stopped => Error::LeaderUnreachable("the leader is shutting down".into()),
+            PeerError::Other(msg) => Error::Raft(msg),
+        }
+    }
+}
+
+/// One running member. Shared by all services behind an `Arc`.
+pub struct Node {
+    id: NodeId,
+    cluster_id: u64,
+    raft: Raft,
+    store: KvStore,
+    peers: PeerClients,
+    db: sled::Db,
+    request_timeout: Duration,
+}
+
+impl Node {
+    /// Opens the data dir, starts Raft (forming the cluster if the data dir is
+    /// new), and starts the background tasks that log leader changes and
+    /// publish this member's client address.
+    pub async fn start(cfg: &NodeConfig) -> Result<Arc<Node>> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("raftkv.sled"))
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
+        let cluster_id = load_identity(&db, cfg).await?;
+        let sm = StateMachine::open(&db)?;
+        let store = sm.store();
+        let peers = PeerClients::default();
+        let raft = raft::start(cfg, &db, sm, peers.clone()).await?;
+        let node = Arc::new(Node {
+            id: cfg.id,
+            cluster_id,
+            raft,
+            store,
+            peers,
+            db,
+            request_timeout: cfg.request_timeout,
+        });
+        tokio::spawn(log_leader_changes(node.id, node.raft.metrics()));
+        let info = MemberInfo {
+            name: format!("node{}", cfg.id),
+            client_urls: vec![format!("http://{}", cfg.advertise_client)],
+        };
+        tokio::spawn(publish_member(node.clone(), info));
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The applied state, for reads.
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    /// The Raft instance, for the peer service.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The current Raft term as this member knows it.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// Stops Raft and flushes the store.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.db.flush_async().await {
+            tracing::warn!(error = %e, "flushing the store at shutdown");
+        }
+    }
+
+    /// Commits `cmd` through Raft (here or on the leader) and returns what
+    /// applying it produced. Fails after the request timeout.
+    pub async fn write(&self, cmd: Command) -> Result<Response> {
+        let deadline = Instant::now() + self.request_timeout;
+        let attempt = async {
+            loop {
+                let leader = self.wait_for_leader(deadline).await?;
+                let outcome = if leader == self.id {
+                    self.propose(cmd.clone()).await
+                } else {
+                    self.forward(leader, &cmd, deadline).await
+                };
+                match outcome {
+                    Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Returns once this member's applied state includes every write
+    /// committed before the call: after it, a local read is linearizable.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        let attempt = async {
+            loop {
+                let leader = self.wait_for_leader(deadline).await?;
+                let index = if leader == self.id {
+                    self.read_index().await
+                } else {
+                    self.remote_read_index(leader, deadline).await
+                };
+                match index {
+                    Ok(index) => return self.wait_applied(index).await,
+                    Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Proposes `cmd` on this member, which must be the leader.
+    pub async fn propose(&self, cmd: Command) -> Result<Response> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            // Refused before it was appended, or removed from the log
+            // uncommitted: it had no effect.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NotLeader),
+            Err(RaftError::APIError(e)) => Err(Error::Raft(e.to_string())),
+            Err(RaftError::Fatal(_)) => Err(Error::Stopped),
+        }
+    }
+
+    /// The leader's read index: the log index a linearizable read must wait
+    /// for. Confirms leadership with a quorum first.
+    pub async fn read_index(&self) -> Result<u64> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(Error::NotLeader)
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(Error::NotLeader)
+            }
+            Err(RaftError::Fatal(_)) => Err(Error::Stopped),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<()> {
+        if self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .is_some_and(|l| l.index >= index)
+        {
+            return Ok(());
+        }
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Stopped)
+    }
+
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(leader) = rx.borrow_and_update().current_leader {
+                return Ok(leader);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(Error::NoLeader),
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn peer_client(
+        &self,
+        id: NodeId,
+    ) -> Result<crate::pb::peer::peer_client::PeerClient<tonic::transport::Channel>> {
+        let addr = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        };
+        let addr =
+            addr.ok_or_else(|| Error::LeaderUnreachable(format!("node {id} is not a member")))?;
+        self.peers
+            .get(id, &addr)
+            .map_err(|e| Error::LeaderUnreachable(e.to_string()))
+    }
+
+    async fn forward(&self, leader: NodeId, cmd: &Command, deadline: Instant) -> Result<Response> {
+        let mut client = self.peer_client(leader)?;
+        let request = peer_request(codec::encode(cmd)?, deadline);
+        let reply = client
+            .forward(request)
+            .await
+            .map_err(|s| forward_failure(&s))?;
+        let result: std::result::Result<Response, PeerError> =
+            codec::decode(&reply.into_inner().data)?;
+        result.map_err(Error::from)
+    }
+
+    async fn remote_read_index(&self, leader: NodeId, deadline: Instant) -> Result<u64> {
+        let mut client = self.peer_client(leader)?;
+        let reply = client
+            .read_index(peer_request(Vec::new(), deadline))
+            .await
+            .map_err(|s| forward_failure(&s))?;
+        let result: std::result::Result<u64, PeerError> = codec::decode(&reply.into_inner().data)?;
+        result.map_err(Error::from)
+    }
+
+    /// This member's status.
+    pub fn status(&self) -> Result<NodeStatus> {
+        let m = self.raft.metrics().borrow().clone();
+        Ok(NodeStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            revision: self.store.revision()?,
+            db_size: self.db.size_on_disk()?,
+        })
+    }
+
+    /// Every member: Raft's membership joined with what members published.
+    pub fn members(&self) -> Result<Vec<MemberView>> {
+        let published = self.store.members()?;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let mut members: BTreeMap<NodeId, MemberView> = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            let info = published.get(id).cloned().unwrap_or_default();
+            members.insert(
+                *id,
+                MemberView {
+                    id: *id,
+                    name: info.name,
+                    peer_urls: vec![format!("http://{}", node.addr)],
+                    client_urls: info.client_urls,
+                    is_learner: learners.contains(id),
+                },
+            );
+        }
+        Ok(members.into_values().collect())
+    }
+}
+
+fn peer_request(data: Vec<u8>, deadline: Instant) -> tonic::Request<Payload> {
+    let mut request = tonic::Request::new(Payload { data });
+    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    request
+}
+
+/// Maps a failed forward to the leader: retryable only if nothing was sent.
+fn forward_failure(status: &tonic::Status) -> Error {
+    if is_connect_error(status) {
+        return Error::LeaderUnreachable(status.message().to_string());
+    }
+    match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Error::Timeout,
+        _ => Error::LeaderLost,
+    }
+}
+
+/// Reads this data dir's identity, or records it on first start. Refuses a
+/// data dir that belongs to another node id.
+async fn load_identity(db: &sled::Db, cfg: &NodeConfig) -> Result<u64> {
+    let tree = db.open_tree(IDENTITY_TREE)?;
+    let read_u64 = |key: &str| -> Result<Option<u64>> {
+        Ok(tree.get(key)?.map(|v| {
+            let bytes: [u8; 8] = v.as_ref().try_into().unwrap_or_default();
+            u64::from_be_bytes(bytes)
+        }))
+    };
+    if let Some(id) = read_u64("node_id")? {
+        if id != cfg.id {
+            return Err(Error::DataDir(format!(
+                "{} belongs to node {id}, not --id {}",
+                cfg.data_dir.display(),
+                cfg.id
+            )));
+        }
+        return read_u64("cluster_id")?
+            .ok_or_else(|| Error::DataDir("identity has no cluster id".into()));
+    }
+    let cluster_id = cluster_id_of(&cfg.initial_cluster);
+    tree.insert("node_id", &cfg.id.to_be_bytes())?;
+    tree.insert("cluster_id", &cluster_id.to_be_bytes())?;
+    db.flush_async().await?;
+    Ok(cluster_id)
+}
+
+/// A cluster id every member of a new cluster derives alike from
+/// `--initial-cluster` (FNV-1a over its canonical text).
+fn cluster_id_of(members: &BTreeMap<NodeId, String>) -> u64 {
+    let canonical: Vec<String> = members
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect();
+    fnv1a_of(canonical.join(",").as_bytes())
+}
+
+/// Logs when this member becomes leader and whenever it sees the leader change.
+async fn log_leader_changes(id: NodeId, mut rx: tokio::sync::watch::Receiver<RaftMetrics>) {
+    let mut last: Option<NodeId> = None;
+    loop {
+        let (leader, term) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            let show = |l: Option<NodeId>| l.map_or_else(|| "none".to_string(), |l| l.to_string());
+            if leader == Some(id) {
+                tracing::info!(term, previous = %show(last), "this node became leader");
+            } else {
+                tracing::info!(old = %show(last), new = %show(leader), term, "leader changed");
+            }
+            last = leader;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Publishes this member's name and client URL through Raft until the
+/// replicated state has them, as etcd members publish their attributes.
+async fn publish_member(node: Arc<Node>, info: MemberInfo) {
+    loop {
+        match node.store.members() {
+            Ok(members) if members.get(&node.id) == Some(&info) => return,
+            _ => {}
+        }
+        let cmd = Command::PublishMember {
+            id: node.id,
+            info: info.clone(),
+        };
+        match node.write(cmd).await {
+            Ok(_) => {
+                tracing::info!(client_urls = ?info.client_urls, "published member attributes");
+                return;
+            }
+            Err(Error::Stopped) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing member attributes; will retry");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_id_is_stable_and_depends_on_members() {
+        let a = BTreeMap::from([
+            (1, "127.0.0.1:2380".to_string()),
+            (2, "127.0.0.1:22380".to_string()),
+        ]);
+        let mut b = a.clone();
+        assert_eq!(cluster_id_of(&a), cluster_id_of(&b));
+        b.insert(3, "127.0.0.1:32380".into());
+        assert_ne!(cluster_id_of(&a), cluster_id_of(&b));
+        assert_ne!(cluster_id_of(&a), 0);
+    }
+}

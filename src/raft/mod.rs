@@ -1,0 +1,89 @@
+//! Consensus wiring: turns a `NodeConfig` into openraft's `Config`, opens the
+//! log store, starts the Raft instance and forms a new cluster.
+//!
+//! Layers: `log_store` keeps the Raft log and vote in sled, `network` sends
+//! Raft RPCs to peers, `types` names openraft's generics. The state machine
+//! lives in `crate::store`.
+//!
+//! Bootstrap: every node of a new cluster is started with the same
+//! `--initial-cluster` and calls `initialize` with exactly that membership,
+//! which openraft allows (identical configs agree). A node whose data dir
+//! already holds Raft state is initialized and ignores `--initial-cluster`.
+//!
+//! Caveats: membership changes (adding or removing nodes) are not exposed.
+
+mod log_store;
+mod network;
+mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::error::InitializeError;
+use openraft::{BasicNode, SnapshotPolicy};
+
+pub use log_store::LogStore;
+pub use network::{is_connect_error, PeerClients, PeerNetwork, PEER_MAX_MESSAGE_BYTES};
+pub use types::{typ, Node, NodeId, Raft, TypeConfig};
+
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::store::StateMachine;
+
+/// openraft's configuration for `cfg`: etcd's timing semantics (an election
+/// timeout drawn from `[t, 2t)`), snapshots every `--snapshot-count` entries.
+pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
+    let heartbeat = cfg.heartbeat_interval.as_millis() as u64;
+    let election = cfg.election_timeout.as_millis() as u64;
+    let config = openraft::Config {
+        cluster_name: "raftkv".into(),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        // A snapshot chunk is a few MiB; give it far more than a heartbeat.
+        install_snapshot_timeout: (election * 4).max(2000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+        // Keep some entries behind a snapshot so a follower that is only a
+        // little behind catches up from the log, not a whole snapshot.
+        max_in_snapshot_log_to_keep: cfg.snapshot_count / 2,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| Error::Raft(e.to_string()))
+}
+
+/// Starts this node's Raft instance over `db` and, if the node has no Raft
+/// state yet, forms the cluster named by `--initial-cluster`.
+pub async fn start(
+    cfg: &NodeConfig,
+    db: &sled::Db,
+    sm: StateMachine,
+    peers: PeerClients,
+) -> Result<Raft> {
+    let config = Arc::new(raft_config(cfg)?);
+    let log_store = LogStore::open(db)?;
+    let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    if initialized {
+        tracing::info!("resuming from existing data dir; --initial-cluster is ignored");
+    } else {
+        let members: BTreeMap<NodeId, BasicNode> = cfg
+            .initial_cluster
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        tracing::info!(?members, "forming a new cluster");
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            // Another path got there first; the membership is the same.
+            Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+    }
+    Ok(raft)
+}

@@ -1,0 +1,57 @@
+//! openraft's type configuration for raftkv, and short aliases for the
+//! generic openraft types. This is the only file that spells out openraft's
+//! type parameters; everything else uses these names.
+
+use std::io::Cursor;
+
+use crate::store::{Command, Response};
+
+/// A member's id: etcd's member id, our `--id`.
+pub type NodeId = u64;
+
+/// A member's address as Raft knows it: its advertised peer address.
+pub type Node = openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// raftkv's openraft type configuration: client commands in, store
+    /// responses out, snapshots as in-memory buffers.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = Node,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A running Raft instance.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Aliases for openraft's generic types, instantiated for raftkv.
+pub mod typ {
+    use super::{Node, NodeId, TypeConfig};
+
+    pub type Entry = openraft::Entry<TypeConfig>;
+    pub type LogId = openraft::LogId<NodeId>;
+    pub type Vote = openraft::Vote<NodeId>;
+    pub type LogState = openraft::LogState<TypeConfig>;
+    pub type Membership = openraft::Membership<NodeId, Node>;
+    pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+    pub type Snapshot = openraft::Snapshot<TypeConfig>;
+    pub type StorageError = openraft::StorageError<NodeId>;
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
+
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    pub type RPCError<E = openraft::error::Infallible> =
+        openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
+    pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
+
+    pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
+    pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+    pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
+    pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
+    pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+}

@@ -1,0 +1,72 @@
+//! Conversions between wire types (`pb::*`) and the store's domain types, and
+//! the request checks every client service shares.
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::pb;
+use crate::store::{KeyValue, Revision, SortOrder, SortTarget};
+
+/// The header every response carries: etcd's clients dereference it
+/// unconditionally.
+pub fn header(node: &Node, revision: Revision) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        cluster_id: node.cluster_id(),
+        member_id: node.id(),
+        revision,
+        raft_term: node.term(),
+    })
+}
+
+/// A stored pair as etcd's `KeyValue` (raftkv has no leases yet).
+pub fn key_value(kv: KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: 0,
+    }
+}
+
+/// Rejects a request whose encoding is over `max` bytes.
+pub fn check_size(req: &impl Message, max: usize) -> Result<()> {
+    if req.encoded_len() > max {
+        return Err(Error::RequestTooLarge);
+    }
+    Ok(())
+}
+
+/// A key must be present and UTF-8.
+pub fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    check_utf8(key, "key")
+}
+
+pub fn check_utf8(bytes: &[u8], what: &'static str) -> Result<()> {
+    std::str::from_utf8(bytes)
+        .map(|_| ())
+        .map_err(|_| Error::NotUtf8 { what })
+}
+
+pub fn sort_order(order: i32) -> SortOrder {
+    match pb::range_request::SortOrder::try_from(order) {
+        Ok(pb::range_request::SortOrder::Ascend) => SortOrder::Ascend,
+        Ok(pb::range_request::SortOrder::Descend) => SortOrder::Descend,
+        _ => SortOrder::None,
+    }
+}
+
+pub fn sort_target(target: i32) -> SortTarget {
+    match pb::range_request::SortTarget::try_from(target) {
+        Ok(pb::range_request::SortTarget::Version) => SortTarget::Version,
+        Ok(pb::range_request::SortTarget::Create) => SortTarget::Create,
+        Ok(pb::range_request::SortTarget::Mod) => SortTarget::Mod,
+        Ok(pb::range_request::SortTarget::Value) => SortTarget::Value,
+        _ => SortTarget::Key,
+    }
+}

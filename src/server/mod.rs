@@ -1,0 +1,98 @@
+//! The gRPC front end: etcd's client services on `--listen-client`, the peer
+//! service on `--listen-peer`, each on its own server so peers' traffic is
+//! never reachable through the client port.
+//!
+//! Services are thin (validate, delegate to `Node`, convert back); `status`
+//! is the one place errors become gRPC statuses.
+
+mod auth;
+mod cluster;
+mod convert;
+mod kv;
+mod maintenance;
+mod peer;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Server;
+
+pub use maintenance::ETCD_VERSION;
+
+use crate::config::NodeConfig;
+use crate::error::Result;
+use crate::node::Node;
+use crate::pb;
+use crate::raft::PEER_MAX_MESSAGE_BYTES;
+
+/// Headroom over `--max-request-bytes` that gRPC itself accepts, as etcd's
+/// 2 MiB receive limit over its 1.5 MiB request limit.
+const GRPC_RECV_HEADROOM: usize = 512 * 1024;
+
+/// Serves client and peer traffic on the given listeners until `shutdown`
+/// completes.
+pub async fn serve(
+    node: Arc<Node>,
+    cfg: &NodeConfig,
+    client: TcpListener,
+    peer: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let recv_limit = cfg.max_request_bytes + GRPC_RECV_HEADROOM;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let client_server = Server::builder()
+        .add_service(
+            pb::kv_server::KvServer::new(kv::KvService::new(node.clone(), cfg.max_request_bytes))
+                .max_decoding_message_size(recv_limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(node.clone()))
+                .max_decoding_message_size(recv_limit),
+        )
+        .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
+            node.clone(),
+        )))
+        .serve_with_incoming_shutdown(incoming(client), stopped(stop_rx.clone()));
+
+    let peer_server = Server::builder()
+        .add_service(
+            pb::peer::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
+                .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming(peer), stopped(stop_rx));
+
+    tracing::info!(client = %cfg.listen_client, peer = %cfg.listen_peer, "serving");
+    tokio::try_join!(client_server, peer_server)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: replies are small and
+/// latency matters more than packing.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}

@@ -1,0 +1,80 @@
+//! The peer-facing service: decodes Raft RPCs and hands them to openraft, and
+//! serves followers' forwarded writes and read-index requests on the leader.
+//!
+//! Served on the peer port only, never with the client services. Bytes that
+//! do not decode are answered with `INVALID_ARGUMENT`; nothing a peer sends
+//! can crash the node.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::codec;
+use crate::node::{Node, PeerError};
+use crate::pb::peer::peer_server::Peer;
+use crate::pb::peer::Payload;
+use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use crate::store::Command;
+
+/// The `raftkv.peer.Peer` service of one node.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<Node>) -> Self {
+        PeerService { node }
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<T, Status> {
+    codec::decode(&request.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    let data = codec::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Payload { data }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest = decode(request)?;
+        reply(&self.node.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest = decode(request)?;
+        reply(&self.node.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest = decode(request)?;
+        reply(&self.node.raft().install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let cmd: Command = decode(request)?;
+        let result = self
+            .node
+            .propose(cmd)
+            .await
+            .map_err(|e| PeerError::from(&e));
+        reply(&result)
+    }
+
+    async fn read_index(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let result = self
+            .node
+            .read_index()
+            .await
+            .map_err(|e| PeerError::from(&e));
+        reply(&result)
+    }
+}

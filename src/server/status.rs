@@ -1,0 +1,82 @@
+//! The one place a crate `Error` becomes a `tonic::Status`, with etcd's gRPC
+//! codes and exact messages (etcd's clients match on the message text).
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::EmptyKey
+            | Error::RequestTooLarge
+            | Error::NotUtf8 { .. }
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided => Code::InvalidArgument,
+            Error::LeaseNotFound => Code::NotFound,
+            Error::FutureRevision => Code::OutOfRange,
+            Error::NoLeader
+            | Error::NotLeader
+            | Error::LeaderUnreachable(_)
+            | Error::Timeout
+            | Error::LeaderLost
+            | Error::Stopped => Code::Unavailable,
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Config(_)
+            | Error::Storage(_)
+            | Error::Codec(_)
+            | Error::DataDir(_)
+            | Error::Raft(_)
+            | Error::Io(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error answering a client");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_codes_and_messages() {
+        let cases = [
+            (
+                Error::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                Error::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (Error::NoLeader, Code::Unavailable, "etcdserver: no leader"),
+            (
+                Error::Timeout,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                Error::FutureRevision,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                Error::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+        ];
+        for (e, code, msg) in cases {
+            let s = Status::from(e);
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+        let s = Status::from(Error::NotUtf8 { what: "key" });
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("UTF-8"));
+    }
+}

@@ -1,0 +1,84 @@
+//! What goes through Raft: `Command`s in, `Response`s out.
+//!
+//! Every change to the replicated state is one `Command` variant, proposed by
+//! the leader and applied in log order on every member. Outcomes such as "the
+//! key did not exist" are `Response` data, never errors, so applying a command
+//! is deterministic.
+
+use serde::{Deserialize, Serialize};
+
+use super::kv::{KeyValue, Revision};
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set `key` to `value`, creating it if absent. With `value: None` the
+    /// key keeps its value (etcd's `ignore_value`) and must exist.
+    Put {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        /// The key must already exist (etcd's `ignore_value`/`ignore_lease`).
+        must_exist: bool,
+        /// Return the previous key-value pair, if any.
+        prev_kv: bool,
+    },
+    /// Delete `key`, or every key in `[key, range_end)` (see `kv::KeyRange`).
+    DeleteRange {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        /// Return the deleted pairs.
+        prev_kv: bool,
+    },
+    /// A member announces its name and client URLs, as etcd members publish
+    /// their attributes. Does not change the key-value revision.
+    PublishMember { id: u64, info: MemberInfo },
+}
+
+/// What a member tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The key had to exist and did not.
+    KeyNotFound,
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A `Put` was applied at `revision`.
+    Put {
+        revision: Revision,
+        prev_kv: Option<KeyValue>,
+    },
+    /// A `DeleteRange` removed `deleted` keys; `revision` is the new revision
+    /// if it removed any, else the unchanged current one.
+    DeleteRange {
+        revision: Revision,
+        deleted: i64,
+        prev_kvs: Vec<KeyValue>,
+    },
+    /// The command was valid but could not apply to the current state; it
+    /// changed nothing.
+    Rejected(Rejection),
+    /// An entry that does not touch keys (a member announcement, a Raft
+    /// membership or blank entry); `revision` is the current revision.
+    Applied { revision: Revision },
+}
+
+impl Response {
+    /// The store revision after this entry was applied.
+    pub fn revision(&self) -> Revision {
+        match self {
+            Response::Put { revision, .. }
+            | Response::DeleteRange { revision, .. }
+            | Response::Applied { revision } => *revision,
+            Response::Rejected(_) => 0,
+        }
+    }
+}

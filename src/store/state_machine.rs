@@ -1,0 +1,271 @@
+//! openraft's state-machine and snapshot interfaces over `KvStore`.
+//!
+//! The only store file that knows about openraft. Applies each group of
+//! committed entries in one atomic `WriteBatch` together with the last
+//! applied log id, so a crash never leaves data and "applied" out of step.
+//! Applied state is made durable lazily: the Raft log is the source of truth
+//! and openraft re-applies entries after a restart. Before a snapshot is
+//! reported (and logs behind it may be purged), the database is flushed.
+
+use std::io::Cursor;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+
+use super::command::{Command, Response};
+use super::kv::{KeyRange, KvStore};
+use crate::codec;
+use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::raft::TypeConfig;
+
+const SNAPSHOT_TREE: &str = "snapshot";
+const SNAPSHOT_META_KEY: &str = "meta";
+const SNAPSHOT_DATA_KEY: &str = "data";
+const APPLIED_META: &str = "applied";
+const MEMBERSHIP_META: &str = "membership";
+
+/// The replicated state machine of one node.
+pub struct StateMachine {
+    db: sled::Db,
+    kv: KvStore,
+    snapshots: sled::Tree,
+}
+
+impl StateMachine {
+    /// Opens the state machine stored in `db`.
+    pub fn open(db: &sled::Db) -> crate::Result<Self> {
+        Ok(StateMachine {
+            db: db.clone(),
+            kv: KvStore::open(db)?,
+            snapshots: db.open_tree(SNAPSHOT_TREE)?,
+        })
+    }
+
+    /// A read handle on the applied state.
+    pub fn store(&self) -> KvStore {
+        self.kv.clone()
+    }
+
+    fn read_applied(&self) -> crate::Result<(Option<LogId>, StoredMembership)> {
+        let applied = match self.kv.meta(APPLIED_META)? {
+            Some(raw) => codec::decode(&raw)?,
+            None => None,
+        };
+        let membership = match self.kv.meta(MEMBERSHIP_META)? {
+            Some(raw) => codec::decode(&raw)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> crate::Result<Vec<Response>> {
+        let mut batch = self.kv.batch()?;
+        let mut last_applied = None;
+        let mut membership = None;
+        let mut responses = Vec::new();
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Applied {
+                    revision: batch.revision(),
+                },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    Response::Applied {
+                        revision: batch.revision(),
+                    }
+                }
+                EntryPayload::Normal(cmd) => match cmd {
+                    Command::Put {
+                        key,
+                        value,
+                        must_exist,
+                        prev_kv,
+                    } => match batch.put(&key, value, must_exist)? {
+                        Ok(prev) => Response::Put {
+                            revision: batch.revision(),
+                            prev_kv: prev.filter(|_| prev_kv),
+                        },
+                        Err(rejection) => Response::Rejected(rejection),
+                    },
+                    Command::DeleteRange {
+                        key,
+                        range_end,
+                        prev_kv,
+                    } => {
+                        let mut deleted = batch.delete_range(&KeyRange::new(&key, &range_end))?;
+                        let count = deleted.len() as i64;
+                        if !prev_kv {
+                            deleted.clear();
+                        }
+                        Response::DeleteRange {
+                            revision: batch.revision(),
+                            deleted: count,
+                            prev_kvs: deleted,
+                        }
+                    }
+                    Command::PublishMember { id, info } => {
+                        batch.set_member(id, &info)?;
+                        Response::Applied {
+                            revision: batch.revision(),
+                        }
+                    }
+                },
+            };
+            responses.push(response);
+        }
+        if last_applied.is_some() {
+            batch.set_meta(APPLIED_META, codec::encode(&last_applied)?);
+        }
+        if let Some(m) = membership {
+            batch.set_meta(MEMBERSHIP_META, codec::encode(&m)?);
+        }
+        self.kv.commit(batch)?;
+        Ok(responses)
+    }
+
+    fn read_snapshot(&self) -> crate::Result<Option<Snapshot>> {
+        let Some(meta) = self.snapshots.get(SNAPSHOT_META_KEY)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta = codec::decode(&meta)?;
+        let data = self
+            .snapshots
+            .get(SNAPSHOT_DATA_KEY)?
+            .map(|d| d.to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+
+    async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> crate::Result<()> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = codec::decode(&data)?;
+        save_snapshot(&self.snapshots, meta, data)?;
+        self.kv.import(
+            pairs,
+            &[
+                (APPLIED_META, codec::encode(&meta.last_log_id)?),
+                (MEMBERSHIP_META, codec::encode(&meta.last_membership)?),
+            ],
+        )?;
+        self.db.flush_async().await?;
+        tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+}
+
+fn save_snapshot(tree: &sled::Tree, meta: &SnapshotMeta, data: Vec<u8>) -> crate::Result<()> {
+    let mut batch = sled::Batch::default();
+    batch.insert(SNAPSHOT_META_KEY, codec::encode(meta)?);
+    batch.insert(SNAPSHOT_DATA_KEY, data);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+fn sm_error(e: crate::Error) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snapshot_error(e: crate::Error) -> StorageError {
+    StorageIOError::write_snapshot(None, &e).into()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.read_applied()
+            .map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        self.apply_entries(entries).map_err(sm_error)
+    }
+
+    /// Copies the state here, while no entry is being applied, so the
+    /// snapshot is consistent; encoding and saving happen in the builder.
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let captured = self
+            .read_applied()
+            .and_then(|(applied, membership)| Ok((applied, membership, self.kv.export()?)));
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            captured: Some(captured),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        self.install(meta, snapshot.into_inner())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.read_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+/// A consistent copy of the state: last applied log id, membership, pairs.
+type Captured = (Option<LogId>, StoredMembership, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Turns a captured copy of the state into a stored snapshot.
+pub struct SnapshotBuilder {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    captured: Option<crate::Result<Captured>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let captured = self.captured.take().ok_or_else(|| {
+            snapshot_error(crate::Error::Raft("snapshot builder used twice".into()))
+        })?;
+        let (applied, membership, pairs) = captured.map_err(snapshot_error)?;
+        let data = codec::encode(&pairs).map_err(|e| snapshot_error(e.into()))?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let snapshot_id = match &applied {
+            Some(id) => format!("{}-{}-{nanos}", id.leader_id.term, id.index),
+            None => format!("0-0-{nanos}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        save_snapshot(&self.snapshots, &meta, data.clone()).map_err(snapshot_error)?;
+        // The state machine has applied at least up to the snapshot; make that
+        // durable before openraft purges the log behind it.
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| snapshot_error(e.into()))?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
