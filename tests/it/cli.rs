@@ -1,0 +1,218 @@
+//! `kvctl` end to end against a real cluster: output, failover between
+//! endpoints, errors and exit codes, and `endpoint status [--watch]`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::cluster::{Options, TestCluster, LIVENESS};
+
+/// Runs kvctl; returns (exit code, stdout, stderr).
+fn kvctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .arg("--dial-timeout")
+        .arg("1s")
+        .args(args)
+        .output()
+        .expect("run kvctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let (rc, out, err) = kvctl(endpoints, args);
+    assert_eq!(rc, 0, "kvctl {args:?} failed: {err}");
+    out
+}
+
+/// An address nothing listens on.
+fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+/// Scenario: put/get/del with etcdctl's output, through the full endpoint
+/// list; `-w json` and `-w table`; a missing key prints nothing and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_put_get_del_like_etcdctl() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    assert_eq!(ok(&eps, &["put", "color", "blue"]), "OK\n");
+    assert_eq!(
+        ok(&eps, &["put", "color", "green", "--prev-kv"]),
+        "OK\ncolor\nblue\n"
+    );
+    assert_eq!(ok(&eps, &["put", "colour", "red"]), "OK\n");
+    assert_eq!(ok(&eps, &["get", "color"]), "color\ngreen\n");
+    assert_eq!(
+        ok(&eps, &["get", "col", "--prefix"]),
+        "color\ngreen\ncolour\nred\n"
+    );
+    assert_eq!(
+        ok(&eps, &["get", "col", "--prefix", "--keys-only"]),
+        "color\n\ncolour\n\n"
+    );
+    assert_eq!(
+        ok(
+            &eps,
+            &[
+                "get",
+                "col",
+                "--prefix",
+                "--limit",
+                "1",
+                "--print-value-only"
+            ]
+        ),
+        "green\n"
+    );
+    assert_eq!(ok(&eps, &["get", "col", "--prefix", "--count-only"]), "2\n");
+    assert_eq!(
+        ok(&eps, &["get", "color", "--consistency", "s"]),
+        "color\ngreen\n"
+    );
+    assert_eq!(ok(&eps, &["get", "nothing"]), "");
+
+    let json = ok(&eps, &["get", "color", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["kvs"][0]["key"], "Y29sb3I=");
+    assert_eq!(v["kvs"][0]["version"], 2);
+    assert_eq!(v["count"], 1);
+    assert!(v["header"]["member_id"].as_u64().unwrap() >= 1);
+
+    let table = ok(&eps, &["get", "col", "--prefix", "-w", "table"]);
+    assert!(
+        table.contains("KEY") && table.contains("| colour |") && table.contains("| green |"),
+        "{table}"
+    );
+
+    assert_eq!(
+        ok(&eps, &["del", "col", "--prefix", "--prev-kv"]),
+        "2\ncolor\ngreen\ncolour\nred\n"
+    );
+    assert_eq!(ok(&eps, &["del", "color"]), "0\n");
+}
+
+/// Scenario: the first endpoints are down; kvctl moves on to one that
+/// answers, for reads and writes. With every endpoint down it prints one
+/// error line on stderr and exits 1; a server error exits 1 with etcd's
+/// message; bad usage exits 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_fails_over_and_reports_errors() {
+    let cluster = TestCluster::start(3).await;
+    let eps = format!(
+        "{},{},{}",
+        dead_endpoint(),
+        dead_endpoint(),
+        cluster.nodes[1].client_addr
+    );
+    assert_eq!(ok(&eps, &["put", "k", "v"]), "OK\n");
+    assert_eq!(ok(&eps, &["get", "k"]), "k\nv\n");
+
+    let down = format!("{},{}", dead_endpoint(), dead_endpoint());
+    let (rc, out, err) = kvctl(&down, &["get", "k"]);
+    assert_eq!((rc, out.as_str()), (1, ""));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("Error: no endpoint is reachable"), "{err}");
+
+    let (rc, _, err) = kvctl(&cluster.endpoints(), &["put", "", "v"]);
+    assert_eq!(rc, 1);
+    assert_eq!(err.trim(), "Error: etcdserver: key is not provided");
+
+    let (rc, _, err) = kvctl(
+        &cluster.endpoints(),
+        &["get", "k", "--prefix", "--from-key"],
+    );
+    assert_eq!(rc, 2, "{err}");
+}
+
+/// Scenario: `endpoint status` prints one row per endpoint with exactly one
+/// leader; with a node down its row says so and the exit code is 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_endpoint_status_table() {
+    let mut cluster = TestCluster::start(3).await;
+    let out = ok(&cluster.endpoints(), &["endpoint", "status"]);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| 127.0.0.1"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let is_leader = |row: &&&str| row.split('|').nth(3).map(str::trim) == Some("true");
+    assert_eq!(rows.iter().filter(is_leader).count(), 1, "{out}");
+    assert!(out.contains("RAFT TERM") && out.contains("APPLIED INDEX") && out.contains("REVISION"));
+
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower_of(leader);
+    cluster.kill(follower);
+    let (rc, out, err) = kvctl(&cluster.endpoints(), &["endpoint", "status"]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("| 127.0.0.1")).count(),
+        3,
+        "{out}"
+    );
+    assert!(err.contains(&cluster.nodes[follower].client_addr), "{err}");
+}
+
+/// Scenario: `endpoint status --watch` is running when the leader is killed:
+/// it prints a line naming the old and new leader and how long the cluster
+/// had no leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_status_watch_reports_a_re_election() {
+    let mut cluster = TestCluster::start_with(3, Options::production()).await;
+    let leader = cluster.wait_leader().await;
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args([
+            "--endpoints",
+            &cluster.endpoints(),
+            "endpoint",
+            "status",
+            "--watch",
+            "--interval",
+            "100ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kvctl");
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |pattern: &str| -> String {
+        let deadline = std::time::Instant::now() + LIVENESS;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(line) if line.contains(pattern) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("kvctl never printed a line containing {pattern:?}"),
+            }
+        }
+    };
+    let first = wait_for("leader is");
+    assert!(first.contains(&format!("leader is {leader} ")), "{first}");
+
+    cluster.kill(cluster.index_of(leader));
+    let changed = wait_for("leader changed");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        changed.contains(&format!("leader changed: {leader} -> ")),
+        "{changed}"
+    );
+    assert!(changed.contains("without a leader"), "{changed}");
+}

@@ -1,0 +1,419 @@
+//! `TestCluster`: real `kvd` processes on 127.0.0.1 with free ports and
+//! temporary data dirs, plus the faults tests inflict on them (kill -9,
+//! restart, SIGSTOP/SIGCONT). Every process is killed when the cluster is
+//! dropped, on panic too, and a failing test prints each node's log.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use raftkv::pb;
+use raftkv::pb::kv_client::KvClient;
+use raftkv::pb::maintenance_client::MaintenanceClient;
+use tempfile::TempDir;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// Generous deadline for anything a healthy cluster does.
+pub const LIVENESS: Duration = Duration::from_secs(20);
+
+/// Timing and limits for a test cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_count: u64,
+    pub request_timeout_ms: u64,
+    pub max_request_bytes: Option<usize>,
+}
+
+impl Default for Options {
+    /// Fast elections, so tests spend little time waiting for leaders.
+    fn default() -> Self {
+        Options {
+            heartbeat_ms: 50,
+            election_ms: 500,
+            snapshot_count: 10_000,
+            request_timeout_ms: 5000,
+            max_request_bytes: None,
+        }
+    }
+}
+
+impl Options {
+    /// kvd's own defaults.
+    pub fn production() -> Self {
+        Options {
+            heartbeat_ms: 100,
+            election_ms: 1000,
+            request_timeout_ms: 7000,
+            ..Default::default()
+        }
+    }
+}
+
+/// One `kvd` process and where it lives.
+pub struct TestNode {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("node is running").id() as i32
+    }
+
+    /// This node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// A cluster of real `kvd` processes.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    opts: Options,
+    initial_cluster: String,
+    _dir: TempDir,
+}
+
+/// Reserves `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with test timings and waits for a leader.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, Options::default()).await
+    }
+
+    pub async fn start_with(n: usize, opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(2 * n);
+        let nodes: Vec<TestNode> = (0..n)
+            .map(|i| {
+                let id = i as u64 + 1;
+                TestNode {
+                    id,
+                    client_addr: format!("127.0.0.1:{}", ports[2 * i]),
+                    peer_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                    data_dir: dir.path().join(format!("node{id}")),
+                    log_path: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TestCluster {
+            nodes,
+            opts,
+            initial_cluster,
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("open node log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvd"));
+        cmd.arg("--id")
+            .arg(node.id.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--listen-client")
+            .arg(&node.client_addr)
+            .arg("--listen-peer")
+            .arg(&node.peer_addr)
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--heartbeat-interval")
+            .arg(self.opts.heartbeat_ms.to_string())
+            .arg("--election-timeout")
+            .arg(self.opts.election_ms.to_string())
+            .arg("--snapshot-count")
+            .arg(self.opts.snapshot_count.to_string())
+            .arg("--request-timeout")
+            .arg(self.opts.request_timeout_ms.to_string())
+            .arg("--log-level")
+            .arg("info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        if let Some(max) = self.opts.max_request_bytes {
+            cmd.arg("--max-request-bytes").arg(max.to_string());
+        }
+        self.nodes[i].child = Some(cmd.spawn().expect("spawn kvd"));
+    }
+
+    /// Comma-separated client addresses of every node.
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.client_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("known node id")
+    }
+
+    /// kill -9 node `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether node `i`'s process is running (it has not exited by itself).
+    pub fn is_alive(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts node `i` again on its existing data dir.
+    pub fn restart(&mut self, i: usize) {
+        assert!(
+            !self.nodes[i].is_running(),
+            "node {} is still running",
+            self.nodes[i].id
+        );
+        self.spawn(i);
+    }
+
+    /// SIGSTOP: the process stays, but stops answering.
+    pub fn pause(&self, i: usize) {
+        signal(self.nodes[i].pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self, i: usize) {
+        signal(self.nodes[i].pid(), libc::SIGCONT);
+    }
+
+    /// A KV client connected to node `i`.
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel(i).await)
+    }
+
+    /// A channel to node `i`, retrying until it accepts connections.
+    pub async fn channel(&self, i: usize) -> Channel {
+        let url = format!("http://{}", self.nodes[i].client_addr);
+        eventually(
+            &format!("node {} accepts connections", self.nodes[i].id),
+            LIVENESS,
+            || {
+                let url = url.clone();
+                async move {
+                    let endpoint = tonic::transport::Endpoint::from_shared(url)
+                        .ok()?
+                        .timeout(Duration::from_secs(15));
+                    endpoint.connect().await.ok()
+                }
+            },
+        )
+        .await
+    }
+
+    /// `Status` of node `i`, or `None` if it does not answer within a second.
+    pub async fn status(&self, i: usize) -> Option<pb::StatusResponse> {
+        let node = &self.nodes[i];
+        if !node.is_running() {
+            return None;
+        }
+        let url = format!("http://{}", node.client_addr);
+        let call = async {
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            MaintenanceClient::new(channel)
+                .status(pb::StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        };
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until the running nodes agree on a leader that reports itself as
+    /// leader, and returns its id.
+    pub async fn wait_leader(&self) -> u64 {
+        self.wait_leader_within(LIVENESS).await
+    }
+
+    pub async fn wait_leader_within(&self, timeout: Duration) -> u64 {
+        eventually("the running nodes agree on a leader", timeout, || async {
+            let mut leaders = Vec::new();
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].is_running() {
+                    leaders.push(
+                        self.status(i)
+                            .await
+                            .map(|s| (s.leader, s.header.unwrap().member_id)),
+                    );
+                }
+            }
+            let first = leaders.first()?.as_ref()?.0;
+            let agreed = first != 0
+                && leaders
+                    .iter()
+                    .all(|l| l.as_ref().is_some_and(|(leader, _)| *leader == first));
+            let confirmed = leaders.iter().flatten().any(|(leader, me)| leader == me);
+            (agreed && confirmed).then_some(first)
+        })
+        .await
+    }
+
+    /// Index of a running node that is not the leader.
+    pub fn follower_of(&self, leader: u64) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id != leader && n.is_running())
+            .expect("a running follower")
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    assert!(send_signal(pid, sig), "kill({pid}, {sig}) failed");
+}
+
+fn send_signal(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) on the pid of a child process this harness owns.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(child) = &self.nodes[i].child {
+                // A paused process must be able to die.
+                send_signal(child.id() as i32, libc::SIGCONT);
+            }
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let log = node.log();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!(
+                    "----- node {} log (last {} lines) -----",
+                    node.id,
+                    tail.len()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A put request.
+pub fn put_req(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+/// A linearizable single-key get.
+pub fn get_req(key: &str) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+/// A serializable (local) read of every key.
+pub fn all_keys_local() -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        serializable: true,
+        ..Default::default()
+    }
+}
+
+/// A linearizable read of every key.
+pub fn all_keys() -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    }
+}
+
+/// The value of `key` read linearizably through `kv`, if present.
+pub async fn get_value(kv: &mut KvClient<Channel>, key: &str) -> Option<String> {
+    let resp = kv
+        .range(get_req(key))
+        .await
+        .expect("linearizable get")
+        .into_inner();
+    resp.kvs
+        .first()
+        .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+}

@@ -1,0 +1,263 @@
+//! Faults: kill -9 the leader, restart the whole cluster, a node that falls
+//! behind past a snapshot, a majority paused. No acknowledged write is lost.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raftkv::pb;
+use raftkv::pb::maintenance_client::MaintenanceClient;
+use tokio::time::Instant;
+
+use crate::cluster::{
+    all_keys, all_keys_local, eventually, get_value, put_req, Options, TestCluster, LIVENESS,
+};
+
+/// Writes `n` keys `{prefix}{i}` through node `via`; returns key -> value and
+/// the highest revision acknowledged.
+async fn write_keys(
+    cluster: &TestCluster,
+    via: usize,
+    prefix: &str,
+    n: usize,
+) -> (BTreeMap<String, String>, i64) {
+    let mut kv = cluster.kv(via).await;
+    let mut written = BTreeMap::new();
+    let mut revision = 0;
+    for i in 0..n {
+        let (k, v) = (format!("{prefix}{i:05}"), format!("value-{prefix}-{i}"));
+        let resp = kv.put(put_req(&k, &v)).await.expect("put").into_inner();
+        revision = revision.max(resp.header.unwrap().revision);
+        written.insert(k, v);
+    }
+    (written, revision)
+}
+
+/// Every pair on node `i`, read linearizably.
+async fn read_all(cluster: &TestCluster, i: usize) -> BTreeMap<String, String> {
+    let mut kv = cluster.kv(i).await;
+    let resp = kv
+        .range(all_keys())
+        .await
+        .expect("linearizable range")
+        .into_inner();
+    resp.kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key).unwrap(),
+                String::from_utf8(kv.value).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn hash_kv(cluster: &TestCluster, i: usize) -> Option<(u32, i64)> {
+    let channel = cluster.channel(i).await;
+    let resp = MaintenanceClient::new(channel)
+        .hash_kv(pb::HashKvRequest { revision: 0 })
+        .await
+        .ok()?;
+    let resp = resp.into_inner();
+    Some((resp.hash, resp.header.unwrap().revision))
+}
+
+/// Waits until node `i` has the same key-value state (hash and revision) as
+/// node `j`.
+async fn wait_converged(cluster: &TestCluster, i: usize, j: usize) {
+    eventually(
+        &format!("node {} converges with node {}", i + 1, j + 1),
+        LIVENESS,
+        || async {
+            let (a, b) = (hash_kv(cluster, i).await?, hash_kv(cluster, j).await?);
+            (a == b).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Scenario, with kvd's default timings:
+/// - 100 writes are acknowledged; the leader is killed with SIGKILL;
+/// - a new leader is elected within 5 s;
+/// - every acknowledged write is readable, linearizably, on both survivors;
+/// - the cluster takes new writes; the killed node restarts on its data dir
+///   and catches up to exactly the leader's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn acked_writes_survive_a_leader_kill() {
+    let mut cluster = TestCluster::start_with(3, Options::production()).await;
+    let old_leader = cluster.wait_leader().await;
+    let old = cluster.index_of(old_leader);
+    let (mut acked, _) =
+        write_keys(&cluster, cluster.follower_of(old_leader), "before/", 100).await;
+
+    cluster.kill(old);
+    let killed_at = Instant::now();
+    let new_leader = cluster.wait_leader_within(Duration::from_secs(5)).await;
+    assert_ne!(new_leader, old_leader);
+    eprintln!("new leader {new_leader} after {:?}", killed_at.elapsed());
+
+    for i in (0..3).filter(|&i| i != old) {
+        assert_eq!(
+            read_all(&cluster, i).await,
+            acked,
+            "node {} after the kill",
+            i + 1
+        );
+    }
+    let (more, _) = write_keys(&cluster, cluster.follower_of(new_leader), "after/", 50).await;
+    acked.extend(more);
+
+    cluster.restart(old);
+    let leader_index = cluster.index_of(new_leader);
+    wait_converged(&cluster, old, leader_index).await;
+    assert_eq!(read_all(&cluster, old).await, acked);
+}
+
+/// Scenario: 1000 keys written concurrently through all three nodes, then
+/// every node is killed with SIGKILL at once and restarted. Every key is
+/// there with its value, and the revision carries on from where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_restart_keeps_every_acked_write() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut tasks = Vec::new();
+    for w in 0..10 {
+        let mut kv = cluster.kv(w % 3).await;
+        tasks.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            let mut revision = 0;
+            for i in 0..100 {
+                let (k, v) = (format!("w{w}/k{i:03}"), format!("v{w}-{i}"));
+                let resp = kv.put(put_req(&k, &v)).await.expect("put").into_inner();
+                revision = revision.max(resp.header.unwrap().revision);
+                written.push((k, v));
+            }
+            (written, revision)
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    let mut last_revision = 0;
+    for t in tasks {
+        let (written, revision) = t.await.unwrap();
+        acked.extend(written);
+        last_revision = last_revision.max(revision);
+    }
+    assert_eq!(acked.len(), 1000);
+    assert_eq!(
+        last_revision, 1001,
+        "1000 puts on a new cluster end at revision 1001"
+    );
+
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_leader().await;
+    for i in 0..3 {
+        assert_eq!(
+            read_all(&cluster, i).await,
+            acked,
+            "node {} after a full restart",
+            i + 1
+        );
+    }
+    let mut kv = cluster.kv(0).await;
+    let resp = kv
+        .put(put_req("after-restart", "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.header.unwrap().revision, last_revision + 1);
+}
+
+/// Scenario: with --snapshot-count 50, a follower is stopped while 300
+/// entries are written (the leader snapshots and purges its log behind
+/// them). When it restarts it can only catch up by snapshot: it installs
+/// one, and ends with exactly the leader's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_node_catches_up_by_snapshot() {
+    let opts = Options {
+        snapshot_count: 50,
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let lagging = cluster.follower_of(leader);
+    cluster.kill(lagging);
+
+    let (acked, _) = write_keys(&cluster, cluster.index_of(leader), "snap/", 300).await;
+    let leader_index = cluster.index_of(leader);
+    assert!(cluster.nodes[leader_index].log().contains("built snapshot"));
+
+    cluster.restart(lagging);
+    wait_converged(&cluster, lagging, leader_index).await;
+    let mut kv = cluster.kv(lagging).await;
+    let local = kv.range(all_keys_local()).await.unwrap().into_inner();
+    assert_eq!(local.count, 300);
+    assert_eq!(read_all(&cluster, lagging).await, acked);
+    assert!(
+        cluster.nodes[lagging].log().contains("installed snapshot"),
+        "the restarted node must have caught up through a snapshot"
+    );
+}
+
+/// Scenario: both followers are paused with SIGSTOP. A write to the leader
+/// cannot reach a majority and fails with UNAVAILABLE within the request
+/// timeout (it is never acknowledged). After SIGCONT the cluster heals: every
+/// write acknowledged before is there and new writes succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_majority_blocks_writes_until_it_resumes() {
+    let opts = Options {
+        request_timeout_ms: 2000,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let leader_index = cluster.index_of(leader);
+    let (acked, _) = write_keys(&cluster, leader_index, "pre/", 20).await;
+
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader_index).collect();
+    for &f in &followers {
+        cluster.pause(f);
+    }
+    let mut kv = cluster.kv(leader_index).await;
+    let started = Instant::now();
+    let err = kv
+        .put(put_req("during-pause", "x"))
+        .await
+        .expect_err("no majority: the write cannot succeed");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the error must come within the request timeout"
+    );
+    let err = kv
+        .range(pb::RangeRequest {
+            key: "pre/00000".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "a linearizable read needs a majority too"
+    );
+
+    for &f in &followers {
+        cluster.resume(f);
+    }
+    cluster.wait_leader().await;
+    for i in 0..3 {
+        let got = read_all(&cluster, i).await;
+        for (k, v) in &acked {
+            assert_eq!(got.get(k), Some(v), "node {} lost {k}", i + 1);
+        }
+    }
+    let mut kv = cluster.kv(followers[0]).await;
+    kv.put(put_req("after-pause", "y")).await.unwrap();
+    assert_eq!(
+        get_value(&mut kv, "after-pause").await.as_deref(),
+        Some("y")
+    );
+}

@@ -1,0 +1,9 @@
+//! raftkv's integration tests: one binary, real `kvd` processes on loopback.
+
+mod bad_input;
+mod cli;
+mod cluster;
+mod etcdctl;
+mod failover;
+mod kv;
+mod storage;

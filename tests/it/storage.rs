@@ -1,0 +1,28 @@
+//! openraft's own storage conformance suite against our sled log store and
+//! state machine.
+
+use openraft::testing::{StoreBuilder, Suite};
+use raftkv::raft::typ::StorageError;
+use raftkv::raft::{LogStore, TypeConfig};
+use raftkv::store::StateMachine;
+use tempfile::TempDir;
+
+struct SledStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::open(dir.path().join("db")).expect("open sled");
+        let log = LogStore::open(&db).expect("open log store");
+        let sm = StateMachine::open(&db).expect("open state machine");
+        Ok((dir, log, sm))
+    }
+}
+
+/// Scenario: every case of `openraft::testing::Suite` (log state, vote,
+/// append/truncate/purge, membership from log and state machine, snapshots)
+/// on a fresh sled database each.
+#[test]
+fn openraft_storage_suite_passes() {
+    Suite::test_all(SledStoreBuilder).expect("openraft storage suite");
+}
