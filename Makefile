@@ -1,39 +1,52 @@
 # raftkv: build, run a local 3-node cluster, test.
 #
-#   make run     build, then start nodes 1-3 on 127.0.0.1 (client ports 2379,
-#                22379, 32379; peer ports 2380, 22380, 32380; data in ./data)
-#                in the foreground; Ctrl-C stops all three.
-#   make test    every test (unit, storage conformance, real-process
-#                integration tests, etcdctl compatibility).
+#   make run           build, then run nodes 1-3 on 127.0.0.1 in the foreground
+#                      (client ports 2379/22379/32379, peer ports
+#                      2380/22380/32380, data in ./data); Ctrl-C stops them all
+#   make test          every test: unit, storage conformance, real-process
+#                      integration tests, etcdctl compatibility
+#   make kill-leader   kill -9 the current leader of the `make run` cluster
+#   make node N=2      (re)start one node of that cluster in the foreground
+#   make lint          rustfmt check, clippy -D warnings, rustdoc -D warnings
+#   make clean         remove build output and ./data
 
 CARGO ?= cargo
-PROFILE ?= release
-ifeq ($(PROFILE),release)
-  BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
-  CARGO_PROFILE_FLAG := --release
-else
-  BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug
-  CARGO_PROFILE_FLAG :=
-endif
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release
 DATA ?= ./data
 INITIAL_CLUSTER := 1=127.0.0.1:2380,2=127.0.0.1:22380,3=127.0.0.1:32380
 
-.PHONY: build run test test-unit test-integration lint clean
+client_port = $(word $(1),2379 22379 32379)
+peer_port = $(word $(1),2380 22380 32380)
+# One node of the local cluster, its log lines prefixed with its name.
+kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
+	--listen-client 127.0.0.1:$(call client_port,$(1)) \
+	--listen-peer 127.0.0.1:$(call peer_port,$(1)) \
+	--initial-cluster $(INITIAL_CLUSTER) 2>&1 | sed -u 's/^/[node$(1)] /'
+
+.PHONY: build run node kill-leader test test-unit test-integration lint clean
 
 build:
-	$(CARGO) build $(CARGO_PROFILE_FLAG) --locked --bins
+	$(CARGO) build --release --locked --bins
 
 run: build
 	@mkdir -p $(DATA)
-	@echo "starting raftkv nodes 1-3 (logs: $(DATA)/node*.log); Ctrl-C stops them"
+	@echo "raftkv: nodes 1-3 on 127.0.0.1:2379,22379,32379 (data in $(DATA)); Ctrl-C stops them"
 	@trap 'kill 0' INT TERM EXIT; \
-	for n in 1 2 3; do \
-	  case $$n in 1) c=2379; p=2380;; 2) c=22379; p=22380;; 3) c=32379; p=32380;; esac; \
-	  $(BIN_DIR)/kvd --id $$n --data-dir $(DATA)/node$$n \
-	    --listen-client 127.0.0.1:$$c --listen-peer 127.0.0.1:$$p \
-	    --initial-cluster $(INITIAL_CLUSTER) 2>&1 | sed -u "s/^/[node$$n] /" | tee $(DATA)/node$$n.log & \
-	done; \
+	$(call kvd,1) & $(call kvd,2) & $(call kvd,3) & \
 	wait
+
+node: build
+	@test -n "$(N)" || { echo "usage: make node N=1|2|3"; exit 2; }
+	@mkdir -p $(DATA)
+	$(call kvd,$(N))
+
+kill-leader:
+	@id=$$($(BIN)/kvctl endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
+	if [ -z "$$id" ]; then echo "no node reports being the leader"; exit 1; fi; \
+	pid=$$(pgrep -f "^[^ ]*kvd --id $$id --data-dir"); \
+	if [ -z "$$pid" ]; then echo "leader is node $$id, but no local kvd process for it"; exit 1; fi; \
+	echo "killing the leader: node $$id (pid $$pid)"; kill -9 $$pid
 
 test:
 	$(CARGO) test --locked --all-targets

@@ -33,6 +33,9 @@ pub enum ClientError {
     /// No endpoint could be reached.
     #[error("no endpoint is reachable ({})", .0.join("; "))]
     Unreachable(Vec<String>),
+    /// The one endpoint asked could not be reached.
+    #[error("unreachable: {0}")]
+    Down(String),
     /// An endpoint is not a valid address.
     #[error("invalid endpoint '{0}'")]
     InvalidEndpoint(String),
@@ -227,9 +230,9 @@ impl StatusProbe {
         let channel = match &self.channel {
             Some(ch) => ch.clone(),
             None => {
-                let ch = connect(&self.endpoint, self.timeouts).await.map_err(|e| {
-                    ClientError::Unreachable(vec![format!("{}: {e}", self.endpoint)])
-                })?;
+                let ch = connect(&self.endpoint, self.timeouts)
+                    .await
+                    .map_err(ClientError::Down)?;
                 self.channel = Some(ch.clone());
                 ch
             }
@@ -242,7 +245,12 @@ impl StatusProbe {
             Err(status) => {
                 // Reconnect next time: the node may have restarted.
                 self.channel = None;
-                Err(ClientError::Status(status))
+                match status.code() {
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                        Err(ClientError::Down(innermost_cause(&status)))
+                    }
+                    _ => Err(ClientError::Status(status)),
+                }
             }
         }
     }
@@ -272,15 +280,15 @@ async fn connect(endpoint: &str, timeouts: Timeouts) -> Result<Channel, String> 
         .tcp_nodelay(true);
     match tokio::time::timeout(timeouts.dial, ep.connect()).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(describe_transport_error(&e)),
+        Ok(Err(e)) => Err(innermost_cause(&e)),
         Err(_) => Err("connection timed out".into()),
     }
 }
 
-/// The innermost cause of a transport error, which is the informative part
+/// The innermost cause of an error, which is the informative part
 /// ("Connection refused (os error 111)").
-fn describe_transport_error(e: &tonic::transport::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
+fn innermost_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }

@@ -109,6 +109,18 @@ impl NodeConfig {
         if self.initial_cluster.contains_key(&0) {
             return fail("--initial-cluster: member ids must be nonzero".into());
         }
+        for (flag, addr) in [
+            ("--advertise-client", &self.advertise_client),
+            ("--advertise-peer", &self.advertise_peer),
+        ] {
+            check_host_port(addr).map_err(|e| ConfigError(format!("{flag}: {e}")))?;
+            let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
+            if matches!(host, "0.0.0.0" | "[::]" | "::") {
+                return fail(format!(
+                    "{flag} is {addr}, which others cannot dial: set it to this node's reachable address"
+                ));
+            }
+        }
         match self.initial_cluster.get(&self.id) {
             None => {
                 return fail(format!(
@@ -232,6 +244,9 @@ mod tests {
         let mut c = cfg();
         c.election_timeout = Duration::from_millis(300);
         assert!(c.validate().unwrap_err().0.contains("5 times"));
+        let mut c = cfg();
+        c.advertise_client = "0.0.0.0:2379".into();
+        assert!(c.validate().unwrap_err().0.contains("--advertise-client"));
         let mut c = cfg();
         c.initial_cluster.insert(2, "127.0.0.1:2380".into());
         assert!(c.validate().unwrap_err().0.contains("same address"));

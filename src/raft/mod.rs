@@ -30,16 +30,24 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::store::StateMachine;
 
-/// openraft's configuration for `cfg`: etcd's timing semantics (an election
-/// timeout drawn from `[t, 2t)`), snapshots every `--snapshot-count` entries.
+/// openraft's configuration for `cfg`, with etcd's meaning of
+/// `--election-timeout` `t`: a follower that stops hearing from its leader
+/// campaigns after `t` to `1.5 t`; and a snapshot every `--snapshot-count`
+/// entries.
+///
+/// openraft's follower waits `lease + e` before campaigning, where `lease` is
+/// `election_timeout_max` (during which it also refuses to vote for anyone
+/// else) and `e` is drawn once per node from `[min, max)`. With
+/// `min = t/4, max = 3t/4` that is `[t, 1.5 t)`, and the lease has expired
+/// on the other followers by then, so the first candidate can win.
 pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
     let heartbeat = cfg.heartbeat_interval.as_millis() as u64;
     let election = cfg.election_timeout.as_millis() as u64;
     let config = openraft::Config {
         cluster_name: "raftkv".into(),
         heartbeat_interval: heartbeat,
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        election_timeout_min: election / 4,
+        election_timeout_max: election * 3 / 4,
         // A snapshot chunk is a few MiB; give it far more than a heartbeat.
         install_snapshot_timeout: (election * 4).max(2000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),

@@ -261,3 +261,45 @@ async fn a_paused_majority_blocks_writes_until_it_resumes() {
         Some("y")
     );
 }
+
+/// Scenario: the leader and one follower are killed. The last node cannot
+/// form a majority; a write and a linearizable read sent to it wait for a
+/// leader until the request timeout and then fail with UNAVAILABLE
+/// "etcdserver: no leader". A serializable read still answers from its local
+/// state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_a_majority_answers_no_leader() {
+    let opts = Options {
+        request_timeout_ms: 2000,
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let survivor = cluster.follower_of(leader);
+    let mut kv = cluster.kv(survivor).await;
+    kv.put(put_req("before", "1")).await.unwrap();
+    for i in (0..3).filter(|&i| i != survivor) {
+        cluster.kill(i);
+    }
+
+    let started = Instant::now();
+    let err = kv.put(put_req("k", "v")).await.expect_err("no majority");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "etcdserver: no leader");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = kv
+        .range(pb::RangeRequest {
+            key: "before".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+
+    let local = kv.range(all_keys_local()).await.unwrap().into_inner();
+    assert_eq!(local.kvs.len(), 1);
+    assert_eq!(local.kvs[0].value, b"1");
+}
