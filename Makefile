@@ -37,7 +37,9 @@ run: build
 	wait
 
 node: build
-	@test -n "$(N)" || { echo "usage: make node N=1|2|3"; exit 2; }
+ifeq ($(filter $(N),1 2 3),)
+	$(error usage: make node N=1|2|3)
+endif
 	@mkdir -p $(DATA)
 	$(call kvd,$(N))
 
