@@ -5,7 +5,10 @@
 #                      2380/22380/32380, data in ./data); Ctrl-C stops them all
 #   make test          every test: unit, storage conformance, real-process
 #                      integration tests, etcdctl compatibility
+#   make run-dc        build the image and run the cluster in Docker Compose
+#                      (same host ports); make stop-dc removes it
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
+#   make kill-leader-dc  kill the leader's container in the compose cluster
 #   make node N=2      (re)start one node of that cluster in the foreground
 #   make lint          rustfmt check, clippy -D warnings, rustdoc -D warnings
 #   make clean         remove build output and ./data
@@ -18,13 +21,18 @@ INITIAL_CLUSTER := 1=127.0.0.1:2380,2=127.0.0.1:22380,3=127.0.0.1:32380
 
 client_port = $(word $(1),2379 22379 32379)
 peer_port = $(word $(1),2380 22380 32380)
+metrics_port = $(word $(1),2381 22381 32381)
 # One node of the local cluster, its log lines prefixed with its name.
 kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
 	--listen-client 127.0.0.1:$(call client_port,$(1)) \
 	--listen-peer 127.0.0.1:$(call peer_port,$(1)) \
+	--listen-metrics 127.0.0.1:$(call metrics_port,$(1)) \
 	--initial-cluster $(INITIAL_CLUSTER) 2>&1 | sed -u 's/^/[node$(1)] /'
 
-.PHONY: build run node kill-leader test test-unit test-integration lint clean
+# `docker compose`, or the older standalone `docker-compose`.
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -49,6 +57,21 @@ kill-leader:
 	pid=$$(pgrep -f "^[^ ]*kvd --id $$id --data-dir"); \
 	if [ -z "$$pid" ]; then echo "leader is node $$id, but no local kvd process for it"; exit 1; fi; \
 	echo "killing the leader: node $$id (pid $$pid)"; kill -9 $$pid
+
+run-dc:
+	$(COMPOSE) up --build
+
+stop-dc:
+	$(COMPOSE) down --volumes
+
+kill-leader-dc:
+	@id=""; for s in node1 node2 node3; do \
+	  id=$$($(COMPOSE) exec -T $$s kvctl --endpoints node1:2379,node2:2379,node3:2379 \
+	    endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
+	  if [ -n "$$id" ]; then break; fi; \
+	done; \
+	if [ -z "$$id" ]; then echo "no node reports being the leader"; exit 1; fi; \
+	echo "killing the leader's container: node$$id"; $(COMPOSE) kill node$$id
 
 test:
 	$(CARGO) test --locked --all-targets

@@ -13,6 +13,8 @@ use crate::raft::NodeId;
 
 /// Default `--max-request-bytes`: etcd's 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// Default port of `--listen-metrics`, as etcd's.
+pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 
@@ -32,6 +34,8 @@ pub struct NodeConfig {
     pub listen_client: SocketAddr,
     /// Address the node-to-node Raft service listens on.
     pub listen_peer: SocketAddr,
+    /// Address of the HTTP listener for `/health` and `/metrics`.
+    pub listen_metrics: SocketAddr,
     /// Client address other nodes and clients should use for this node.
     pub advertise_client: String,
     /// Peer address other nodes should use for this node.
@@ -67,6 +71,7 @@ impl NodeConfig {
             data_dir,
             listen_client,
             listen_peer,
+            listen_metrics: SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
             advertise_client: listen_client.to_string(),
             advertise_peer: listen_peer.to_string(),
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
@@ -100,11 +105,17 @@ impl NodeConfig {
         if self.max_request_bytes == 0 {
             return fail("--max-request-bytes must be positive".into());
         }
-        if self.listen_client == self.listen_peer {
-            return fail(format!(
-                "--listen-client and --listen-peer must differ (both {})",
-                self.listen_client
-            ));
+        let listeners = [
+            ("--listen-client", self.listen_client),
+            ("--listen-peer", self.listen_peer),
+            ("--listen-metrics", self.listen_metrics),
+        ];
+        for (i, (a, addr_a)) in listeners.iter().enumerate() {
+            for (b, addr_b) in &listeners[i + 1..] {
+                if addr_a == addr_b {
+                    return fail(format!("{a} and {b} must differ (both {addr_a})"));
+                }
+            }
         }
         if self.initial_cluster.contains_key(&0) {
             return fail("--initial-cluster: member ids must be nonzero".into());

@@ -16,7 +16,8 @@
 //!    `store::Response`, which travels back up to the client.
 //!
 //! `client` is a small etcd API client with endpoint failover, used by
-//! `kvctl` (`cli`) and the tests.
+//! `kvctl` (`cli`) and the tests. `metrics` holds the Prometheus metrics
+//! that `server` exposes on `/metrics` next to `/health`.
 //!
 //! # Not implemented yet
 //!
@@ -29,6 +30,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;

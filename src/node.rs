@@ -13,6 +13,7 @@
 //! that may have been applied is never sent twice.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use crate::codec;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::pb::peer::Payload;
 use crate::raft::typ::{CheckIsLeaderError, ClientWriteError, RaftError, RaftMetrics};
 use crate::raft::{self, is_connect_error, NodeId, PeerClients, Raft};
@@ -96,7 +98,9 @@ pub struct Node {
     store: KvStore,
     peers: PeerClients,
     db: sled::Db,
+    data_dir: PathBuf,
     request_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -110,10 +114,11 @@ impl Node {
             .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
         let cluster_id = load_identity(&db, cfg).await?;
-        let sm = StateMachine::open(&db)?;
+        let metrics = Arc::new(Metrics::new());
+        let sm = StateMachine::open(&db, metrics.clone())?;
         let store = sm.store();
         let peers = PeerClients::default();
-        let raft = raft::start(cfg, &db, sm, peers.clone()).await?;
+        let raft = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
         let node = Arc::new(Node {
             id: cfg.id,
             cluster_id,
@@ -121,9 +126,15 @@ impl Node {
             store,
             peers,
             db,
+            data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
+            metrics,
         });
-        tokio::spawn(log_leader_changes(node.id, node.raft.metrics()));
+        tokio::spawn(watch_leader(
+            node.id,
+            node.raft.metrics(),
+            node.metrics.clone(),
+        ));
         let info = MemberInfo {
             name: format!("node{}", cfg.id),
             client_urls: vec![format!("http://{}", cfg.advertise_client)],
@@ -150,6 +161,50 @@ impl Node {
         &self.raft
     }
 
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A shared handle on the node's metrics, for recorders outside it.
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Sets the metrics read from the node's state, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        {
+            let raft = self.raft.metrics();
+            let r = raft.borrow();
+            m.has_leader.set(r.current_leader.is_some() as i64);
+            m.is_leader.set((r.current_leader == Some(self.id)) as i64);
+            m.term.set(r.current_term as i64);
+            m.applied_index
+                .set(r.last_applied.map_or(0, |l| l.index) as i64);
+        }
+        if let Ok(size) = self.db.size_on_disk() {
+            m.db_size.set(size as i64);
+        }
+        m.data_dir_size.set(dir_size(&self.data_dir) as i64);
+        if let Ok(keys) = self.store.key_count() {
+            m.keys.set(keys);
+        }
+    }
+
+    /// Whether this member knows a leader and can serve a linearizable read
+    /// within `timeout`; the reason if not.
+    pub async fn check_health(&self, timeout: Duration) -> std::result::Result<(), String> {
+        if self.raft.metrics().borrow().current_leader.is_none() {
+            return Err("no leader".into());
+        }
+        match tokio::time::timeout(timeout, self.read_barrier()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("linearizable read failed: {e}")),
+            Err(_) => Err(format!("linearizable read took longer than {timeout:?}")),
+        }
+    }
+
     /// The current Raft term as this member knows it.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
@@ -168,6 +223,14 @@ impl Node {
     /// Commits `cmd` through Raft (here or on the leader) and returns what
     /// applying it produced. Fails after the request timeout.
     pub async fn write(&self, cmd: Command) -> Result<Response> {
+        let result = self.write_inner(cmd).await;
+        if result.is_err() {
+            self.metrics.proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn write_inner(&self, cmd: Command) -> Result<Response> {
         let deadline = Instant::now() + self.request_timeout;
         let attempt = async {
             loop {
@@ -350,6 +413,21 @@ impl Node {
     }
 }
 
+/// Total size of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn peer_request(data: Vec<u8>, deadline: Instant) -> tonic::Request<Payload> {
     let mut request = tonic::Request::new(Payload { data });
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -405,8 +483,13 @@ fn cluster_id_of(members: &BTreeMap<NodeId, String>) -> u64 {
     fnv1a_of(canonical.join(",").as_bytes())
 }
 
-/// Logs when this member becomes leader and whenever it sees the leader change.
-async fn log_leader_changes(id: NodeId, mut rx: tokio::sync::watch::Receiver<RaftMetrics>) {
+/// Logs when this member becomes leader and whenever it sees the leader
+/// change, and counts the changes to a new leader, as etcd does.
+async fn watch_leader(
+    id: NodeId,
+    mut rx: tokio::sync::watch::Receiver<RaftMetrics>,
+    metrics: Arc<Metrics>,
+) {
     let mut last: Option<NodeId> = None;
     loop {
         let (leader, term) = {
@@ -419,6 +502,9 @@ async fn log_leader_changes(id: NodeId, mut rx: tokio::sync::watch::Receiver<Raf
                 tracing::info!(term, previous = %show(last), "this node became leader");
             } else {
                 tracing::info!(old = %show(last), new = %show(leader), term, "leader changed");
+            }
+            if leader.is_some() {
+                metrics.leader_changes.inc();
             }
             last = leader;
         }

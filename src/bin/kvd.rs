@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use raftkv::config::{self, NodeConfig};
 use raftkv::node::Node;
+use raftkv::server::Listeners;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +30,9 @@ struct Args {
     /// Address for Raft traffic from other members.
     #[arg(long, env = "KVD_LISTEN_PEER", default_value = "127.0.0.1:2380")]
     listen_peer: SocketAddr,
+    /// Address of the HTTP listener for /health and /metrics.
+    #[arg(long, env = "KVD_LISTEN_METRICS", default_value = "127.0.0.1:2381")]
+    listen_metrics: SocketAddr,
     /// Client address to publish to the cluster [default: --listen-client].
     #[arg(long, env = "KVD_ADVERTISE_CLIENT")]
     advertise_client: Option<String>,
@@ -58,19 +62,38 @@ struct Args {
     /// Log level (error, warn, info, debug, trace) or a full tracing filter.
     #[arg(long, env = "KVD_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format.
+    #[arg(long, env = "KVD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Parse and validate the configuration, print it as JSON, and exit
+    /// without touching the data dir or any port (exit 2 if invalid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Args {
-    fn into_config(self) -> Result<NodeConfig, config::ConfigError> {
-        let mut cfg = NodeConfig::new(self.id, self.data_dir, self.listen_client, self.listen_peer);
-        if let Some(addr) = self.advertise_client {
-            cfg.advertise_client = config::normalize_addr(&addr);
+    fn to_config(&self) -> Result<NodeConfig, config::ConfigError> {
+        let mut cfg = NodeConfig::new(
+            self.id,
+            self.data_dir.clone(),
+            self.listen_client,
+            self.listen_peer,
+        );
+        cfg.listen_metrics = self.listen_metrics;
+        if let Some(addr) = &self.advertise_client {
+            cfg.advertise_client = config::normalize_addr(addr);
         }
-        if let Some(addr) = self.advertise_peer {
-            cfg.advertise_peer = config::normalize_addr(&addr);
+        if let Some(addr) = &self.advertise_peer {
+            cfg.advertise_peer = config::normalize_addr(addr);
         }
-        if let Some(members) = self.initial_cluster {
-            cfg.initial_cluster = config::parse_initial_cluster(&members)?;
+        if let Some(members) = &self.initial_cluster {
+            cfg.initial_cluster = config::parse_initial_cluster(members)?;
         } else {
             cfg.initial_cluster = [(cfg.id, cfg.advertise_peer.clone())].into();
         }
@@ -87,7 +110,7 @@ impl Args {
     }
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let directives = if level.contains('=') || level.contains(',') {
         level.to_string()
     } else {
@@ -95,24 +118,44 @@ fn init_tracing(level: &str) {
         format!("{level},openraft=error,sled=warn,h2=warn,tower=warn,hyper=warn")
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
+}
+
+/// `KVD_*` variables in the environment that no flag reads: most likely
+/// typos, which would otherwise be silently ignored.
+fn unknown_env_vars() -> Vec<String> {
+    let command = Args::command();
+    let known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("KVD_") && !known.contains(k))
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -122,13 +165,46 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+async fn bind(addr: SocketAddr, flag: &str) -> raftkv::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        raftkv::Error::Io(std::io::Error::new(e.kind(), format!("{flag} {addr}: {e}")))
+    })
+}
+
+/// What `--check-config` prints: the effective configuration.
+fn config_json(cfg: &NodeConfig) -> serde_json::Value {
+    let initial_cluster: serde_json::Map<String, serde_json::Value> = cfg
+        .initial_cluster
+        .iter()
+        .map(|(id, addr)| (id.to_string(), addr.clone().into()))
+        .collect();
+    serde_json::json!({
+        "id": cfg.id,
+        "data_dir": cfg.data_dir,
+        "listen_client": cfg.listen_client.to_string(),
+        "listen_peer": cfg.listen_peer.to_string(),
+        "listen_metrics": cfg.listen_metrics.to_string(),
+        "advertise_client": cfg.advertise_client,
+        "advertise_peer": cfg.advertise_peer,
+        "initial_cluster": initial_cluster,
+        "heartbeat_interval_ms": cfg.heartbeat_interval.as_millis() as u64,
+        "election_timeout_ms": cfg.election_timeout.as_millis() as u64,
+        "request_timeout_ms": cfg.request_timeout.as_millis() as u64,
+        "snapshot_count": cfg.snapshot_count,
+        "max_request_bytes": cfg.max_request_bytes,
+    })
+}
+
 async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     // Bind first: a port in use fails fast, before any data is touched.
-    let client = TcpListener::bind(cfg.listen_client).await?;
-    let peer = TcpListener::bind(cfg.listen_peer).await?;
+    let listeners = Listeners {
+        client: bind(cfg.listen_client, "--listen-client").await?,
+        peer: bind(cfg.listen_peer, "--listen-peer").await?,
+        metrics: bind(cfg.listen_metrics, "--listen-metrics").await?,
+    };
     let node = Node::start(&cfg).await?;
     tracing::info!(id = cfg.id, data_dir = %cfg.data_dir.display(), "kvd started");
-    raftkv::server::serve(node.clone(), &cfg, client, peer, shutdown_signal()).await?;
+    raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
@@ -136,14 +212,29 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(&args.log_level);
-    let cfg = match args.into_config() {
+    let cfg = match args.to_config() {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("kvd: {e}");
             return ExitCode::from(2);
         }
     };
+    let unknown = unknown_env_vars();
+    if args.check_config {
+        if !unknown.is_empty() {
+            eprintln!(
+                "kvd: unrecognized environment variables: {}",
+                unknown.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+        println!("{}", config_json(&cfg));
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&args.log_level, args.log_format);
+    for var in unknown {
+        tracing::warn!(%var, "unrecognized environment variable; is it misspelled?");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

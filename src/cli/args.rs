@@ -128,10 +128,22 @@ pub struct DelArgs {
 pub enum EndpointCommand {
     /// Each endpoint's Raft status: leader, term, indexes, revision.
     Status(StatusArgs),
+    /// Whether each endpoint serves a linearizable read, and how fast.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Check every member of the cluster (found through --endpoints).
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Show every member of the cluster (found through --endpoints).
+    #[arg(long)]
+    pub cluster: bool,
     /// Keep refreshing, and print a line at each leader change with how long
     /// the cluster had no leader. Stop with Ctrl-C.
     #[arg(long)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::args::{self, Cli, Command, EndpointCommand, Format, MemberCommand};
 use super::output::{self, GetStyle};
-use super::status;
+use super::{health, status};
 use crate::client::{Client, Timeouts};
 
 /// The request failed (etcdctl's exit code for errors).
@@ -49,10 +49,23 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
     };
     let format = cli.write_out;
     let simple = format.unwrap_or(Format::Simple);
-    if let Command::Endpoint(EndpointCommand::Status(a)) = &cli.command {
-        return Ok(
-            status::run(&cli.endpoints, timeouts, format.unwrap_or(Format::Table), a).await?,
-        );
+    match &cli.command {
+        Command::Endpoint(EndpointCommand::Status(a)) => {
+            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, timeouts).await?;
+            let format = format.unwrap_or(Format::Table);
+            return Ok(status::run(&endpoints, timeouts, format, a).await?);
+        }
+        Command::Endpoint(EndpointCommand::Health(a)) => {
+            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, timeouts).await?;
+            let checks = endpoints.iter().map(|e| health::check(e, timeouts));
+            let results = futures::future::join_all(checks).await;
+            print!("{}", health::render(&results, simple));
+            if results.iter().any(|h| h.result.is_err()) {
+                return Err(Failure::Request(anyhow::anyhow!("unhealthy cluster")));
+            }
+            return Ok(true);
+        }
+        _ => {}
     }
     let mut client = Client::new(cli.endpoints, timeouts)?;
     let out = match &cli.command {
@@ -82,6 +95,35 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
     };
     print!("{out}");
     Ok(true)
+}
+
+/// The endpoints to act on: those given, or with `cluster`, every member's
+/// client URL as the cluster reports it.
+async fn resolve_endpoints(
+    given: &[String],
+    cluster: bool,
+    timeouts: Timeouts,
+) -> Result<Vec<String>, Failure> {
+    if !cluster {
+        return Ok(given.to_vec());
+    }
+    let mut client = Client::new(given.to_vec(), timeouts)?;
+    let members = client.member_list().await?.members;
+    let endpoints: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.client_ur_ls.iter())
+        .map(|url| {
+            url.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Failure::Request(anyhow::anyhow!(
+            "no member has published a client URL yet"
+        )));
+    }
+    Ok(endpoints)
 }
 
 /// etcdctl reads the value from stdin when it is not an argument.

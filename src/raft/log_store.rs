@@ -7,6 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
@@ -14,6 +16,7 @@ use openraft::{RaftLogReader, StorageIOError};
 use super::typ::{Entry, LogId, LogState, StorageError, Vote};
 use super::TypeConfig;
 use crate::codec;
+use crate::metrics::Metrics;
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -28,16 +31,28 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    metrics: Arc<Metrics>,
 }
 
 impl LogStore {
     /// Opens (or creates) the log trees in `db`.
-    pub fn open(db: &sled::Db) -> crate::Result<Self> {
+    pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
         Ok(LogStore {
             db: db.clone(),
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            metrics,
         })
+    }
+
+    /// Flushes everything written so far to disk, timing it.
+    async fn flush(&self) -> crate::Result<()> {
+        let started = Instant::now();
+        self.db.flush_async().await?;
+        self.metrics
+            .wal_fsync
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> crate::Result<Option<T>> {
@@ -162,8 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let res: crate::Result<()> = async {
             self.write_meta(VOTE_KEY, vote)?;
-            self.db.flush_async().await?;
-            Ok(())
+            self.flush().await
         }
         .await;
         res.map_err(|e| StorageIOError::write_vote(&e).into())
@@ -176,6 +190,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed: losing it only means re-applying from an older point.
+        self.metrics
+            .committed_index
+            .set(committed.map_or(0, |c| c.index) as i64);
         self.write_meta(COMMITTED_KEY, &committed)
             .map_err(write_err)
     }
@@ -198,22 +215,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         self.append_entries(entries).map_err(write_err)?;
         // One flush for the whole batch; only then is it durable.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
+        let flushed = self.flush().await.map_err(std::io::Error::other);
         callback.log_io_completed(flushed);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.remove_from(log_id.index).map_err(write_err)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| write_err(e.into()))?;
+        self.flush().await.map_err(write_err)?;
         Ok(())
     }
 
@@ -221,10 +230,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash in between leaves extra
         // entries behind it, never a gap.
         self.write_meta(PURGED_KEY, &log_id).map_err(write_err)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| write_err(e.into()))?;
+        self.flush().await.map_err(write_err)?;
         self.remove_upto(log_id.index).map_err(write_err)?;
         Ok(())
     }

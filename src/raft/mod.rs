@@ -28,6 +28,7 @@ pub use types::{typ, Node, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::store::StateMachine;
 
 /// openraft's configuration for `cfg`, with etcd's meaning of
@@ -66,9 +67,10 @@ pub async fn start(
     db: &sled::Db,
     sm: StateMachine,
     peers: PeerClients,
+    metrics: Arc<Metrics>,
 ) -> Result<Raft> {
     let config = Arc::new(raft_config(cfg)?);
-    let log_store = LogStore::open(db)?;
+    let log_store = LogStore::open(db, metrics)?;
     let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;

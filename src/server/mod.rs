@@ -8,6 +8,8 @@
 mod auth;
 mod cluster;
 mod convert;
+mod grpc_metrics;
+mod http;
 mod kv;
 mod maintenance;
 mod peer;
@@ -33,13 +35,20 @@ use crate::raft::PEER_MAX_MESSAGE_BYTES;
 /// 2 MiB receive limit over its 1.5 MiB request limit.
 const GRPC_RECV_HEADROOM: usize = 512 * 1024;
 
-/// Serves client and peer traffic on the given listeners until `shutdown`
+/// The sockets a node serves on, bound by the caller (so a port in use fails
+/// before any data is touched).
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+    pub metrics: TcpListener,
+}
+
+/// Serves client, peer and HTTP (health, metrics) traffic until `shutdown`
 /// completes.
 pub async fn serve(
     node: Arc<Node>,
     cfg: &NodeConfig,
-    client: TcpListener,
-    peer: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let recv_limit = cfg.max_request_bytes + GRPC_RECV_HEADROOM;
@@ -52,7 +61,12 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_grpc_health(node.clone(), health_reporter));
+
     let client_server = Server::builder()
+        .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
+        .add_service(health_service)
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService::new(node.clone(), cfg.max_request_bytes))
                 .max_decoding_message_size(recv_limit)
@@ -71,7 +85,7 @@ pub async fn serve(
         .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
             node.clone(),
         )))
-        .serve_with_incoming_shutdown(incoming(client), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(listeners.client), stopped(stop_rx.clone()));
 
     let peer_server = Server::builder()
         .add_service(
@@ -79,12 +93,46 @@ pub async fn serve(
                 .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming(peer), stopped(stop_rx));
+        .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
 
-    tracing::info!(client = %cfg.listen_client, peer = %cfg.listen_peer, "serving");
-    tokio::try_join!(client_server, peer_server)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let http_server = http::serve(node.clone(), listeners.metrics, stopped(stop_rx));
+
+    tracing::info!(
+        client = %cfg.listen_client,
+        peer = %cfg.listen_peer,
+        metrics = %cfg.listen_metrics,
+        "serving"
+    );
+    let grpc = async {
+        tokio::try_join!(client_server, peer_server)
+            .map_err(|e| crate::Error::Io(std::io::Error::other(e.to_string())))
+    };
+    tokio::try_join!(grpc, http_server)?;
     Ok(())
+}
+
+/// Keeps `grpc.health.v1.Health` in step with the node: SERVING while it
+/// knows a leader, NOT_SERVING while it does not.
+async fn report_grpc_health(node: Arc<Node>, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut rx = node.raft().metrics();
+    let mut last = None;
+    loop {
+        let status = if rx.borrow_and_update().current_leader.is_some() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            for service in ["", "etcdserverpb.KV"] {
+                reporter.set_service_status(service, status).await;
+            }
+            last = Some(status);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: replies are small and

@@ -10,6 +10,7 @@
 //! |---------------------|---------------------------------|
 //! | `k` + user key      | `Record` (value and revisions)  |
 //! | `mrevision`         | the store revision, i64 BE      |
+//! | `mkeys`             | the number of keys, i64 BE      |
 //! | `mmember/` + id BE  | `MemberInfo`                    |
 //! | `m` + other name    | metadata owned by the caller    |
 
@@ -34,6 +35,7 @@ const KEY_PREFIX: u8 = b'k';
 const KEY_PREFIX_END: u8 = KEY_PREFIX + 1;
 const META_PREFIX: u8 = b'm';
 const REVISION_META: &str = "revision";
+const KEY_COUNT_META: &str = "keys";
 const MEMBER_META: &str = "member/";
 
 /// A key with its value and etcd's metadata, as clients see it.
@@ -237,9 +239,17 @@ impl KvStore {
     /// The current store revision.
     pub fn revision(&self) -> Result<Revision> {
         Ok(match self.tree.get(meta_key(REVISION_META))? {
-            Some(bytes) => decode_revision(&bytes),
+            Some(bytes) => decode_i64(&bytes),
             None => INITIAL_REVISION,
         })
+    }
+
+    /// How many keys the store holds.
+    pub fn key_count(&self) -> Result<i64> {
+        Ok(self
+            .tree
+            .get(meta_key(KEY_COUNT_META))?
+            .map_or(0, |b| decode_i64(&b)))
     }
 
     /// One key, if present.
@@ -325,6 +335,7 @@ impl KvStore {
             store: self,
             pending: BTreeMap::new(),
             revision: self.revision()?,
+            keys: self.key_count()?,
         })
     }
 
@@ -336,6 +347,7 @@ impl KvStore {
             meta_key(REVISION_META),
             batch.revision.to_be_bytes().to_vec(),
         );
+        sled_batch.insert(meta_key(KEY_COUNT_META), batch.keys.to_be_bytes().to_vec());
         for (k, v) in batch.pending {
             match v {
                 Some(v) => sled_batch.insert(k, v),
@@ -386,6 +398,8 @@ pub struct WriteBatch<'a> {
     /// Tree key to new value, `None` for a removal.
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     revision: Revision,
+    /// The number of keys including this batch's changes.
+    keys: i64,
 }
 
 impl WriteBatch<'_> {
@@ -433,6 +447,9 @@ impl WriteBatch<'_> {
         self.pending
             .insert(tree_key(key), Some(codec::encode(&record)?));
         self.revision = revision;
+        if prev.is_none() {
+            self.keys += 1;
+        }
         Ok(Ok(prev))
     }
 
@@ -457,6 +474,7 @@ impl WriteBatch<'_> {
             return Ok(Vec::new());
         }
         self.revision += 1;
+        self.keys -= found.len() as i64;
         let mut deleted = Vec::with_capacity(found.len());
         for (k, raw) in found {
             deleted.push(codec::decode::<Record>(&raw)?.into_kv(k[1..].to_vec()));
@@ -521,11 +539,11 @@ fn meta_key(name: &str) -> Vec<u8> {
     k
 }
 
-fn decode_revision(bytes: &[u8]) -> Revision {
+fn decode_i64(bytes: &[u8]) -> i64 {
     let arr: [u8; 8] = bytes
         .try_into()
-        .expect("invariant: the revision is stored as 8 bytes");
-    Revision::from_be_bytes(arr)
+        .expect("invariant: counters are stored as 8 bytes");
+    i64::from_be_bytes(arr)
 }
 
 #[cfg(test)]

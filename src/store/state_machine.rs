@@ -8,7 +8,8 @@
 //! reported (and logs behind it may be purged), the database is flushed.
 
 use std::io::Cursor;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -16,6 +17,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::command::{Command, Response};
 use super::kv::{KeyRange, KvStore};
 use crate::codec;
+use crate::metrics::Metrics;
 use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use crate::raft::TypeConfig;
 
@@ -30,15 +32,17 @@ pub struct StateMachine {
     db: sled::Db,
     kv: KvStore,
     snapshots: sled::Tree,
+    metrics: Arc<Metrics>,
 }
 
 impl StateMachine {
     /// Opens the state machine stored in `db`.
-    pub fn open(db: &sled::Db) -> crate::Result<Self> {
+    pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
         Ok(StateMachine {
             db: db.clone(),
             kv: KvStore::open(db)?,
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
+            metrics,
         })
     }
 
@@ -155,6 +159,7 @@ impl StateMachine {
             ],
         )?;
         self.db.flush_async().await?;
+        self.metrics.snapshots_installed.inc();
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -201,6 +206,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
             captured: Some(captured),
         }
     }
@@ -232,6 +239,9 @@ type Captured = (Option<LogId>, StoredMembership, Vec<(Vec<u8>, Vec<u8>)>);
 pub struct SnapshotBuilder {
     db: sled::Db,
     snapshots: sled::Tree,
+    metrics: Arc<Metrics>,
+    /// When the state was captured: the start of the build.
+    started: Instant,
     captured: Option<crate::Result<Captured>>,
 }
 
@@ -262,6 +272,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .flush_async()
             .await
             .map_err(|e| snapshot_error(e.into()))?;
+        self.metrics
+            .snapshot_save
+            .observe(self.started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,

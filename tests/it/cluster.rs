@@ -28,6 +28,8 @@ pub struct Options {
     pub snapshot_count: u64,
     pub request_timeout_ms: u64,
     pub max_request_bytes: Option<usize>,
+    /// More kvd flags, appended to every node's command line.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             snapshot_count: 10_000,
             request_timeout_ms: 5000,
             max_request_bytes: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct TestNode {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    pub metrics_addr: String,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -107,14 +111,15 @@ impl TestCluster {
 
     pub async fn start_with(n: usize, opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let nodes: Vec<TestNode> = (0..n)
             .map(|i| {
                 let id = i as u64 + 1;
                 TestNode {
                     id,
-                    client_addr: format!("127.0.0.1:{}", ports[2 * i]),
-                    peer_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                    client_addr: format!("127.0.0.1:{}", ports[3 * i]),
+                    peer_addr: format!("127.0.0.1:{}", ports[3 * i + 1]),
+                    metrics_addr: format!("127.0.0.1:{}", ports[3 * i + 2]),
                     data_dir: dir.path().join(format!("node{id}")),
                     log_path: dir.path().join(format!("node{id}.log")),
                     child: None,
@@ -155,6 +160,8 @@ impl TestCluster {
             .arg(&node.client_addr)
             .arg("--listen-peer")
             .arg(&node.peer_addr)
+            .arg("--listen-metrics")
+            .arg(&node.metrics_addr)
             .arg("--initial-cluster")
             .arg(&self.initial_cluster)
             .arg("--heartbeat-interval")
@@ -174,6 +181,7 @@ impl TestCluster {
         if let Some(max) = self.opts.max_request_bytes {
             cmd.arg("--max-request-bytes").arg(max.to_string());
         }
+        cmd.args(&self.opts.extra_args);
         self.nodes[i].child = Some(cmd.spawn().expect("spawn kvd"));
     }
 
@@ -416,4 +424,21 @@ pub async fn get_value(kv: &mut KvClient<Channel>, key: &str) -> Option<String> 
     resp.kvs
         .first()
         .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+}
+
+/// `GET path` on `addr` over HTTP/1.0; returns the status code and body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
 }

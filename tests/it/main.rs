@@ -3,7 +3,9 @@
 mod bad_input;
 mod cli;
 mod cluster;
+mod compose;
 mod etcdctl;
 mod failover;
 mod kv;
+mod ops;
 mod storage;

@@ -1,7 +1,10 @@
 //! openraft's own storage conformance suite against our sled log store and
 //! state machine.
 
+use std::sync::Arc;
+
 use openraft::testing::{StoreBuilder, Suite};
+use raftkv::metrics::Metrics;
 use raftkv::raft::typ::StorageError;
 use raftkv::raft::{LogStore, TypeConfig};
 use raftkv::store::StateMachine;
@@ -13,8 +16,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::open(dir.path().join("db")).expect("open sled");
-        let log = LogStore::open(&db).expect("open log store");
-        let sm = StateMachine::open(&db).expect("open state machine");
+        let metrics = Arc::new(Metrics::new());
+        let log = LogStore::open(&db, metrics.clone()).expect("open log store");
+        let sm = StateMachine::open(&db, metrics).expect("open state machine");
         Ok((dir, log, sm))
     }
 }

@@ -91,9 +91,11 @@ fn a_range_delete_shares_one_revision() {
         put(&s, k, "v");
     }
     assert_eq!(s.revision().unwrap(), 5);
+    assert_eq!(s.key_count().unwrap(), 4);
     let deleted = del(&s, "p/", "p0");
     assert_eq!(deleted.len(), 3);
     assert_eq!(s.revision().unwrap(), 6);
+    assert_eq!(s.key_count().unwrap(), 1);
     assert_eq!(keys(&range(&s, "\0", b"\0")), vec!["q"]);
 }
 

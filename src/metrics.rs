@@ -1,0 +1,225 @@
+//! The node's Prometheus metrics, under etcd's names where etcd has one (so
+//! existing etcd dashboards work) and `raftkv_*` for the rest.
+//!
+//! One `Metrics` per node, created at startup and handed to whoever records:
+//! the log store (fsync latency, commit index), the state machine (snapshots),
+//! the gRPC layer (requests), the node (leader changes, failed proposals).
+//! Values that are cheaper to read than to track (leader, term, sizes) are
+//! set from the node's state when `/metrics` is scraped.
+
+use std::time::Duration;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric a node exports.
+pub struct Metrics {
+    registry: Registry,
+    pub has_leader: IntGauge,
+    pub is_leader: IntGauge,
+    pub leader_changes: IntCounter,
+    pub term: IntGauge,
+    pub committed_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub proposals_failed: IntCounter,
+    pub grpc_handled: IntCounterVec,
+    pub grpc_latency: HistogramVec,
+    pub wal_fsync: Histogram,
+    pub snapshot_save: Histogram,
+    pub snapshots_installed: IntCounter,
+    pub db_size: IntGauge,
+    pub data_dir_size: IntGauge,
+    pub keys: IntGauge,
+}
+
+/// Labels of the gRPC metrics, as go-grpc-prometheus (and so etcd) has them.
+pub const GRPC_LABELS: [&str; 4] = ["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("invariant: each metric is registered once, under a unique name");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(
+        registry,
+        IntGauge::new(name, help).expect("invariant: valid metric name"),
+    )
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("invariant: valid metric name"),
+    )
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(
+        registry,
+        Histogram::with_opts(opts).expect("invariant: valid metric name"),
+    )
+}
+
+/// 1 ms to ~8 s, as etcd's disk histograms.
+fn disk_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.0, 14).expect("invariant: valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let grpc_handled = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "grpc_server_handled_total",
+                    "RPCs completed on the server, by method and code.",
+                ),
+                &GRPC_LABELS,
+            )
+            .expect("invariant: valid metric"),
+        );
+        let grpc_latency = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "RPC handling time, by method and code.",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 18).expect("invariant: valid buckets")),
+                &GRPC_LABELS,
+            )
+            .expect("invariant: valid metric"),
+        );
+        Metrics {
+            has_leader: gauge(
+                &r,
+                "etcd_server_has_leader",
+                "Whether a leader exists: 1 yes, 0 no.",
+            ),
+            is_leader: gauge(
+                &r,
+                "etcd_server_is_leader",
+                "Whether this member is the leader: 1 yes, 0 no.",
+            ),
+            leader_changes: counter(
+                &r,
+                "etcd_server_leader_changes_seen_total",
+                "Leader changes this member has seen.",
+            ),
+            term: gauge(&r, "raftkv_raft_term", "The Raft term this member is in."),
+            committed_index: gauge(
+                &r,
+                "etcd_server_proposals_committed_total",
+                "The committed Raft log index (committed proposals).",
+            ),
+            applied_index: gauge(
+                &r,
+                "etcd_server_proposals_applied_total",
+                "The applied Raft log index (applied proposals).",
+            ),
+            proposals_failed: counter(
+                &r,
+                "etcd_server_proposals_failed_total",
+                "Client writes that failed (no leader, timeout, leader lost).",
+            ),
+            grpc_handled,
+            grpc_latency,
+            wal_fsync: histogram(
+                &r,
+                "etcd_disk_wal_fsync_duration_seconds",
+                "Latency of flushing Raft log appends and votes to disk.",
+                disk_buckets(),
+            ),
+            snapshot_save: histogram(
+                &r,
+                "etcd_debugging_snap_save_total_duration_seconds",
+                "Time to build and save a snapshot; _count is the number built.",
+                disk_buckets(),
+            ),
+            snapshots_installed: counter(
+                &r,
+                "raftkv_snapshots_installed_total",
+                "Snapshots received from the leader and installed.",
+            ),
+            db_size: gauge(
+                &r,
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Size of the on-disk database.",
+            ),
+            data_dir_size: gauge(
+                &r,
+                "raftkv_data_dir_size_bytes",
+                "Total size of the files in --data-dir.",
+            ),
+            keys: gauge(
+                &r,
+                "etcd_debugging_mvcc_keys_total",
+                "Number of keys in the store.",
+            ),
+            registry: r,
+        }
+    }
+
+    /// Counts one finished RPC.
+    pub fn observe_grpc(
+        &self,
+        kind: &str,
+        service: &str,
+        method: &str,
+        code: &str,
+        took: Duration,
+    ) {
+        let labels = [kind, service, method, code];
+        self.grpc_handled.with_label_values(&labels).inc();
+        self.grpc_latency
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Every metric in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_etcd_names() {
+        let m = Metrics::new();
+        m.leader_changes.inc();
+        m.observe_grpc(
+            "unary",
+            "etcdserverpb.KV",
+            "Put",
+            "OK",
+            Duration::from_millis(3),
+        );
+        let text = m.render();
+        assert!(text.contains("etcd_server_leader_changes_seen_total 1"));
+        assert!(text.contains(
+            r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#
+        ));
+        assert!(text.contains("grpc_server_handling_seconds_bucket"));
+        assert!(text.contains("# TYPE etcd_disk_wal_fsync_duration_seconds histogram"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Operating a node: Prometheus metrics, `/health`, gRPC health, JSON logs
+//! and `kvctl endpoint health`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use raftkv::pb;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::cluster::{eventually, http_get, put_req, Options, TestCluster, LIVENESS};
+
+/// Parsed Prometheus text: `name{labels}` (labels sorted, as rendered) to value.
+fn scrape(cluster: &TestCluster, i: usize) -> BTreeMap<String, f64> {
+    let (status, body) =
+        http_get(&cluster.nodes[i].metrics_addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("a sample line is `series value`");
+            (series.to_string(), value.parse().expect("a numeric sample"))
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+fn grpc(metric: &str, method: &str, code: &str) -> String {
+    format!(
+        r#"{metric}{{grpc_code="{code}",grpc_method="{method}",grpc_service="etcdserverpb.KV",grpc_type="unary"}}"#
+    )
+}
+
+/// Scenario: scrape a follower, write through it, scrape again: the
+/// request counters and latency histogram for Put (OK and InvalidArgument),
+/// the applied and committed indexes, the key count, fsync and sizes all
+/// moved. The leader built a snapshot. After the leader is killed, the new
+/// leader reports itself as leader and has seen one more leader change.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_writes_and_elections() {
+    let opts = Options {
+        snapshot_count: 20,
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let leader_index = cluster.index_of(leader);
+    let follower = cluster.follower_of(leader);
+
+    let before = scrape(&cluster, follower);
+    assert_eq!(value(&before, "etcd_server_has_leader"), 1.0);
+    assert_eq!(value(&before, "etcd_server_is_leader"), 0.0);
+    assert!(value(&before, "etcd_server_leader_changes_seen_total") >= 1.0);
+
+    let mut kv = cluster.kv(follower).await;
+    for i in 0..30 {
+        kv.put(put_req(&format!("m{i}"), "v")).await.unwrap();
+    }
+    kv.put(put_req("", "v")).await.unwrap_err();
+
+    let after = scrape(&cluster, follower);
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(moved(&grpc("grpc_server_handled_total", "Put", "OK")), 30.0);
+    assert_eq!(
+        moved(&grpc("grpc_server_handled_total", "Put", "InvalidArgument")),
+        1.0
+    );
+    assert_eq!(
+        moved(&grpc("grpc_server_handling_seconds_count", "Put", "OK")),
+        30.0
+    );
+    assert!(moved("etcd_server_proposals_applied_total") >= 30.0);
+    assert!(moved("etcd_server_proposals_committed_total") >= 30.0);
+    assert!(moved("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);
+    assert_eq!(value(&after, "etcd_debugging_mvcc_keys_total"), 30.0);
+    assert_eq!(value(&after, "etcd_server_proposals_failed_total"), 0.0);
+    assert!(value(&after, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    assert!(value(&after, "raftkv_data_dir_size_bytes") > 0.0);
+    assert!(value(&after, "raftkv_raft_term") >= 1.0);
+
+    let on_leader = scrape(&cluster, leader_index);
+    assert_eq!(value(&on_leader, "etcd_server_is_leader"), 1.0);
+    assert!(
+        value(
+            &on_leader,
+            "etcd_debugging_snap_save_total_duration_seconds_count"
+        ) >= 1.0
+    );
+
+    let changes_before = value(
+        &scrape(&cluster, follower),
+        "etcd_server_leader_changes_seen_total",
+    );
+    cluster.kill(leader_index);
+    let new_leader = cluster.wait_leader().await;
+    let new_index = cluster.index_of(new_leader);
+    let on_new = scrape(&cluster, new_index);
+    assert_eq!(value(&on_new, "etcd_server_is_leader"), 1.0);
+    if new_index == follower {
+        assert!(value(&on_new, "etcd_server_leader_changes_seen_total") > changes_before);
+    }
+    assert!(value(&on_new, "etcd_server_leader_changes_seen_total") >= 2.0);
+}
+
+/// Scenario: `/health` is 200 `{"health":"true"}` on every node of a healthy
+/// cluster. With the two other nodes paused, the remaining one turns 503
+/// `{"health":"false"}` with a reason; after they resume it is 200 again.
+/// gRPC health follows the same rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_reports_whether_a_node_can_serve() {
+    let cluster = TestCluster::start(3).await;
+    for node in &cluster.nodes {
+        let (status, body) = http_get(&node.metrics_addr, "/health").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["health"], "true");
+    }
+    let mut grpc_health = HealthClient::new(cluster.channel(0).await);
+    let serving = |s: i32| s == ServingStatus::Serving as i32;
+    let resp = grpc_health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(serving(resp.into_inner().status));
+
+    cluster.pause(1);
+    cluster.pause(2);
+    let body = eventually("node 1 reports itself unhealthy", LIVENESS, || async {
+        let (status, body) = http_get(&cluster.nodes[0].metrics_addr, "/health").ok()?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["health"], "false");
+    assert!(!v["reason"].as_str().unwrap().is_empty());
+
+    cluster.resume(1);
+    cluster.resume(2);
+    eventually("node 1 is healthy again", LIVENESS, || async {
+        let (status, _) = http_get(&cluster.nodes[0].metrics_addr, "/health").ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let resp = grpc_health
+        .check(HealthCheckRequest {
+            service: "etcdserverpb.KV".into(),
+        })
+        .await
+        .unwrap();
+    assert!(serving(resp.into_inner().status));
+}
+
+fn kvctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args(args)
+        .output()
+        .expect("run kvctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Scenario: `kvctl endpoint health` says each endpoint is healthy and how
+/// long the read took; `--cluster` finds every member from one endpoint;
+/// with a node down it names it unhealthy and exits non-zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_endpoint_health() {
+    let mut cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    let (rc, out, err) = kvctl(&["--endpoints", &eps, "endpoint", "health"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(
+        out.matches("is healthy: successfully committed proposal: took = ")
+            .count(),
+        3,
+        "{out}"
+    );
+
+    let one = cluster.nodes[0].client_addr.clone();
+    let (rc, out, _) = kvctl(&[
+        "--endpoints",
+        &one,
+        "endpoint",
+        "health",
+        "--cluster",
+        "-w",
+        "json",
+    ]);
+    assert_eq!(rc, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3, "{out}");
+    let (rc, out, _) = kvctl(&["--endpoints", &one, "endpoint", "status", "--cluster"]);
+    assert_eq!(rc, 0);
+    for node in &cluster.nodes {
+        assert!(out.contains(&node.client_addr), "{out}");
+    }
+
+    cluster.kill(2);
+    let (rc, out, err) = kvctl(&[
+        "--endpoints",
+        &eps,
+        "--dial-timeout",
+        "1s",
+        "endpoint",
+        "health",
+    ]);
+    assert_eq!(rc, 1);
+    assert!(
+        out.contains(&format!("{} is unhealthy", cluster.nodes[2].client_addr)),
+        "{out}"
+    );
+    assert_eq!(out.matches("is healthy").count(), 2, "{out}");
+    assert_eq!(err.trim(), "Error: unhealthy cluster");
+}
+
+/// Scenario: with `--log-format json` every log line is a JSON object with
+/// a level and a message, including the leader-change line.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs() {
+    let opts = Options {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(1, opts).await;
+    let mut kv = cluster.kv(0).await;
+    kv.range(pb::RangeRequest {
+        key: "x".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let log = cluster.nodes[0].log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["message"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "this node became leader"),
+        "{log}"
+    );
+}
