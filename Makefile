@@ -10,6 +10,9 @@
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
 #   make kill-leader-dc  kill the leader's container in the compose cluster
 #   make node N=2      (re)start one node of that cluster in the foreground
+#   make chaos         a long fault-injection campaign checked for
+#                      linearizability: make chaos DURATION=300 SEED=7 NODES=5 WORKERS=8
+#   make chaos-check HISTORY=.../history.jsonl   check a saved history again
 #   make lint          rustfmt check, clippy -D warnings, rustdoc -D warnings
 #   make clean         remove build output and ./data
 
@@ -32,7 +35,16 @@ kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
 # `docker compose`, or the older standalone `docker-compose`.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration lint clean
+# `make chaos` settings; an empty SEED picks one (printed, to replay the run).
+DURATION ?= 300
+NODES ?= 3
+WORKERS ?= 5
+SEED ?=
+OUT ?=
+
+HISTORY ?=
+
+.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration chaos chaos-check lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -75,6 +87,14 @@ kill-leader-dc:
 
 test:
 	$(CARGO) test --locked --all-targets
+
+chaos:
+	CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) CHAOS_WORKERS=$(WORKERS) \
+	CHAOS_SEED=$(SEED) CHAOS_OUT=$(OUT) \
+	$(CARGO) test --release --locked --test it -- --ignored --exact chaos::campaign --nocapture
+
+chaos-check:
+	CHAOS_HISTORY=$(HISTORY) $(CARGO) test --release --locked --test it -- --ignored --exact chaos::recheck_a_saved_history --nocapture
 
 test-unit:
 	$(CARGO) test --locked --lib --bins

@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// Applied entries between two snapshots.
     pub snapshot_count: u64,
+    /// Test-only: addresses to dial for some peers instead of their
+    /// advertised ones, e.g. a fault-injecting proxy.
+    pub peer_dial_overrides: BTreeMap<NodeId, String>,
     /// Largest encoded client request accepted.
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
@@ -78,6 +81,7 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            peer_dial_overrides: BTreeMap::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: default_request_timeout(election_timeout),
         }

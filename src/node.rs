@@ -84,7 +84,8 @@ impl From<PeerError> for Error {
             PeerError::NotLeader => Error::NotLeader,
             PeerError::NoLeader => Error::NoLeader,
             PeerError::Timeout => Error::Timeout,
-            PeerError::Stopped => Error::LeaderUnreachable("the leader is shutting down".into()),
+            // The leader stopped mid-request: the write may have been committed.
+            PeerError::Stopped => Error::LeaderLost,
             PeerError::Other(msg) => Error::Raft(msg),
         }
     }
@@ -117,7 +118,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let sm = StateMachine::open(&db, metrics.clone())?;
         let store = sm.store();
-        let peers = PeerClients::default();
+        let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
         let raft = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
         let node = Arc::new(Node {
             id: cfg.id,

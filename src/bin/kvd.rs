@@ -59,6 +59,11 @@ struct Args {
     /// [default: 5000 + 2 x --election-timeout].
     #[arg(long, env = "KVD_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
+    /// Test-only: dial these peers at these addresses instead of their
+    /// advertised ones (`ID=HOST:PORT,...`), e.g. through a fault-injecting
+    /// proxy.
+    #[arg(long, env = "KVD_PEER_DIAL_OVERRIDE", hide = true)]
+    peer_dial_override: Option<String>,
     /// Log level (error, warn, info, debug, trace) or a full tracing filter.
     #[arg(long, env = "KVD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -96,6 +101,9 @@ impl Args {
             cfg.initial_cluster = config::parse_initial_cluster(members)?;
         } else {
             cfg.initial_cluster = [(cfg.id, cfg.advertise_peer.clone())].into();
+        }
+        if let Some(overrides) = &self.peer_dial_override {
+            cfg.peer_dial_overrides = config::parse_initial_cluster(overrides)?;
         }
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
         cfg.election_timeout = Duration::from_millis(self.election_timeout);

@@ -7,7 +7,7 @@
 //! openraft backs off); any other transport failure is a `NetworkError`; an
 //! error the peer's Raft returned is a `RemoteError`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,9 +38,20 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Addresses to dial instead of a peer's advertised one (tests route
+    /// peer traffic through a fault-injecting proxy this way).
+    dial_overrides: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl PeerClients {
+    /// A pool that dials peer `id` at `dial_overrides[id]` when present.
+    pub fn new(dial_overrides: BTreeMap<NodeId, String>) -> Self {
+        PeerClients {
+            channels: Arc::default(),
+            dial_overrides: Arc::new(dial_overrides),
+        }
+    }
+
     /// The client for peer `id` at `addr`, reusing its channel if the address
     /// has not changed. Connects lazily: this never blocks.
     pub fn get(
@@ -48,6 +59,7 @@ impl PeerClients {
         id: NodeId,
         addr: &str,
     ) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let addr = self.dial_overrides.get(&id).map_or(addr, String::as_str);
         let mut channels = self
             .channels
             .lock()

@@ -66,6 +66,8 @@ pub struct TestNode {
     pub metrics_addr: String,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// kvd flags for this node only.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -110,6 +112,14 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: usize, opts: Options) -> Self {
+        let mut cluster = Self::plan(n, opts);
+        cluster.launch().await;
+        cluster
+    }
+
+    /// Lays out `n` nodes (ports, data dirs) without starting them, so a test
+    /// can set per-node flags first.
+    pub fn plan(n: usize, opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(3 * n);
         let nodes: Vec<TestNode> = (0..n)
@@ -122,6 +132,7 @@ impl TestCluster {
                     metrics_addr: format!("127.0.0.1:{}", ports[3 * i + 2]),
                     data_dir: dir.path().join(format!("node{id}")),
                     log_path: dir.path().join(format!("node{id}.log")),
+                    extra_args: Vec::new(),
                     child: None,
                 }
             })
@@ -131,17 +142,20 @@ impl TestCluster {
             .map(|n| format!("{}={}", n.id, n.peer_addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = TestCluster {
+        TestCluster {
             nodes,
             opts,
             initial_cluster,
             _dir: dir,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
         }
-        cluster.wait_leader().await;
-        cluster
+    }
+
+    /// Starts every node and waits for a leader.
+    pub async fn launch(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        self.wait_leader().await;
     }
 
     fn spawn(&mut self, i: usize) {
@@ -182,6 +196,7 @@ impl TestCluster {
             cmd.arg("--max-request-bytes").arg(max.to_string());
         }
         cmd.args(&self.opts.extra_args);
+        cmd.args(&self.nodes[i].extra_args);
         self.nodes[i].child = Some(cmd.spawn().expect("spawn kvd"));
     }
 

@@ -1,6 +1,7 @@
 //! raftkv's integration tests: one binary, real `kvd` processes on loopback.
 
 mod bad_input;
+mod chaos;
 mod cli;
 mod cluster;
 mod compose;

@@ -1,0 +1,292 @@
+//! The nemesis: faults on a seeded schedule. It kills nodes (the leader in
+//! particular) and restarts them, pauses them past the election timeout,
+//! cuts a node off from its peers while it runs, splits the cluster with the
+//! old leader in the minority, and restarts the whole cluster at once. Peer
+//! traffic goes through a `proxy::Link` per direction of every peer pair, so
+//! partitions need no kernel support.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raftkv::client::{StatusProbe, Timeouts};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::history::Clock;
+use super::proxy::Link;
+use super::rng::Rng;
+use crate::cluster::TestCluster;
+
+/// The proxied peer network: one link per (from, to) pair of node indexes.
+pub struct Net {
+    links: BTreeMap<(usize, usize), Link>,
+}
+
+impl Net {
+    /// Puts a proxy on every peer link of a planned (not yet launched)
+    /// cluster and points each node's peer dialing at its proxies.
+    pub async fn wire(cluster: &mut TestCluster) -> Net {
+        let n = cluster.nodes.len();
+        let mut links = BTreeMap::new();
+        for from in 0..n {
+            let mut overrides = Vec::new();
+            for to in (0..n).filter(|&to| to != from) {
+                let link = Link::start(cluster.nodes[to].peer_addr.clone()).await;
+                overrides.push(format!("{}={}", cluster.nodes[to].id, link.listen));
+                links.insert((from, to), link);
+            }
+            cluster.nodes[from].extra_args =
+                vec!["--peer-dial-override".into(), overrides.join(",")];
+        }
+        Net { links }
+    }
+
+    /// Cuts every link between `a` and `b`, both directions.
+    pub fn partition(&self, a: &[usize], b: &[usize]) {
+        for (&(from, to), link) in &self.links {
+            if (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to)) {
+                link.set_cut(true);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.links.values().for_each(|l| l.set_cut(false));
+    }
+
+    pub fn is_cut(&self, from: usize, to: usize) -> bool {
+        self.links[&(from, to)].is_cut()
+    }
+}
+
+/// Index of the node that reports itself leader with the highest term.
+pub async fn current_leader(cluster: &TestCluster) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for i in 0..cluster.nodes.len() {
+        if let Some(s) = cluster.status(i).await {
+            let me = s.header.as_ref().map_or(0, |h| h.member_id);
+            if s.leader != 0 && s.leader == me && best.is_none_or(|(term, _)| s.raft_term > term) {
+                best = Some((s.raft_term, i));
+            }
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// The faults the nemesis chooses from.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    KillLeader,
+    Pause,
+    Isolate,
+    SplitLeaderMinority,
+    RestartAll,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::Kill,
+    Fault::KillLeader,
+    Fault::Pause,
+    Fault::Isolate,
+    Fault::SplitLeaderMinority,
+    Fault::RestartAll,
+];
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillLeader => "kill-leader",
+            Fault::Pause => "pause",
+            Fault::Isolate => "isolate",
+            Fault::SplitLeaderMinority => "split-leader-minority",
+            Fault::RestartAll => "restart-all",
+        }
+    }
+}
+
+/// Runs faults and remembers what it did.
+pub struct Nemesis {
+    rng: Rng,
+    clock: Clock,
+    /// One line per action, with its time.
+    pub log: Vec<String>,
+    /// Faults injected, by kind.
+    pub counts: BTreeMap<&'static str, usize>,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, clock: Clock) -> Self {
+        Nemesis {
+            rng: Rng::new(seed),
+            clock,
+            log: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        let line = format!("[{:>9.3}s] {what}", self.clock.now() as f64 / 1e9);
+        eprintln!("nemesis {line}");
+        self.log.push(line);
+    }
+
+    /// Injects faults for `duration`: a calm spell, a fault held for a while,
+    /// healing, and again. Always leaves everything healed.
+    pub async fn run(&mut self, cluster: &mut TestCluster, net: &Net, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            let calm = Duration::from_millis(self.rng.range(800, 2500));
+            tokio::time::sleep_until((Instant::now() + calm).min(deadline)).await;
+            if Instant::now() >= deadline {
+                break;
+            }
+            let fault = FAULTS[self.rng.below(FAULTS.len())];
+            // Longer than the election timeout, so pauses and partitions
+            // cost the leader its lease.
+            let hold = Duration::from_millis(self.rng.range(1200, 4000));
+            *self.counts.entry(fault.name()).or_default() += 1;
+            self.inject(fault, hold, cluster, net).await;
+        }
+    }
+
+    async fn inject(&mut self, fault: Fault, hold: Duration, cluster: &mut TestCluster, net: &Net) {
+        let n = cluster.nodes.len();
+        let random = self.rng.below(n);
+        let leader = match fault {
+            Fault::KillLeader | Fault::SplitLeaderMinority => current_leader(cluster).await,
+            _ => None,
+        };
+        match fault {
+            Fault::Kill | Fault::KillLeader => {
+                let i = leader.unwrap_or(random);
+                let role = if leader == Some(i) {
+                    " (the leader)"
+                } else {
+                    ""
+                };
+                self.note(format!("kill -9 node {}{role}", i + 1));
+                cluster.kill(i);
+                tokio::time::sleep(hold).await;
+                self.note(format!("restart node {}", i + 1));
+                cluster.restart(i);
+            }
+            Fault::Pause => {
+                self.note(format!("pause (SIGSTOP) node {} for {hold:?}", random + 1));
+                cluster.pause(random);
+                tokio::time::sleep(hold).await;
+                self.note(format!("resume (SIGCONT) node {}", random + 1));
+                cluster.resume(random);
+            }
+            Fault::Isolate => {
+                let others: Vec<usize> = (0..n).filter(|&j| j != random).collect();
+                self.note(format!(
+                    "isolate node {} from its peers for {hold:?}",
+                    random + 1
+                ));
+                net.partition(&[random], &others);
+                tokio::time::sleep(hold).await;
+                self.note("heal the network".into());
+                net.heal();
+            }
+            Fault::SplitLeaderMinority => {
+                let old = leader.unwrap_or(random);
+                let mut minority = vec![old];
+                while minority.len() < (n - 1) / 2 {
+                    let j = self.rng.below(n);
+                    if !minority.contains(&j) {
+                        minority.push(j);
+                    }
+                }
+                let majority: Vec<usize> = (0..n).filter(|j| !minority.contains(j)).collect();
+                let show = |g: &[usize]| {
+                    g.iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                self.note(format!(
+                    "split {{{}}} (old leader {}) | {{{}}} for {hold:?}",
+                    show(&minority),
+                    old + 1,
+                    show(&majority)
+                ));
+                net.partition(&minority, &majority);
+                tokio::time::sleep(hold).await;
+                self.note("heal the network".into());
+                net.heal();
+            }
+            Fault::RestartAll => {
+                self.note("kill -9 every node, then restart them all".into());
+                for i in 0..n {
+                    cluster.kill(i);
+                }
+                for i in 0..n {
+                    cluster.restart(i);
+                }
+            }
+        }
+    }
+
+    /// Undoes anything still in effect: heals the network, resumes and
+    /// restarts nodes.
+    pub fn heal_all(&mut self, cluster: &mut TestCluster, net: &Net) {
+        net.heal();
+        for i in 0..cluster.nodes.len() {
+            if cluster.nodes[i].is_running() {
+                cluster.resume(i);
+            } else {
+                cluster.restart(i);
+            }
+        }
+        self.note("healed everything".into());
+    }
+}
+
+/// Polls every node's status until `stop` and counts how often a new leader
+/// appears; returns the count and the changes seen.
+pub async fn watch_leaders(
+    endpoints: Vec<String>,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) -> (usize, Vec<String>) {
+    let timeouts = Timeouts {
+        dial: Duration::from_millis(300),
+        command: Duration::from_millis(300),
+    };
+    let mut probes: Vec<StatusProbe> = endpoints
+        .iter()
+        .map(|e| StatusProbe::new(e, timeouts).expect("valid endpoint"))
+        .collect();
+    // The last leader seen and its term: a new id, or the same id in a
+    // later term (it lost leadership and won it back), is a change.
+    let mut last: Option<(u64, u64)> = None;
+    let mut changes = 0;
+    let mut log = Vec::new();
+    loop {
+        let polls = futures::future::join_all(probes.iter_mut().map(|p| p.status())).await;
+        let leader = polls
+            .iter()
+            .flatten()
+            .filter(|s| s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader))
+            .max_by_key(|s| s.raft_term)
+            .map(|s| (s.leader, s.raft_term));
+        if let Some((id, term)) = leader {
+            if last.is_none_or(|(last_id, last_term)| id != last_id || term > last_term) {
+                if last.is_some() {
+                    changes += 1;
+                }
+                log.push(format!(
+                    "[{:>9.3}s] leader {id} (term {term})",
+                    clock.now() as f64 / 1e9
+                ));
+                last = Some((id, term));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return (changes, log),
+        }
+    }
+}
