@@ -15,6 +15,8 @@ use crate::raft::NodeId;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// Default port of `--listen-metrics`, as etcd's.
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
+/// Default `--max-txn-ops`, as etcd's.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// Default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 
@@ -52,6 +54,8 @@ pub struct NodeConfig {
     /// Test-only: addresses to dial for some peers instead of their
     /// advertised ones, e.g. a fault-injecting proxy.
     pub peer_dial_overrides: BTreeMap<NodeId, String>,
+    /// Most operations in one branch of a transaction.
+    pub max_txn_ops: usize,
     /// Largest encoded client request accepted.
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
@@ -82,6 +86,7 @@ impl NodeConfig {
             election_timeout,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             peer_dial_overrides: BTreeMap::new(),
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: default_request_timeout(election_timeout),
         }

@@ -34,6 +34,15 @@ pub enum Error {
     /// A lease id that does not exist (raftkv has no leases yet, so any).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A read or compaction below the compacted revision.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A transaction with more operations than `--max-txn-ops`.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A transaction that writes a key twice in one branch.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
     /// A read at a revision the store has not reached.
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,

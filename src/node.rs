@@ -27,7 +27,10 @@ use crate::metrics::Metrics;
 use crate::pb::peer::Payload;
 use crate::raft::typ::{CheckIsLeaderError, ClientWriteError, RaftError, RaftMetrics};
 use crate::raft::{self, is_connect_error, NodeId, PeerClients, Raft};
-use crate::store::{fnv1a_of, Command, KvStore, MemberInfo, Response, Revision, StateMachine};
+use crate::store::{
+    fnv1a_of, Command, KvStore, MemberInfo, Rejection, Response, Revision, StateMachine, Txn,
+    TxnResult,
+};
 
 /// How long to wait before retrying a request that was not proposed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
@@ -274,6 +277,20 @@ impl Node {
         tokio::time::timeout_at(deadline, attempt)
             .await
             .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Runs a transaction that only reads against this member's applied
+    /// state, without proposing it; returns the revision it read at.
+    pub fn read_only_txn(
+        &self,
+        txn: &Txn,
+    ) -> Result<(Revision, std::result::Result<TxnResult, Rejection>)> {
+        let mut batch = self.store.batch()?;
+        let revision = batch.revision();
+        let mut w = batch.write();
+        let result = crate::store::apply_txn(&mut w, txn)?;
+        // Nothing was written; the batch is dropped, not committed.
+        Ok((revision, result))
     }
 
     /// Proposes `cmd` on this member, which must be the leader.

@@ -55,6 +55,9 @@ struct Args {
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "KVD_MAX_REQUEST_BYTES", default_value_t = config::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Most operations in one branch of a transaction.
+    #[arg(long, env = "KVD_MAX_TXN_OPS", default_value_t = config::DEFAULT_MAX_TXN_OPS)]
+    max_txn_ops: usize,
     /// How long a request may wait for a leader or a commit, in milliseconds
     /// [default: 5000 + 2 x --election-timeout].
     #[arg(long, env = "KVD_REQUEST_TIMEOUT")]
@@ -113,6 +116,7 @@ impl Args {
         };
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
+        cfg.max_txn_ops = self.max_txn_ops;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -6,7 +6,7 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
-use crate::store::{KeyValue, Revision, SortOrder, SortTarget};
+use crate::store::{KeyRange, KeyValue, RangeQuery, RangeResult, Revision, SortOrder, SortTarget};
 
 /// The header every response carries: etcd's clients dereference it
 /// unconditionally.
@@ -53,7 +53,7 @@ pub fn check_utf8(bytes: &[u8], what: &'static str) -> Result<()> {
         .map_err(|_| Error::NotUtf8 { what })
 }
 
-pub fn sort_order(order: i32) -> SortOrder {
+fn sort_order(order: i32) -> SortOrder {
     match pb::range_request::SortOrder::try_from(order) {
         Ok(pb::range_request::SortOrder::Ascend) => SortOrder::Ascend,
         Ok(pb::range_request::SortOrder::Descend) => SortOrder::Descend,
@@ -61,12 +61,39 @@ pub fn sort_order(order: i32) -> SortOrder {
     }
 }
 
-pub fn sort_target(target: i32) -> SortTarget {
+fn sort_target(target: i32) -> SortTarget {
     match pb::range_request::SortTarget::try_from(target) {
         Ok(pb::range_request::SortTarget::Version) => SortTarget::Version,
         Ok(pb::range_request::SortTarget::Create) => SortTarget::Create,
         Ok(pb::range_request::SortTarget::Mod) => SortTarget::Mod,
         Ok(pb::range_request::SortTarget::Value) => SortTarget::Value,
         _ => SortTarget::Key,
+    }
+}
+
+/// A `RangeRequest` as the store's query.
+pub fn range_query(req: &pb::RangeRequest) -> RangeQuery {
+    RangeQuery {
+        range: KeyRange::new(&req.key, &req.range_end),
+        revision: req.revision,
+        limit: req.limit,
+        keys_only: req.keys_only,
+        count_only: req.count_only,
+        sort_order: sort_order(req.sort_order),
+        sort_target: sort_target(req.sort_target),
+        min_mod_revision: req.min_mod_revision,
+        max_mod_revision: req.max_mod_revision,
+        min_create_revision: req.min_create_revision,
+        max_create_revision: req.max_create_revision,
+    }
+}
+
+/// The store's answer as a `RangeResponse`.
+pub fn range_response(r: RangeResult, header: Option<pb::ResponseHeader>) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header,
+        kvs: r.kvs.into_iter().map(key_value).collect(),
+        more: r.more,
+        count: r.count,
     }
 }

@@ -7,25 +7,71 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    check_key, check_size, check_utf8, header, key_value, sort_order, sort_target,
+    check_key, check_size, check_utf8, header, key_value, range_query, range_response,
 };
+use super::txn;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
 use crate::pb::kv_server::Kv;
-use crate::store::{Command, KeyRange, RangeQuery, Rejection, Response as Applied};
+use crate::store::{Command, Rejection, Response as Applied};
 
 /// The `etcdserverpb.KV` service of one node.
 pub struct KvService {
     node: Arc<Node>,
     max_request_bytes: usize,
+    max_txn_ops: usize,
+}
+
+/// A put's key and value after etcd's checks: `(key, value or None to keep
+/// it, must the key exist)`.
+pub(super) fn put_fields(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    lease: i64,
+    ignore_value: bool,
+    ignore_lease: bool,
+) -> Result<(Vec<u8>, Option<Vec<u8>>, bool)> {
+    check_key(&key)?;
+    check_utf8(&value, "value")?;
+    if ignore_value && !value.is_empty() {
+        return Err(Error::ValueProvided);
+    }
+    if ignore_lease && lease != 0 {
+        return Err(Error::LeaseProvided);
+    }
+    if lease != 0 {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok((
+        key,
+        (!ignore_value).then_some(value),
+        ignore_value || ignore_lease,
+    ))
+}
+
+/// The error for a command the state machine refused.
+pub(super) fn rejected(r: Rejection) -> Error {
+    match r {
+        Rejection::KeyNotFound => Error::KeyNotFound,
+        Rejection::Compacted => Error::Compacted,
+        Rejection::FutureRevision => Error::FutureRevision,
+    }
+}
+
+fn unexpected(response: Applied) -> Error {
+    match response {
+        Applied::Rejected(r) => rejected(r),
+        other => Error::Raft(format!("unexpected state machine response {other:?}")),
+    }
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>, max_request_bytes: usize) -> Self {
+    pub fn new(node: Arc<Node>, max_request_bytes: usize, max_txn_ops: usize) -> Self {
         KvService {
             node,
             max_request_bytes,
+            max_txn_ops,
         }
     }
 
@@ -38,50 +84,23 @@ impl KvService {
         let store = self.node.store();
         // The revision first: the data read after it is at least as new.
         let revision = store.revision()?;
-        if req.revision > revision {
-            return Err(Error::FutureRevision);
-        }
-        if req.revision > 0 && req.revision < revision {
-            return Err(Error::Unimplemented("reading a past revision"));
-        }
-        let query = RangeQuery {
-            range: KeyRange::new(&req.key, &req.range_end),
-            limit: req.limit,
-            keys_only: req.keys_only,
-            count_only: req.count_only,
-            sort_order: sort_order(req.sort_order),
-            sort_target: sort_target(req.sort_target),
-            min_mod_revision: req.min_mod_revision,
-            max_mod_revision: req.max_mod_revision,
-            min_create_revision: req.min_create_revision,
-            max_create_revision: req.max_create_revision,
-        };
-        let result = store.range(&query)?;
-        Ok(pb::RangeResponse {
-            header: header(&self.node, revision),
-            kvs: result.kvs.into_iter().map(key_value).collect(),
-            more: result.more,
-            count: result.count,
-        })
+        let result = store.range(&range_query(&req))?.map_err(rejected)?;
+        Ok(range_response(result, header(&self.node, revision)))
     }
 
     async fn serve_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
         check_size(&req, self.max_request_bytes)?;
-        check_key(&req.key)?;
-        check_utf8(&req.value, "value")?;
-        if req.ignore_value && !req.value.is_empty() {
-            return Err(Error::ValueProvided);
-        }
-        if req.ignore_lease && req.lease != 0 {
-            return Err(Error::LeaseProvided);
-        }
-        if req.lease != 0 {
-            return Err(Error::LeaseNotFound);
-        }
+        let (key, value, must_exist) = put_fields(
+            req.key,
+            req.value,
+            req.lease,
+            req.ignore_value,
+            req.ignore_lease,
+        )?;
         let cmd = Command::Put {
-            key: req.key,
-            value: (!req.ignore_value).then_some(req.value),
-            must_exist: req.ignore_value || req.ignore_lease,
+            key,
+            value,
+            must_exist,
             prev_kv: req.prev_kv,
         };
         match self.node.write(cmd).await? {
@@ -89,7 +108,6 @@ impl KvService {
                 header: header(&self.node, revision),
                 prev_kv: prev_kv.map(key_value),
             }),
-            Applied::Rejected(Rejection::KeyNotFound) => Err(Error::KeyNotFound),
             other => Err(unexpected(other)),
         }
     }
@@ -118,10 +136,42 @@ impl KvService {
             other => Err(unexpected(other)),
         }
     }
-}
 
-fn unexpected(response: Applied) -> Error {
-    Error::Raft(format!("unexpected state machine response {response:?}"))
+    async fn serve_txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse> {
+        check_size(&req, self.max_request_bytes)?;
+        let serializable = txn::is_serializable(&req);
+        let t = txn::from_pb(req, self.max_txn_ops)?;
+        if txn::is_read_only(&t) {
+            // Reads only: no proposal, just a read barrier, as etcd does.
+            if !serializable {
+                self.node.read_barrier().await?;
+            }
+            let (revision, result) = self.node.read_only_txn(&t)?;
+            let result = result.map_err(rejected)?;
+            return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
+        }
+        match self.node.write(Command::Txn(t)).await? {
+            Applied::Txn { revision, result } => {
+                Ok(txn::to_pb(result, revision, header(&self.node, revision)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn serve_compact(&self, req: pb::CompactionRequest) -> Result<pb::CompactionResponse> {
+        match self
+            .node
+            .write(Command::Compact {
+                revision: req.revision,
+            })
+            .await?
+        {
+            Applied::Compacted { revision } => Ok(pb::CompactionResponse {
+                header: header(&self.node, revision),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -152,17 +202,21 @@ impl Kv for KvService {
         ))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn txn(
         &self,
-        _request: Request<pb::TxnRequest>,
+        request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        Err(Error::Unimplemented("Txn").into())
+        Ok(Response::new(self.serve_txn(request.into_inner()).await?))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn compact(
         &self,
-        _request: Request<pb::CompactionRequest>,
+        request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        Err(Error::Unimplemented("Compact").into())
+        Ok(Response::new(
+            self.serve_compact(request.into_inner()).await?,
+        ))
     }
 }

@@ -53,18 +53,14 @@ impl MaintenanceService {
     fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse> {
         let store = self.node.store();
         let current = store.revision()?;
-        if revision > current {
-            return Err(Error::FutureRevision);
-        }
-        if revision > 0 && revision < current {
-            return Err(Error::Unimplemented("hashing a past revision"));
-        }
-        let hash = store.hash()?;
+        let hash = store.hash(revision)?.map_err(super::kv::rejected)?;
+        let compacted = store.compacted()?;
         Ok(pb::HashKvResponse {
             header: header(&self.node, current),
             hash,
-            compact_revision: -1,
-            hash_revision: current,
+            // etcd reports -1 before any compaction.
+            compact_revision: if compacted == 0 { -1 } else { compacted },
+            hash_revision: if revision > 0 { revision } else { current },
         })
     }
 }

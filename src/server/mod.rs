@@ -14,6 +14,7 @@ mod kv;
 mod maintenance;
 mod peer;
 mod status;
+mod txn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,9 +69,13 @@ pub async fn serve(
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
         .add_service(health_service)
         .add_service(
-            pb::kv_server::KvServer::new(kv::KvService::new(node.clone(), cfg.max_request_bytes))
-                .max_decoding_message_size(recv_limit)
-                .max_encoding_message_size(usize::MAX),
+            pb::kv_server::KvServer::new(kv::KvService::new(
+                node.clone(),
+                cfg.max_request_bytes,
+                cfg.max_txn_ops,
+            ))
+            .max_decoding_message_size(recv_limit)
+            .max_encoding_message_size(usize::MAX),
         )
         .add_service(
             pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(

@@ -13,9 +13,11 @@ impl From<Error> for Status {
             | Error::NotUtf8 { .. }
             | Error::KeyNotFound
             | Error::ValueProvided
-            | Error::LeaseProvided => Code::InvalidArgument,
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey => Code::InvalidArgument,
             Error::LeaseNotFound => Code::NotFound,
-            Error::FutureRevision => Code::OutOfRange,
+            Error::FutureRevision | Error::Compacted => Code::OutOfRange,
             Error::NoLeader
             | Error::NotLeader
             | Error::LeaderUnreachable(_)

@@ -2,12 +2,14 @@
 //!
 //! Every change to the replicated state is one `Command` variant, proposed by
 //! the leader and applied in log order on every member. Outcomes such as "the
-//! key did not exist" are `Response` data, never errors, so applying a command
-//! is deterministic.
+//! key did not exist" or "that revision was compacted" are `Response` data,
+//! never errors, so applying a command is deterministic.
 
 use serde::{Deserialize, Serialize};
 
-use super::kv::{KeyValue, Revision};
+use super::kv::KeyValue;
+use super::layout::Revision;
+use super::txn::{Txn, TxnResult};
 
 /// A change to the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +31,10 @@ pub enum Command {
         /// Return the deleted pairs.
         prev_kv: bool,
     },
+    /// A transaction, applied atomically as one revision.
+    Txn(Txn),
+    /// Drop the history before `revision`.
+    Compact { revision: Revision },
     /// A member announces its name and client URLs, as etcd members publish
     /// their attributes. Does not change the key-value revision.
     PublishMember { id: u64, info: MemberInfo },
@@ -46,6 +52,10 @@ pub struct MemberInfo {
 pub enum Rejection {
     /// The key had to exist and did not.
     KeyNotFound,
+    /// A read or compaction at a revision already compacted away.
+    Compacted,
+    /// A read or compaction at a revision the store has not reached.
+    FutureRevision,
 }
 
 /// The result of applying one log entry.
@@ -63,22 +73,17 @@ pub enum Response {
         deleted: i64,
         prev_kvs: Vec<KeyValue>,
     },
+    /// A `Txn` ran; `revision` is the store revision after it.
+    Txn {
+        revision: Revision,
+        result: TxnResult,
+    },
+    /// History before `compacted` is gone; `revision` is the current one.
+    Compacted { revision: Revision },
     /// The command was valid but could not apply to the current state; it
     /// changed nothing.
     Rejected(Rejection),
     /// An entry that does not touch keys (a member announcement, a Raft
     /// membership or blank entry); `revision` is the current revision.
     Applied { revision: Revision },
-}
-
-impl Response {
-    /// The store revision after this entry was applied.
-    pub fn revision(&self) -> Revision {
-        match self {
-            Response::Put { revision, .. }
-            | Response::DeleteRange { revision, .. }
-            | Response::Applied { revision } => *revision,
-            Response::Rejected(_) => 0,
-        }
-    }
 }

@@ -1,42 +1,35 @@
-//! The replicated state as stored on disk: keys with etcd's per-key revision
-//! data, the cluster-wide revision, member attributes, and a few metadata
-//! entries, all in one sled tree so one batch changes them atomically.
+//! Key-value types as clients see them (keys, ranges, range options and
+//! results) and `KvStore`, the read side of the replicated state: current
+//! reads, metadata, members, snapshots. Reads at past revisions and watch
+//! events are in `history.rs`; writes in `batch.rs`. See `layout.rs` for how
+//! it is stored.
 //!
-//! Pure storage logic: no Raft, no async. `state_machine.rs` drives it with a
-//! `WriteBatch` per group of log entries; the gRPC services read through
-//! `KvStore` directly. Tree layout:
-//!
-//! | tree key            | value                           |
-//! |---------------------|---------------------------------|
-//! | `k` + user key      | `Record` (value and revisions)  |
-//! | `mrevision`         | the store revision, i64 BE      |
-//! | `mkeys`             | the number of keys, i64 BE      |
-//! | `mmember/` + id BE  | `MemberInfo`                    |
-//! | `m` + other name    | metadata owned by the caller    |
+//! Pure storage logic: no Raft, no async.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use super::batch::WriteBatch;
 use super::command::{MemberInfo, Rejection};
+use super::history::{read_at, read_current};
+use super::layout::{
+    current_key, decode_i64, history_key, history_prefix, meta_key, Current, Revision, CURRENT,
+    HISTORY,
+};
 use crate::codec;
 use crate::error::Result;
-
-/// etcd's cluster-wide revision: starts at 1, +1 per write that changes a key.
-pub type Revision = i64;
 
 /// The revision of a store nobody has written to.
 pub const INITIAL_REVISION: Revision = 1;
 
 const TREE: &str = "state";
-const KEY_PREFIX: u8 = b'k';
-/// The first tree key after every user key.
-const KEY_PREFIX_END: u8 = KEY_PREFIX + 1;
-const META_PREFIX: u8 = b'm';
-const REVISION_META: &str = "revision";
-const KEY_COUNT_META: &str = "keys";
-const MEMBER_META: &str = "member/";
+pub(super) const REVISION_META: &str = "revision";
+pub(super) const COMPACTED_META: &str = "compacted";
+pub(super) const KEY_COUNT_META: &str = "keys";
+pub(super) const VERSIONS_META: &str = "versions";
+pub(super) const MEMBER_META: &str = "member/";
 
 /// A key with its value and etcd's metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,32 +44,23 @@ pub struct KeyValue {
     pub value: Vec<u8>,
 }
 
-/// What is stored for a key: everything but the key itself.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    create_revision: Revision,
-    mod_revision: Revision,
-    version: i64,
-    value: Vec<u8>,
-}
-
-impl Record {
-    fn into_kv(self, key: Vec<u8>) -> KeyValue {
+impl KeyValue {
+    pub(super) fn from_current(key: Vec<u8>, c: Current) -> Self {
         KeyValue {
             key,
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-            version: self.version,
-            value: self.value,
+            create_revision: c.create_revision,
+            mod_revision: c.mod_revision,
+            version: c.version,
+            value: c.value,
         }
     }
 }
 
 /// Bounds over tree keys.
-type TreeBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+pub(super) type TreeBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 /// A set of keys named the way etcd's requests name them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyRange {
     /// Exactly one key.
     Single(Vec<u8>),
@@ -105,27 +89,59 @@ impl KeyRange {
         }
     }
 
-    /// The same set as bounds over tree keys, or `None` if it is empty.
-    fn tree_bounds(&self) -> Option<TreeBounds> {
+    /// Whether `key` is in the set.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(k) => k == key,
+            KeyRange::Span { start, end } => {
+                key >= start.as_slice() && end.as_ref().is_none_or(|e| key < e.as_slice())
+            }
+        }
+    }
+
+    /// The same set as bounds over current-state tree keys, or `None` if it
+    /// is empty.
+    pub(super) fn current_bounds(&self) -> Option<TreeBounds> {
         match self {
             KeyRange::Single(key) => {
-                let k = tree_key(key);
+                let k = current_key(key);
                 Some((Bound::Included(k.clone()), Bound::Included(k)))
             }
             KeyRange::Span { start, end } => {
                 let upper = match end {
                     Some(end) if end <= start => return None,
-                    Some(end) => Bound::Excluded(tree_key(end)),
-                    None => Bound::Excluded(vec![KEY_PREFIX_END]),
+                    Some(end) => Bound::Excluded(current_key(end)),
+                    None => Bound::Excluded(vec![CURRENT + 1]),
                 };
-                Some((Bound::Included(tree_key(start)), upper))
+                Some((Bound::Included(current_key(start)), upper))
+            }
+        }
+    }
+}
+
+impl KeyRange {
+    /// Bounds over history tree keys for the versions of the set's keys up
+    /// to `revision`, or `None` if it is empty.
+    pub(super) fn history_bounds(&self, revision: Revision) -> Option<TreeBounds> {
+        match self {
+            KeyRange::Single(key) => Some((
+                Bound::Included(history_key(key, 0)),
+                Bound::Included(history_key(key, revision)),
+            )),
+            KeyRange::Span { start, end } => {
+                let upper = match end {
+                    Some(end) if end <= start => return None,
+                    Some(end) => Bound::Excluded(history_prefix(end)),
+                    None => Bound::Excluded(vec![HISTORY + 1]),
+                };
+                Some((Bound::Included(history_prefix(start)), upper))
             }
         }
     }
 }
 
 /// Order of a range's results (etcd's `SortOrder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SortOrder {
     #[default]
     None,
@@ -134,7 +150,7 @@ pub enum SortOrder {
 }
 
 /// Field a range's results are sorted by (etcd's `SortTarget`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SortTarget {
     #[default]
     Key,
@@ -145,9 +161,11 @@ pub enum SortTarget {
 }
 
 /// A read of a key range with etcd's `RangeRequest` options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeQuery {
     pub range: KeyRange,
+    /// Read the state as of this revision; 0 means the current state.
+    pub revision: Revision,
     /// At most this many pairs; 0 means no limit.
     pub limit: i64,
     pub keys_only: bool,
@@ -163,10 +181,11 @@ pub struct RangeQuery {
 }
 
 impl RangeQuery {
-    /// A plain read of `range`: no limit, no sorting, no filters.
+    /// A plain read of `range`: current state, no limit, sorting or filters.
     pub fn new(range: KeyRange) -> Self {
         RangeQuery {
             range,
+            revision: 0,
             limit: 0,
             keys_only: false,
             count_only: false,
@@ -209,10 +228,41 @@ impl RangeQuery {
             self.sort_order
         }
     }
+
+    /// How many pairs in key order a reader must collect: all of them when
+    /// sorting or filtering, else one more than the limit (to know `more`).
+    pub(super) fn fetch(&self) -> Option<usize> {
+        let read_all = self.effective_order() != SortOrder::None || self.has_filters();
+        (self.limit > 0 && !read_all).then_some(self.limit as usize + 1)
+    }
+
+    /// Filters, sorts and cuts `kvs` (in key order, as collected per
+    /// `fetch`) into the answer, with `count` keys in the range.
+    pub(super) fn shape(&self, mut kvs: Vec<KeyValue>, count: i64) -> RangeResult {
+        let mut result = RangeResult {
+            kvs: Vec::new(),
+            count,
+            more: false,
+        };
+        if self.count_only {
+            return result;
+        }
+        kvs.retain(|kv| self.keeps(kv));
+        sort(&mut kvs, self.sort_target, self.effective_order());
+        if self.limit > 0 && kvs.len() > self.limit as usize {
+            kvs.truncate(self.limit as usize);
+            result.more = true;
+        }
+        if self.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        result.kvs = kvs;
+        result
+    }
 }
 
 /// The answer to a `RangeQuery`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     /// Keys in the range, whatever the limit and filters.
@@ -225,7 +275,7 @@ pub struct RangeResult {
 /// clone; every clone sees the same tree.
 #[derive(Clone)]
 pub struct KvStore {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
 }
 
 impl KvStore {
@@ -236,79 +286,95 @@ impl KvStore {
         })
     }
 
+    pub(super) fn counter(&self, name: &str, default: i64) -> Result<i64> {
+        Ok(self
+            .tree
+            .get(meta_key(name))?
+            .map_or(default, |b| decode_i64(&b)))
+    }
+
     /// The current store revision.
     pub fn revision(&self) -> Result<Revision> {
-        Ok(match self.tree.get(meta_key(REVISION_META))? {
-            Some(bytes) => decode_i64(&bytes),
-            None => INITIAL_REVISION,
-        })
+        self.counter(REVISION_META, INITIAL_REVISION)
+    }
+
+    /// The revision history was compacted at; 0 if never.
+    pub fn compacted(&self) -> Result<Revision> {
+        self.counter(COMPACTED_META, 0)
     }
 
     /// How many keys the store holds.
     pub fn key_count(&self) -> Result<i64> {
-        Ok(self
-            .tree
-            .get(meta_key(KEY_COUNT_META))?
-            .map_or(0, |b| decode_i64(&b)))
+        self.counter(KEY_COUNT_META, 0)
     }
 
-    /// One key, if present.
+    /// How many key versions the history holds (bounded by compaction).
+    pub fn version_count(&self) -> Result<i64> {
+        self.counter(VERSIONS_META, 0)
+    }
+
+    /// One key's current version, if present.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.tree.get(tree_key(key))? {
-            Some(raw) => Ok(Some(codec::decode::<Record>(&raw)?.into_kv(key.to_vec()))),
+        match self.tree.get(current_key(key))? {
+            Some(raw) => Ok(Some(KeyValue::from_current(
+                key.to_vec(),
+                codec::decode(&raw)?,
+            ))),
             None => Ok(None),
         }
     }
 
     /// Reads a range with etcd's semantics for limit, count, sorting and
-    /// filters.
-    pub fn range(&self, q: &RangeQuery) -> Result<RangeResult> {
-        let mut result = RangeResult::default();
-        let Some(bounds) = q.range.tree_bounds() else {
-            return Ok(result);
-        };
-        let order = q.effective_order();
-        let read_all = order != SortOrder::None || q.has_filters();
-        // One more than the limit tells whether there is more.
-        let fetch = if q.limit > 0 && !read_all {
-            Some(q.limit as usize + 1)
-        } else {
-            None
-        };
-        for item in self.tree.range(bounds) {
-            let (k, raw) = item?;
-            result.count += 1;
-            if q.count_only || fetch.is_some_and(|n| result.kvs.len() >= n) {
-                continue;
-            }
-            let kv = codec::decode::<Record>(&raw)?.into_kv(k[1..].to_vec());
-            if q.keeps(&kv) {
-                result.kvs.push(kv);
-            }
+    /// filters: of the current state, or as of `q.revision` (see
+    /// `range_at`).
+    pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
+        let (revision, compacted) = (self.revision()?, self.compacted()?);
+        if q.revision > 0 && q.revision < revision {
+            let entries = q
+                .range
+                .history_bounds(q.revision)
+                .map(|b| self.tree.range(b));
+            return read_at(
+                q,
+                revision,
+                compacted,
+                entries.into_iter().flatten().map(|r| r.map_err(Into::into)),
+            );
         }
-        sort(&mut result.kvs, q.sort_target, order);
-        if q.limit > 0 && result.kvs.len() > q.limit as usize {
-            result.kvs.truncate(q.limit as usize);
-            result.more = true;
+        if q.revision > revision {
+            return Ok(Err(Rejection::FutureRevision));
         }
-        if q.keys_only {
-            result.kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
-        Ok(result)
+        let entries = q.range.current_bounds().map(|b| self.tree.range(b));
+        read_current(
+            q,
+            entries.into_iter().flatten().map(|r| r.map_err(Into::into)),
+        )
+        .map(Ok)
     }
 
-    /// A hash over every key with its value and revisions (not members or
-    /// metadata): equal on members whose key-value state is equal.
-    pub fn hash(&self) -> Result<u32> {
+    /// A hash over every key with its value and revisions as of `revision`
+    /// (0: now), not members or metadata: equal on members whose key-value
+    /// state was equal then.
+    pub fn hash(&self, revision: Revision) -> Result<std::result::Result<u32, Rejection>> {
+        let all = RangeQuery {
+            revision,
+            ..RangeQuery::new(KeyRange::new(&[0], &[0]))
+        };
+        let kvs = match self.range(&all)? {
+            Ok(r) => r.kvs,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
         let mut hash = FNV_OFFSET;
-        for item in self.tree.range(vec![KEY_PREFIX]..vec![KEY_PREFIX_END]) {
-            let (k, raw) = item?;
-            for part in [k.as_ref(), raw.as_ref()] {
+        for kv in kvs {
+            for part in [&kv.key, &kv.value] {
                 hash = fnv1a(hash, &(part.len() as u64).to_be_bytes());
                 hash = fnv1a(hash, part);
             }
+            for n in [kv.create_revision, kv.mod_revision, kv.version] {
+                hash = fnv1a(hash, &n.to_be_bytes());
+            }
         }
-        Ok((hash >> 32) as u32 ^ hash as u32)
+        Ok(Ok((hash >> 32) as u32 ^ hash as u32))
     }
 
     /// Every member's published attributes.
@@ -331,31 +397,7 @@ impl KvStore {
 
     /// Starts a group of changes; nothing is visible until `commit`.
     pub fn batch(&self) -> Result<WriteBatch<'_>> {
-        Ok(WriteBatch {
-            store: self,
-            pending: BTreeMap::new(),
-            revision: self.revision()?,
-            keys: self.key_count()?,
-        })
-    }
-
-    /// Applies a batch atomically: readers and a crash see all of it or none.
-    /// Durable only once the database is flushed.
-    pub fn commit(&self, batch: WriteBatch<'_>) -> Result<()> {
-        let mut sled_batch = sled::Batch::default();
-        sled_batch.insert(
-            meta_key(REVISION_META),
-            batch.revision.to_be_bytes().to_vec(),
-        );
-        sled_batch.insert(meta_key(KEY_COUNT_META), batch.keys.to_be_bytes().to_vec());
-        for (k, v) in batch.pending {
-            match v {
-                Some(v) => sled_batch.insert(k, v),
-                None => sled_batch.remove(k),
-            }
-        }
-        self.tree.apply_batch(sled_batch)?;
-        Ok(())
+        WriteBatch::new(self)
     }
 
     /// Every stored pair, for a snapshot.
@@ -391,112 +433,6 @@ impl KvStore {
     }
 }
 
-/// Changes staged on top of a `KvStore`. Reads through the batch see its own
-/// earlier writes, so several commands can share one batch.
-pub struct WriteBatch<'a> {
-    store: &'a KvStore,
-    /// Tree key to new value, `None` for a removal.
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    revision: Revision,
-    /// The number of keys including this batch's changes.
-    keys: i64,
-}
-
-impl WriteBatch<'_> {
-    /// The revision including this batch's changes so far.
-    pub fn revision(&self) -> Revision {
-        self.revision
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let tk = tree_key(key);
-        let raw = match self.pending.get(&tk) {
-            Some(Some(raw)) => raw.clone(),
-            Some(None) => return Ok(None),
-            None => match self.store.tree.get(&tk)? {
-                Some(raw) => raw.to_vec(),
-                None => return Ok(None),
-            },
-        };
-        Ok(Some(codec::decode::<Record>(&raw)?.into_kv(key.to_vec())))
-    }
-
-    /// Sets `key` to `value` (`None`: keep its value) at a new revision and
-    /// returns the previous pair. Changes nothing and returns a `Rejection` if
-    /// `must_exist` (or keeping the value) and the key is absent.
-    pub fn put(
-        &mut self,
-        key: &[u8],
-        value: Option<Vec<u8>>,
-        must_exist: bool,
-    ) -> Result<std::result::Result<Option<KeyValue>, Rejection>> {
-        let prev = self.get(key)?;
-        let value = match (value, &prev) {
-            (_, None) if must_exist => return Ok(Err(Rejection::KeyNotFound)),
-            (Some(v), _) => v,
-            (None, Some(p)) => p.value.clone(),
-            (None, None) => return Ok(Err(Rejection::KeyNotFound)),
-        };
-        let revision = self.revision + 1;
-        let record = Record {
-            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-            mod_revision: revision,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value,
-        };
-        self.pending
-            .insert(tree_key(key), Some(codec::encode(&record)?));
-        self.revision = revision;
-        if prev.is_none() {
-            self.keys += 1;
-        }
-        Ok(Ok(prev))
-    }
-
-    /// Deletes every key in `range` at one new revision (none if nothing
-    /// matched); returns the deleted pairs in key order.
-    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
-        let Some(bounds) = range.tree_bounds() else {
-            return Ok(Vec::new());
-        };
-        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in self.store.tree.range(bounds.clone()) {
-            let (k, v) = item?;
-            found.insert(k.to_vec(), v.to_vec());
-        }
-        for (k, v) in self.pending.range(bounds) {
-            match v {
-                Some(v) => found.insert(k.clone(), v.clone()),
-                None => found.remove(k),
-            };
-        }
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.revision += 1;
-        self.keys -= found.len() as i64;
-        let mut deleted = Vec::with_capacity(found.len());
-        for (k, raw) in found {
-            deleted.push(codec::decode::<Record>(&raw)?.into_kv(k[1..].to_vec()));
-            self.pending.insert(k, None);
-        }
-        Ok(deleted)
-    }
-
-    /// Records a member's attributes; does not change the revision.
-    pub fn set_member(&mut self, id: u64, info: &MemberInfo) -> Result<()> {
-        let mut k = meta_key(MEMBER_META);
-        k.extend_from_slice(&id.to_be_bytes());
-        self.pending.insert(k, Some(codec::encode(info)?));
-        Ok(())
-    }
-
-    /// Sets a metadata entry, committed with the rest of the batch.
-    pub fn set_meta(&mut self, name: &str, value: Vec<u8>) {
-        self.pending.insert(meta_key(name), Some(value));
-    }
-}
-
 fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
     match (target, order) {
         (_, SortOrder::None) | (SortTarget::Key, SortOrder::Ascend) => return,
@@ -524,27 +460,3 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 pub fn fnv1a_of(bytes: &[u8]) -> u64 {
     fnv1a(FNV_OFFSET, bytes)
 }
-
-fn tree_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(KEY_PREFIX);
-    k.extend_from_slice(key);
-    k
-}
-
-fn meta_key(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1);
-    k.push(META_PREFIX);
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-fn decode_i64(bytes: &[u8]) -> i64 {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .expect("invariant: counters are stored as 8 bytes");
-    i64::from_be_bytes(arr)
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,16 +1,33 @@
 //! The replicated state machine: `Command`s in, `Response`s out, applied in
 //! log order, deterministically, on every member.
 //!
-//! `kv` is the storage logic (keys, revisions, members; no Raft), `command`
-//! the data that goes through Raft, `state_machine` the openraft adapter.
-//! The store never calls Raft or the server.
+//! `layout` is how the state sits in sled (current keys, MVCC history,
+//! events); `kv` the key-value types and reads; `history` reads at past
+//! revisions and watch events; `batch` the writes; `txn` transactions;
+//! `command` the data that goes through Raft; `state_machine` the openraft
+//! adapter. The store never calls Raft or the server.
 
+mod apply;
+mod batch;
 mod command;
+mod history;
 mod kv;
+mod layout;
 mod state_machine;
+mod txn;
 
+pub use batch::{WriteBatch, Writer};
 pub use command::{Command, MemberInfo, Rejection, Response};
+pub use history::{Event, EventKind};
 pub use kv::{
-    fnv1a_of, KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, Revision, SortOrder, SortTarget,
+    fnv1a_of, KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, SortOrder, SortTarget,
 };
+pub use layout::Revision;
 pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use txn::{
+    apply as apply_txn, compare_one, Compare, CompareResult, CompareTarget, OpResult, Txn, TxnOp,
+    TxnResult,
+};
+
+#[cfg(test)]
+mod tests;

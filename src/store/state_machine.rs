@@ -14,8 +14,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
-use super::command::{Command, Response};
-use super::kv::{KeyRange, KvStore};
+use super::apply;
+use super::command::Response;
+use super::kv::KvStore;
 use crate::codec;
 use crate::metrics::Metrics;
 use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
@@ -83,42 +84,7 @@ impl StateMachine {
                         revision: batch.revision(),
                     }
                 }
-                EntryPayload::Normal(cmd) => match cmd {
-                    Command::Put {
-                        key,
-                        value,
-                        must_exist,
-                        prev_kv,
-                    } => match batch.put(&key, value, must_exist)? {
-                        Ok(prev) => Response::Put {
-                            revision: batch.revision(),
-                            prev_kv: prev.filter(|_| prev_kv),
-                        },
-                        Err(rejection) => Response::Rejected(rejection),
-                    },
-                    Command::DeleteRange {
-                        key,
-                        range_end,
-                        prev_kv,
-                    } => {
-                        let mut deleted = batch.delete_range(&KeyRange::new(&key, &range_end))?;
-                        let count = deleted.len() as i64;
-                        if !prev_kv {
-                            deleted.clear();
-                        }
-                        Response::DeleteRange {
-                            revision: batch.revision(),
-                            deleted: count,
-                            prev_kvs: deleted,
-                        }
-                    }
-                    Command::PublishMember { id, info } => {
-                        batch.set_member(id, &info)?;
-                        Response::Applied {
-                            revision: batch.revision(),
-                        }
-                    }
-                },
+                EntryPayload::Normal(cmd) => apply::apply(&mut batch, cmd)?,
             };
             responses.push(response);
         }
@@ -128,7 +94,7 @@ impl StateMachine {
         if let Some(m) = membership {
             batch.set_meta(MEMBERSHIP_META, codec::encode(&m)?);
         }
-        self.kv.commit(batch)?;
+        batch.commit()?;
         Ok(responses)
     }
 

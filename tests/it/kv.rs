@@ -262,21 +262,108 @@ async fn ranges_follow_etcd_rules() {
     );
 }
 
-/// Scenario: the parts of the API that come in a later issue answer
-/// UNIMPLEMENTED, and say what is missing.
+/// Scenario: through a follower, a compare-and-swap Txn succeeds once and
+/// fails the second time with the current value in the failure branch; a
+/// read at a past revision sees the value of then; after a Compact, reads
+/// below it fail with etcd's error, at it succeed; a future revision fails.
 #[tokio::test(flavor = "multi_thread")]
-async fn txn_and_compact_are_unimplemented_for_now() {
-    let cluster = TestCluster::start(1).await;
-    let mut kv = cluster.kv(0).await;
-    let err = kv.txn(pb::TxnRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Txn"));
+async fn txn_history_and_compaction() {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use pb::request_op::Request;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.follower_of(leader)).await;
+    kv.put(put_req("lock", "free")).await.unwrap(); // rev 2
+    let cas = |from: &str, to: &str| pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: "lock".into(),
+            target_union: Some(TargetUnion::Value(from.into())),
+            range_end: vec![],
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(Request::RequestPut(put_req("lock", to))),
+        }],
+        failure: vec![pb::RequestOp {
+            request: Some(Request::RequestRange(get_req("lock"))),
+        }],
+    };
+    let won = kv.txn(cas("free", "taken")).await.unwrap().into_inner();
+    assert!(won.succeeded);
+    assert_eq!(won.header.unwrap().revision, 3);
+    let lost = kv.txn(cas("free", "taken")).await.unwrap().into_inner();
+    assert!(!lost.succeeded);
+    assert_eq!(
+        lost.header.as_ref().unwrap().revision,
+        3,
+        "a failed compare changes nothing"
+    );
+    match &lost.responses[0].response {
+        Some(pb::response_op::Response::ResponseRange(r)) => assert_eq!(r.kvs[0].value, b"taken"),
+        other => panic!("{other:?}"),
+    }
+
+    kv.put(put_req("lock", "released")).await.unwrap(); // rev 4
+    let at = |rev| pb::RangeRequest {
+        revision: rev,
+        ..get_req("lock")
+    };
+    let r = kv.range(at(2)).await.unwrap().into_inner();
+    assert_eq!(r.kvs[0].value, b"free");
+    assert_eq!(
+        r.header.unwrap().revision,
+        4,
+        "the header has the current revision"
+    );
+
+    let compacted = kv
+        .compact(pb::CompactionRequest {
+            revision: 3,
+            physical: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(compacted.header.unwrap().revision, 4);
+    let err = kv.range(at(2)).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+    );
+    assert_eq!(
+        kv.range(at(3)).await.unwrap().into_inner().kvs[0].value,
+        b"taken"
+    );
+    let err = kv.range(at(9)).await.unwrap_err();
+    assert_eq!(
+        err.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
     let err = kv
         .compact(pb::CompactionRequest {
-            revision: 1,
+            revision: 3,
             physical: false,
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        err.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    // Every member agrees.
+    for i in 0..3 {
+        let mut node = cluster.kv(i).await;
+        let err = node
+            .range(pb::RangeRequest {
+                serializable: true,
+                ..at(2)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "node {}", i + 1);
+    }
 }

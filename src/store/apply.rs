@@ -1,0 +1,68 @@
+//! Applies one `Command` to a `WriteBatch`: the deterministic heart of the
+//! state machine, with no Raft in sight.
+
+use super::batch::WriteBatch;
+use super::command::{Command, Response};
+use super::kv::KeyRange;
+use super::txn;
+use crate::error::Result;
+
+/// Applies `cmd`; only storage failures are errors.
+pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
+    Ok(match cmd {
+        Command::Put {
+            key,
+            value,
+            must_exist,
+            prev_kv,
+        } => {
+            let mut w = batch.write();
+            match w.put(&key, value, must_exist)? {
+                Ok(prev) => Response::Put {
+                    revision: w.finish(),
+                    prev_kv: prev.filter(|_| prev_kv),
+                },
+                Err(rejection) => Response::Rejected(rejection),
+            }
+        }
+        Command::DeleteRange {
+            key,
+            range_end,
+            prev_kv,
+        } => {
+            let mut w = batch.write();
+            let mut deleted = w.delete_range(&KeyRange::new(&key, &range_end))?;
+            let count = deleted.len() as i64;
+            if !prev_kv {
+                deleted.clear();
+            }
+            Response::DeleteRange {
+                revision: w.finish(),
+                deleted: count,
+                prev_kvs: deleted,
+            }
+        }
+        Command::Txn(t) => {
+            let mut w = batch.write();
+            match txn::apply(&mut w, &t)? {
+                Ok(result) => Response::Txn {
+                    revision: w.finish(),
+                    result,
+                },
+                Err(rejection) => Response::Rejected(rejection),
+            }
+        }
+        Command::Compact { revision } => match batch.compact(revision)? {
+            Ok(()) => Response::Compacted {
+                revision: batch.revision(),
+            },
+            Err(rejection) => Response::Rejected(rejection),
+        },
+        Command::PublishMember { id, info } => {
+            batch.set_member(id, &info)?;
+            Response::Applied {
+                revision: batch.revision(),
+            }
+        }
+    })
+}

@@ -1,0 +1,689 @@
+//! Unit tests of the state machine's logic on a real sled tree: etcd's
+//! revision rules, range semantics, reads at past revisions, compaction,
+//! events, and transactions (compare semantics, atomicity, one revision).
+
+use super::apply::apply;
+use super::*;
+
+fn store() -> KvStore {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    KvStore::open(&db).unwrap()
+}
+
+/// Applies one command in its own batch.
+fn run(s: &KvStore, cmd: Command) -> Response {
+    let mut b = s.batch().unwrap();
+    let r = apply(&mut b, cmd).unwrap();
+    b.commit().unwrap();
+    r
+}
+
+fn put_cmd(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.into(),
+        value: Some(value.into()),
+        must_exist: false,
+        prev_kv: true,
+    }
+}
+
+fn put(s: &KvStore, key: &str, value: &str) -> Option<KeyValue> {
+    match run(s, put_cmd(key, value)) {
+        Response::Put { prev_kv, .. } => prev_kv,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn del(s: &KvStore, key: &str, end: &str) -> Vec<KeyValue> {
+    match run(
+        s,
+        Command::DeleteRange {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv: true,
+        },
+    ) {
+        Response::DeleteRange { prev_kvs, .. } => prev_kvs,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn keys(r: &RangeResult) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+fn query(key: &str, end: &[u8]) -> RangeQuery {
+    RangeQuery::new(KeyRange::new(key.as_bytes(), end))
+}
+
+fn range(s: &KvStore, key: &str, end: &[u8]) -> RangeResult {
+    s.range(&query(key, end)).unwrap().unwrap()
+}
+
+fn range_at(
+    s: &KvStore,
+    key: &str,
+    end: &[u8],
+    revision: Revision,
+) -> Result<RangeResult, Rejection> {
+    s.range(&RangeQuery {
+        revision,
+        ..query(key, end)
+    })
+    .unwrap()
+}
+
+fn values(r: &RangeResult) -> Vec<(String, String)> {
+    r.kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key.clone()).unwrap(),
+                String::from_utf8(kv.value.clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_store_is_at_revision_one() {
+    let s = store();
+    assert_eq!(s.revision().unwrap(), 1);
+    assert_eq!(s.get(b"foo").unwrap(), None);
+}
+
+#[test]
+fn put_creates_then_bumps_version_and_revision() {
+    let s = store();
+    assert_eq!(put(&s, "foo", "a"), None);
+    let kv = s.get(b"foo").unwrap().unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
+    assert_eq!(kv.value, b"a");
+    // Same value again still counts as a write.
+    let prev = put(&s, "foo", "a").unwrap();
+    assert_eq!(prev.mod_revision, 2);
+    let kv = s.get(b"foo").unwrap().unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(s.revision().unwrap(), 3);
+}
+
+#[test]
+fn delete_and_recreate_resets_version() {
+    let s = store();
+    put(&s, "re", "1"); // rev 2
+    put(&s, "re", "2"); // rev 3
+    let deleted = del(&s, "re", ""); // rev 4
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].value, b"2");
+    assert_eq!(s.revision().unwrap(), 4);
+    put(&s, "re", "3"); // rev 5
+    let kv = s.get(b"re").unwrap().unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+}
+
+#[test]
+fn deleting_nothing_changes_nothing() {
+    let s = store();
+    put(&s, "a", "1");
+    assert!(del(&s, "missing", "").is_empty());
+    assert!(del(&s, "x", "\0").is_empty());
+    assert_eq!(s.revision().unwrap(), 2);
+    assert!(s.events(3, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_range_delete_shares_one_revision() {
+    let s = store();
+    for k in ["p/1", "p/2", "p/3", "q"] {
+        put(&s, k, "v");
+    }
+    assert_eq!(s.key_count().unwrap(), 4);
+    assert_eq!(del(&s, "p/", "p0").len(), 3);
+    assert_eq!(s.revision().unwrap(), 6);
+    assert_eq!(s.key_count().unwrap(), 1);
+    assert_eq!(keys(&range(&s, "\0", b"\0")), vec!["q"]);
+    let events = s.events(6, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == 6));
+}
+
+#[test]
+fn commands_in_one_batch_read_earlier_writes() {
+    let s = store();
+    let mut b = s.batch().unwrap();
+    apply(&mut b, put_cmd("k", "1")).unwrap();
+    let r = apply(&mut b, put_cmd("k", "2")).unwrap();
+    assert!(matches!(r, Response::Put { revision: 3, prev_kv: Some(ref p) } if p.value == b"1"));
+    apply(&mut b, put_cmd("k2", "x")).unwrap();
+    let r = apply(
+        &mut b,
+        Command::DeleteRange {
+            key: "k".into(),
+            range_end: vec![0],
+            prev_kv: false,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        r,
+        Response::DeleteRange {
+            revision: 5,
+            deleted: 2,
+            ..
+        }
+    ));
+    // Nothing is visible before commit.
+    assert_eq!(s.get(b"k").unwrap(), None);
+    assert_eq!(s.revision().unwrap(), 1);
+    b.commit().unwrap();
+    assert_eq!(s.revision().unwrap(), 5);
+    assert_eq!(s.get(b"k").unwrap(), None);
+    assert_eq!(
+        values(&range_at(&s, "k", b"\0", 4).unwrap()),
+        vec![("k".into(), "2".into()), ("k2".into(), "x".into())]
+    );
+}
+
+#[test]
+fn range_end_rules() {
+    let s = store();
+    for k in ["a", "foo", "foo/bar", "fop", "z"] {
+        put(&s, k, "v");
+    }
+    assert_eq!(keys(&range(&s, "foo", b"")), vec!["foo"]);
+    assert_eq!(keys(&range(&s, "foo", b"fop")), vec!["foo", "foo/bar"]);
+    assert_eq!(
+        keys(&range(&s, "foo", b"\0")),
+        vec!["foo", "foo/bar", "fop", "z"]
+    );
+    assert_eq!(range(&s, "\0", b"\0").count, 5);
+    // range_end <= key is empty, not an error.
+    assert!(range(&s, "fop", b"a").kvs.is_empty());
+    assert!(range(&s, "fop", b"fop").kvs.is_empty());
+    // A computed prefix end need not be UTF-8.
+    put(&s, "\u{7f}", "v");
+    assert_eq!(range(&s, "\u{7f}", &[0x80]).count, 1);
+}
+
+#[test]
+fn limit_sets_more_and_count_counts_everything() {
+    let s = store();
+    for k in ["p/1", "p/2", "p/3"] {
+        put(&s, k, "v");
+    }
+    let mut q = query("p/", b"p0");
+    q.limit = 1;
+    let r = s.range(&q).unwrap().unwrap();
+    assert_eq!(
+        (keys(&r), r.more, r.count),
+        (vec!["p/1".to_string()], true, 3)
+    );
+    q.limit = 3;
+    let r = s.range(&q).unwrap().unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (3, false, 3));
+    q.count_only = true;
+    let r = s.range(&q).unwrap().unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 3));
+}
+
+#[test]
+fn keys_only_sorting_and_filters() {
+    let s = store();
+    put(&s, "b", "1"); // rev 2
+    put(&s, "a", "3"); // rev 3
+    put(&s, "c", "2"); // rev 4
+    put(&s, "b", "9"); // rev 5
+    let all = || query("\0", b"\0");
+    let sorted = |f: &dyn Fn(&mut RangeQuery)| {
+        let mut q = all();
+        f(&mut q);
+        s.range(&q).unwrap().unwrap()
+    };
+    let r = sorted(&|q| q.keys_only = true);
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    assert_eq!(keys(&r), vec!["a", "b", "c"]);
+    assert_eq!(
+        keys(&sorted(&|q| q.sort_order = SortOrder::Descend)),
+        vec!["c", "b", "a"]
+    );
+    // A non-key target with no order sorts ascending.
+    assert_eq!(
+        keys(&sorted(&|q| q.sort_target = SortTarget::Mod)),
+        vec!["a", "c", "b"]
+    );
+    let r = sorted(&|q| {
+        q.sort_target = SortTarget::Value;
+        q.sort_order = SortOrder::Descend;
+        q.limit = 2;
+    });
+    assert_eq!(
+        (keys(&r), r.more),
+        (vec!["b".to_string(), "a".to_string()], true)
+    );
+    let r = sorted(&|q| q.min_create_revision = 3);
+    assert_eq!(
+        (keys(&r), r.count),
+        (vec!["a".to_string(), "c".to_string()], 3)
+    );
+    assert_eq!(keys(&sorted(&|q| q.max_mod_revision = 4)), vec!["a", "c"]);
+}
+
+#[test]
+fn reads_at_past_revisions_see_the_state_of_then() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    put(&s, "a", "2"); // 4
+    del(&s, "b", ""); // 5
+    put(&s, "b", "3"); // 6
+    let at = |rev| values(&range_at(&s, "\0", b"\0", rev).unwrap());
+    assert_eq!(at(1), vec![]);
+    assert_eq!(at(2), vec![("a".into(), "1".into())]);
+    assert_eq!(
+        at(3),
+        vec![("a".into(), "1".into()), ("b".into(), "1".into())]
+    );
+    assert_eq!(
+        at(4),
+        vec![("a".into(), "2".into()), ("b".into(), "1".into())]
+    );
+    assert_eq!(at(5), vec![("a".into(), "2".into())]);
+    assert_eq!(
+        at(6),
+        vec![("a".into(), "2".into()), ("b".into(), "3".into())]
+    );
+    let a3 = range_at(&s, "a", b"", 3).unwrap().kvs.remove(0);
+    assert_eq!((a3.create_revision, a3.mod_revision, a3.version), (2, 2, 1));
+    let b6 = range_at(&s, "b", b"", 6).unwrap().kvs.remove(0);
+    assert_eq!((b6.create_revision, b6.version), (6, 1));
+    assert_eq!(range_at(&s, "a", b"", 7), Err(Rejection::FutureRevision));
+    // Count at a past revision counts the keys of then.
+    assert_eq!(range_at(&s, "\0", b"\0", 5).unwrap().count, 1);
+}
+
+#[test]
+fn compaction_drops_history_below_it_and_keeps_what_it_needs() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "a", "2"); // 3
+    put(&s, "gone", "x"); // 4
+    del(&s, "gone", ""); // 5
+    put(&s, "a", "3"); // 6
+    let versions_before = s.version_count().unwrap();
+    assert_eq!(versions_before, 5);
+    assert!(matches!(
+        run(&s, Command::Compact { revision: 5 }),
+        Response::Compacted { revision: 6 }
+    ));
+    assert_eq!(s.compacted().unwrap(), 5);
+    // Below the compaction: refused. At and above: as before.
+    assert_eq!(range_at(&s, "a", b"", 4), Err(Rejection::Compacted));
+    assert_eq!(
+        values(&range_at(&s, "\0", b"\0", 5).unwrap()),
+        vec![("a".into(), "2".into())]
+    );
+    assert_eq!(
+        values(&range_at(&s, "\0", b"\0", 6).unwrap()),
+        vec![("a".into(), "3".into())]
+    );
+    // Kept: a@3 (current at 5), gone@5 (a delete at the compaction, which a
+    // watch from 5 sees) and a@6; dropped: a@2, gone@4.
+    assert_eq!(s.version_count().unwrap(), 3);
+    // Events from the compacted revision on are kept.
+    assert_eq!(
+        s.events(1, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.kv.mod_revision)
+            .collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    // Compacting again at or below, or in the future, is refused.
+    assert_eq!(
+        run(&s, Command::Compact { revision: 5 }),
+        Response::Rejected(Rejection::Compacted)
+    );
+    assert_eq!(
+        run(&s, Command::Compact { revision: 9 }),
+        Response::Rejected(Rejection::FutureRevision)
+    );
+    // The current state is untouched.
+    assert_eq!(s.get(b"a").unwrap().unwrap().value, b"3");
+    assert_eq!(s.revision().unwrap(), 6);
+}
+
+#[test]
+fn events_carry_versions_and_previous_versions() {
+    let s = store();
+    put(&s, "k", "1"); // 2
+    put(&s, "k", "2"); // 3
+    del(&s, "k", ""); // 4
+    let events = s.events(2, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        (
+            events[0].kind,
+            events[0].kv.value.as_slice(),
+            events[0].kv.version
+        ),
+        (EventKind::Put, &b"1"[..], 1)
+    );
+    assert_eq!(
+        (
+            events[1].kv.create_revision,
+            events[1].kv.mod_revision,
+            events[1].kv.version
+        ),
+        (2, 3, 2)
+    );
+    assert_eq!(
+        (
+            events[2].kind,
+            events[2].kv.mod_revision,
+            events[2].kv.value.len()
+        ),
+        (EventKind::Delete, 4, 0)
+    );
+    assert_eq!(s.version_before(b"k", 3).unwrap().unwrap().value, b"1");
+    assert_eq!(s.version_before(b"k", 4).unwrap().unwrap().value, b"2");
+    assert_eq!(s.version_before(b"k", 2).unwrap(), None);
+    // `max` never splits a revision.
+    put(&s, "x", "1"); // 5
+    run(
+        &s,
+        Command::DeleteRange {
+            key: "\0".into(),
+            range_end: vec![0],
+            prev_kv: false,
+        },
+    ); // 6: x, (k gone)
+    assert_eq!(s.events(5, 1).unwrap().len(), 1);
+    assert_eq!(s.events(6, 1).unwrap().len(), 1);
+}
+
+#[test]
+fn keeping_the_value_needs_an_existing_key() {
+    let s = store();
+    let keep = |must_exist| Command::Put {
+        key: "k".into(),
+        value: None,
+        must_exist,
+        prev_kv: false,
+    };
+    assert_eq!(
+        run(&s, keep(true)),
+        Response::Rejected(Rejection::KeyNotFound)
+    );
+    let cmd = Command::Put {
+        key: "k".into(),
+        value: Some("v".into()),
+        must_exist: true,
+        prev_kv: false,
+    };
+    assert_eq!(run(&s, cmd), Response::Rejected(Rejection::KeyNotFound));
+    assert_eq!(s.revision().unwrap(), 1);
+    put(&s, "k", "v");
+    // ignore_value: a new revision and version, the old value.
+    run(&s, keep(true));
+    let kv = s.get(b"k").unwrap().unwrap();
+    assert_eq!(
+        (kv.value.as_slice(), kv.version, kv.mod_revision),
+        (&b"v"[..], 2, 3)
+    );
+}
+
+#[test]
+fn members_and_meta_do_not_touch_the_revision() {
+    let s = store();
+    let info = MemberInfo {
+        name: "n1".into(),
+        client_urls: vec!["http://127.0.0.1:2379".into()],
+    };
+    assert_eq!(
+        run(
+            &s,
+            Command::PublishMember {
+                id: 1,
+                info: info.clone()
+            }
+        ),
+        Response::Applied { revision: 1 }
+    );
+    let mut b = s.batch().unwrap();
+    b.set_meta("x", b"y".to_vec());
+    b.commit().unwrap();
+    assert_eq!(s.revision().unwrap(), 1);
+    assert_eq!(s.members().unwrap()[&1], info);
+    assert_eq!(s.meta("x").unwrap().unwrap().as_ref(), b"y");
+    assert_eq!(range(&s, "\0", b"\0").count, 0);
+}
+
+#[test]
+fn export_import_replaces_everything() {
+    let a = store();
+    put(&a, "x", "1");
+    put(&a, "y", "2");
+    let b = store();
+    put(&b, "stale", "0");
+    b.import(a.export().unwrap(), &[("extra", b"e".to_vec())])
+        .unwrap();
+    assert_eq!(b.revision().unwrap(), 3);
+    assert_eq!(b.get(b"stale").unwrap(), None);
+    assert_eq!(b.get(b"y").unwrap().unwrap().value, b"2");
+    assert_eq!(b.meta("extra").unwrap().unwrap().as_ref(), b"e");
+    // History comes along.
+    assert_eq!(
+        values(&range_at(&b, "\0", b"\0", 2).unwrap()),
+        vec![("x".into(), "1".into())]
+    );
+}
+
+#[test]
+fn hash_follows_keys_values_and_revisions_only() {
+    let (a, b) = (store(), store());
+    assert_eq!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    put(&a, "k", "v");
+    assert_ne!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    put(&b, "k", "v");
+    assert_eq!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    // Same key and value at another revision hashes differently.
+    put(&b, "k", "v");
+    assert_ne!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    let before = a.hash(0).unwrap().unwrap();
+    let mut batch = a.batch().unwrap();
+    batch.set_meta("x", vec![1]);
+    batch.commit().unwrap();
+    assert_eq!(a.hash(0).unwrap().unwrap(), before);
+    // A past revision hashes the state of then.
+    put(&a, "k", "other");
+    assert_eq!(a.hash(2).unwrap().unwrap(), before);
+}
+
+// ---- transactions ----
+
+fn cmp(key: &str, target: CompareTarget, result: CompareResult) -> Compare {
+    Compare {
+        range: KeyRange::new(key.as_bytes(), b""),
+        target,
+        result,
+    }
+}
+
+fn txn_put(key: &str, value: &str) -> TxnOp {
+    TxnOp::Put {
+        key: key.into(),
+        value: Some(value.into()),
+        must_exist: false,
+        prev_kv: false,
+    }
+}
+
+fn txn_get(key: &str) -> TxnOp {
+    TxnOp::Range(query(key, b""))
+}
+
+fn run_txn(s: &KvStore, t: Txn) -> (Revision, TxnResult) {
+    match run(s, Command::Txn(t)) {
+        Response::Txn { revision, result } => (revision, result),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn compare_semantics_for_present_and_missing_keys() {
+    use CompareResult::*;
+    use CompareTarget::*;
+    let kv = KeyValue {
+        key: b"k".to_vec(),
+        create_revision: 5,
+        mod_revision: 7,
+        version: 2,
+        value: b"m".to_vec(),
+    };
+    let c = |t, r| cmp("k", t, r);
+    assert!(compare_one(Some(&kv), &c(Value(b"m".to_vec()), Equal)));
+    assert!(compare_one(Some(&kv), &c(Value(b"a".to_vec()), Greater)));
+    assert!(compare_one(Some(&kv), &c(Value(b"z".to_vec()), Less)));
+    assert!(compare_one(Some(&kv), &c(Version(3), NotEqual)));
+    assert!(compare_one(Some(&kv), &c(Create(5), Equal)));
+    assert!(compare_one(Some(&kv), &c(Mod(6), Greater)));
+    assert!(compare_one(Some(&kv), &c(Lease(0), Equal)));
+    // A missing key: value compares are always false, others compare 0.
+    assert!(!compare_one(None, &c(Value(b"x".to_vec()), NotEqual)));
+    assert!(!compare_one(None, &c(Value(Vec::new()), Equal)));
+    assert!(compare_one(None, &c(Create(0), Equal)));
+    assert!(compare_one(None, &c(Version(1), Less)));
+    assert!(!compare_one(None, &c(Mod(0), Greater)));
+}
+
+#[test]
+fn a_txn_is_one_revision_and_reads_its_own_writes() {
+    let s = store();
+    put(&s, "counter", "1"); // 2
+    let t = Txn {
+        compare: vec![cmp(
+            "counter",
+            CompareTarget::Value(b"1".to_vec()),
+            CompareResult::Equal,
+        )],
+        success: vec![
+            txn_put("counter", "2"),
+            txn_put("other", "x"),
+            txn_get("counter"),
+        ],
+        failure: vec![txn_get("counter")],
+    };
+    let (revision, result) = run_txn(&s, t.clone());
+    assert!(result.succeeded);
+    assert_eq!(revision, 3);
+    match &result.responses[2] {
+        OpResult::Range(r) => assert_eq!(r.kvs[0].value, b"2"),
+        other => panic!("{other:?}"),
+    }
+    let events = s.events(3, 100).unwrap();
+    assert_eq!(events.len(), 2, "both puts share revision 3");
+    assert_eq!(s.get(b"other").unwrap().unwrap().mod_revision, 3);
+    // Again: the compare now fails; a read-only branch changes nothing.
+    let (revision, result) = run_txn(&s, t);
+    assert!(!result.succeeded);
+    assert_eq!(revision, 3);
+    assert_eq!(s.revision().unwrap(), 3);
+}
+
+#[test]
+fn every_key_in_a_compare_range_must_pass() {
+    let s = store();
+    put(&s, "p/a", "1");
+    put(&s, "p/b", "2");
+    let over_range = |result| Txn {
+        compare: vec![Compare {
+            range: KeyRange::new(b"p/", b"p0"),
+            target: CompareTarget::Value(b"0".to_vec()),
+            result,
+        }],
+        ..Default::default()
+    };
+    assert!(run_txn(&s, over_range(CompareResult::Greater)).1.succeeded);
+    assert!(!run_txn(&s, over_range(CompareResult::Equal)).1.succeeded);
+}
+
+#[test]
+fn nested_txns_choose_against_the_state_before() {
+    let s = store();
+    put(&s, "k", "1"); // 2
+    let inner = Txn {
+        compare: vec![cmp(
+            "k",
+            CompareTarget::Value(b"1".to_vec()),
+            CompareResult::Equal,
+        )],
+        success: vec![txn_put("inner", "saw-1")],
+        failure: vec![txn_put("inner", "saw-other")],
+    };
+    let outer = Txn {
+        compare: vec![],
+        success: vec![txn_put("k", "2"), TxnOp::Txn(inner)],
+        failure: vec![],
+    };
+    let (revision, result) = run_txn(&s, outer);
+    assert_eq!(revision, 3);
+    assert!(matches!(&result.responses[1], OpResult::Txn(t) if t.succeeded));
+    assert_eq!(s.get(b"inner").unwrap().unwrap().value, b"saw-1");
+}
+
+#[test]
+fn a_refused_txn_changes_nothing() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "a", "2"); // 3
+    run(&s, Command::Compact { revision: 3 });
+    let t = Txn {
+        success: vec![
+            txn_put("b", "x"),
+            TxnOp::Range(RangeQuery {
+                revision: 2,
+                ..query("a", b"")
+            }),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&s, Command::Txn(t)),
+        Response::Rejected(Rejection::Compacted)
+    );
+    let keep = TxnOp::Put {
+        key: "missing".into(),
+        value: None,
+        must_exist: true,
+        prev_kv: false,
+    };
+    let t = Txn {
+        success: vec![txn_put("b", "x"), keep],
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&s, Command::Txn(t)),
+        Response::Rejected(Rejection::KeyNotFound)
+    );
+    assert_eq!(s.get(b"b").unwrap(), None);
+    assert_eq!(s.revision().unwrap(), 3);
+}
+
+#[test]
+fn a_txn_deleting_nothing_does_not_bump_the_revision() {
+    let s = store();
+    let t = Txn {
+        success: vec![TxnOp::DeleteRange {
+            range: KeyRange::new(b"nothing", b""),
+            prev_kv: false,
+        }],
+        ..Default::default()
+    };
+    assert_eq!(run_txn(&s, t).0, 1);
+    assert_eq!(s.revision().unwrap(), 1);
+}
