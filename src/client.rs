@@ -190,6 +190,48 @@ impl Client {
         .await
     }
 
+    /// A transaction. Retried elsewhere only if it was never sent, or if it
+    /// only reads.
+    pub async fn txn(&mut self, req: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
+        let retry = if txn_reads_only(&req) {
+            Retry::Read
+        } else {
+            Retry::Write
+        };
+        self.call(retry, |ch| {
+            let req = req.clone();
+            async move { Ok(kv_client(ch).txn(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn compact(
+        &mut self,
+        req: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse, ClientError> {
+        self.call(Retry::Write, |ch| async move {
+            Ok(kv_client(ch).compact(req).await?.into_inner())
+        })
+        .await
+    }
+
+    /// A channel to the first endpoint that accepts a connection, for
+    /// streams (a stream is not retried; a caller re-creates it).
+    pub async fn any_channel(&mut self) -> Result<Channel, ClientError> {
+        let mut failures = Vec::new();
+        for attempt in 0..self.endpoints.len() {
+            let index = (self.preferred + attempt) % self.endpoints.len();
+            match self.channel(index).await {
+                Ok(ch) => {
+                    self.preferred = index;
+                    return Ok(ch);
+                }
+                Err(e) => failures.push(format!("{}: {e}", self.endpoints[index])),
+            }
+        }
+        Err(ClientError::Unreachable(failures))
+    }
+
     pub async fn member_list(&mut self) -> Result<pb::MemberListResponse, ClientError> {
         self.call(Retry::Read, |ch| async move {
             Ok(ClusterClient::new(ch)
@@ -254,6 +296,18 @@ impl StatusProbe {
             }
         }
     }
+}
+
+fn txn_reads_only(req: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(t)) => txn_reads_only(t),
+            _ => false,
+        })
 }
 
 fn kv_client(ch: Channel) -> KvClient<Channel> {

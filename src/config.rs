@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub peer_dial_overrides: BTreeMap<NodeId, String>,
     /// Most operations in one branch of a transaction.
     pub max_txn_ops: usize,
+    /// How often an idle watch that asked for progress notifications gets
+    /// one.
+    pub watch_progress_notify_interval: Duration,
     /// Largest encoded client request accepted.
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
@@ -87,6 +90,7 @@ impl NodeConfig {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             peer_dial_overrides: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            watch_progress_notify_interval: Duration::from_secs(600),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: default_request_timeout(election_timeout),
         }
@@ -107,6 +111,9 @@ impl NodeConfig {
                 self.election_timeout.as_millis(),
                 self.heartbeat_interval.as_millis()
             ));
+        }
+        if self.watch_progress_notify_interval.is_zero() {
+            return fail("--watch-progress-notify-interval must be positive".into());
         }
         if self.snapshot_count == 0 {
             return fail("--snapshot-count must be positive".into());

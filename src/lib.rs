@@ -21,9 +21,8 @@
 //!
 //! # Not implemented yet
 //!
-//! - `Txn`, `Compact`, `Watch`, `Lease`, and reads of past revisions: they
-//!   answer `UNIMPLEMENTED`.
-//! - Membership changes (`MemberAdd` and friends).
+//! - `Lease` (and so keys that expire): it answers `UNIMPLEMENTED`.
+//! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
 
 pub mod cli;
 pub mod client;

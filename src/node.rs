@@ -105,6 +105,10 @@ pub struct Node {
     data_dir: PathBuf,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The applied store revision, for watchers.
+    revisions: tokio::sync::watch::Receiver<Revision>,
+    election_timeout: Duration,
+    watch_progress_interval: Duration,
 }
 
 impl Node {
@@ -121,6 +125,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let sm = StateMachine::open(&db, metrics.clone())?;
         let store = sm.store();
+        let revisions = sm.revisions();
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
         let raft = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
         let node = Arc::new(Node {
@@ -133,6 +138,9 @@ impl Node {
             data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
             metrics,
+            revisions,
+            election_timeout: cfg.election_timeout,
+            watch_progress_interval: cfg.watch_progress_notify_interval,
         });
         tokio::spawn(watch_leader(
             node.id,
@@ -163,6 +171,26 @@ impl Node {
     /// The Raft instance, for the peer service.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Follows the applied store revision.
+    pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.revisions.clone()
+    }
+
+    /// Whether this member knows a leader right now.
+    pub fn has_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    /// The configured election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
+    }
+
+    /// How often an idle watch with `progress_notify` hears the revision.
+    pub fn watch_progress_interval(&self) -> Duration {
+        self.watch_progress_interval
     }
 
     /// The node's metrics.

@@ -58,6 +58,15 @@ struct Args {
     /// Most operations in one branch of a transaction.
     #[arg(long, env = "KVD_MAX_TXN_OPS", default_value_t = config::DEFAULT_MAX_TXN_OPS)]
     max_txn_ops: usize,
+    /// How often an idle watch asking for progress notifications gets one,
+    /// in milliseconds.
+    #[arg(
+        long,
+        env = "KVD_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value_t = 600_000,
+        hide = true
+    )]
+    watch_progress_notify_interval: u64,
     /// How long a request may wait for a leader or a commit, in milliseconds
     /// [default: 5000 + 2 x --election-timeout].
     #[arg(long, env = "KVD_REQUEST_TIMEOUT")]
@@ -117,6 +126,8 @@ impl Args {
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
         cfg.max_txn_ops = self.max_txn_ops;
+        cfg.watch_progress_notify_interval =
+            Duration::from_millis(self.watch_progress_notify_interval);
         cfg.validate()?;
         Ok(cfg)
     }

@@ -49,6 +49,14 @@ pub enum Command {
     Get(GetArgs),
     /// Delete a key or a range of keys.
     Del(DelArgs),
+    /// Run a transaction read from stdin, in etcdctl's format: compares, a
+    /// blank line, success requests, a blank line, failure requests, a
+    /// blank line.
+    Txn(TxnArgs),
+    /// Print changes to a key or range as they happen. Stop with Ctrl-C.
+    Watch(WatchArgs),
+    /// Drop the history before a revision.
+    Compaction(CompactionArgs),
     /// Endpoint commands.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -68,6 +76,49 @@ pub struct PutArgs {
     /// Keep the current value (the key must exist).
     #[arg(long)]
     pub ignore_value: bool,
+    /// Only if the key does not exist (compare-and-swap).
+    #[arg(long, conflicts_with_all = ["if_version", "if_value", "if_mod_rev"])]
+    pub if_absent: bool,
+    /// Only if the key is at this version (0: absent).
+    #[arg(long)]
+    pub if_version: Option<i64>,
+    /// Only if the key has this value.
+    #[arg(long)]
+    pub if_value: Option<String>,
+    /// Only if the key was last modified at this revision.
+    #[arg(long)]
+    pub if_mod_rev: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// Prompt for each section, as `etcdctl txn -i`.
+    #[arg(short, long)]
+    pub interactive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    pub key: String,
+    /// End of the range [KEY, RANGE_END).
+    pub range_end: Option<String>,
+    /// Watch every key with prefix KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub prefix: bool,
+    /// Start at this revision (replaying what happened since); 0: now.
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Also print each key's previous version.
+    #[arg(long)]
+    pub prev_kv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactionArgs {
+    pub revision: i64,
+    /// Accepted for etcdctl compatibility; compaction is always physical.
+    #[arg(long)]
+    pub physical: bool,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +304,43 @@ pub fn put_request(a: &PutArgs, value: String) -> pb::PutRequest {
         ignore_value: a.ignore_value,
         ..Default::default()
     }
+}
+
+pub fn watch_request(a: &WatchArgs) -> pb::WatchCreateRequest {
+    let (key, range_end) = key_range(&a.key, a.range_end.as_deref(), a.prefix, false);
+    pb::WatchCreateRequest {
+        key,
+        range_end,
+        start_revision: a.rev,
+        prev_kv: a.prev_kv,
+        ..Default::default()
+    }
+}
+
+/// The compare `put --if-*` asks for, if any.
+pub fn put_condition(a: &PutArgs) -> Option<pb::Compare> {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    let (target, union) = if a.if_absent {
+        (CompareTarget::Create, TargetUnion::CreateRevision(0))
+    } else if let Some(v) = a.if_version {
+        (CompareTarget::Version, TargetUnion::Version(v))
+    } else if let Some(v) = &a.if_value {
+        (
+            CompareTarget::Value,
+            TargetUnion::Value(v.clone().into_bytes()),
+        )
+    } else if let Some(r) = a.if_mod_rev {
+        (CompareTarget::Mod, TargetUnion::ModRevision(r))
+    } else {
+        return None;
+    };
+    Some(pb::Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key: a.key.as_bytes().to_vec(),
+        target_union: Some(union),
+        range_end: Vec::new(),
+    })
 }
 
 pub fn del_request(a: &DelArgs) -> pb::DeleteRangeRequest {

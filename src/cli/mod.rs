@@ -9,6 +9,8 @@ mod health;
 mod output;
 mod run;
 mod status;
+mod txn;
+mod watch;
 
 pub use args::{Cli, Format};
 pub use run::run;

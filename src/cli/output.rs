@@ -86,16 +86,117 @@ fn kv_table(kvs: &[pb::KeyValue]) -> String {
     )
 }
 
+fn put_value(resp: &pb::PutResponse) -> Value {
+    let mut m = Map::new();
+    m.insert("header".into(), header_json(&resp.header));
+    if let Some(prev) = &resp.prev_kv {
+        m.insert("prev_kv".into(), kv_json(prev));
+    }
+    Value::Object(m)
+}
+
+fn range_value(resp: &pb::RangeResponse) -> Value {
+    let mut m = Map::new();
+    m.insert("header".into(), header_json(&resp.header));
+    put_nonzero(
+        &mut m,
+        "kvs",
+        Value::Array(resp.kvs.iter().map(kv_json).collect()),
+    );
+    put_nonzero(&mut m, "more", json!(resp.more));
+    put_nonzero(&mut m, "count", json!(resp.count));
+    Value::Object(m)
+}
+
+fn del_value(resp: &pb::DeleteRangeResponse) -> Value {
+    let mut m = Map::new();
+    m.insert("header".into(), header_json(&resp.header));
+    put_nonzero(&mut m, "deleted", json!(resp.deleted));
+    put_nonzero(
+        &mut m,
+        "prev_kvs",
+        Value::Array(resp.prev_kvs.iter().map(kv_json).collect()),
+    );
+    Value::Object(m)
+}
+
+fn txn_value(resp: &pb::TxnResponse) -> Value {
+    use pb::response_op::Response;
+    let responses: Vec<Value> = resp
+        .responses
+        .iter()
+        .filter_map(|r| r.response.as_ref())
+        .map(|r| {
+            let (name, value) = match r {
+                Response::ResponseRange(g) => ("ResponseRange", range_value(g)),
+                Response::ResponsePut(p) => ("ResponsePut", put_value(p)),
+                Response::ResponseDeleteRange(d) => ("ResponseDeleteRange", del_value(d)),
+                Response::ResponseTxn(t) => ("ResponseTxn", txn_value(t)),
+            };
+            json!({ "Response": { name: value } })
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("header".into(), header_json(&resp.header));
+    put_nonzero(&mut m, "succeeded", json!(resp.succeeded));
+    put_nonzero(&mut m, "responses", Value::Array(responses));
+    Value::Object(m)
+}
+
+/// A transaction's response as etcdctl's JSON.
+pub fn txn_json(resp: &pb::TxnResponse) -> String {
+    txn_value(resp).to_string()
+}
+
+/// A watch response as one line of JSON.
+pub fn watch_json(resp: &pb::WatchResponse) -> String {
+    let events: Vec<Value> = resp
+        .events
+        .iter()
+        .map(|e| {
+            let mut m = Map::new();
+            put_nonzero(&mut m, "type", json!(e.r#type));
+            if let Some(kv) = &e.kv {
+                m.insert("kv".into(), kv_json(kv));
+            }
+            if let Some(kv) = &e.prev_kv {
+                m.insert("prev_kv".into(), kv_json(kv));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("Header".into(), header_json(&resp.header));
+    m.insert("Events".into(), Value::Array(events));
+    put_nonzero(&mut m, "CompactRevision", json!(resp.compact_revision));
+    put_nonzero(&mut m, "Canceled", json!(resp.canceled));
+    put_nonzero(&mut m, "Created", json!(resp.created));
+    Value::Object(m).to_string()
+}
+
+/// A watch's events as etcdctl prints them: the event type, then the
+/// previous pair (if asked for and present), then the pair.
+pub fn watch_events(resp: &pb::WatchResponse) -> String {
+    let mut out = String::new();
+    for e in &resp.events {
+        out.push_str(if e.r#type == pb::mvccpb::event::EventType::Delete as i32 {
+            "DELETE\n"
+        } else {
+            "PUT\n"
+        });
+        if let Some(prev) = &e.prev_kv {
+            simple_kv(&mut out, prev);
+        }
+        if let Some(kv) = &e.kv {
+            simple_kv(&mut out, kv);
+        }
+    }
+    out
+}
+
 pub fn put(resp: &pb::PutResponse, format: Format) -> String {
     match format {
-        Format::Json => {
-            let mut m = Map::new();
-            m.insert("header".into(), header_json(&resp.header));
-            if let Some(prev) = &resp.prev_kv {
-                m.insert("prev_kv".into(), kv_json(prev));
-            }
-            Value::Object(m).to_string() + "\n"
-        }
+        Format::Json => put_value(resp).to_string() + "\n",
         Format::Simple | Format::Table => {
             let mut out = "OK\n".to_string();
             if let Some(prev) = &resp.prev_kv {
@@ -115,18 +216,7 @@ pub struct GetStyle {
 
 pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> String {
     match format {
-        Format::Json => {
-            let mut m = Map::new();
-            m.insert("header".into(), header_json(&resp.header));
-            put_nonzero(
-                &mut m,
-                "kvs",
-                Value::Array(resp.kvs.iter().map(kv_json).collect()),
-            );
-            put_nonzero(&mut m, "more", json!(resp.more));
-            put_nonzero(&mut m, "count", json!(resp.count));
-            Value::Object(m).to_string() + "\n"
-        }
+        Format::Json => range_value(resp).to_string() + "\n",
         Format::Table => kv_table(&resp.kvs),
         Format::Simple if style.count_only => format!("{}\n", resp.count),
         Format::Simple => {
@@ -146,17 +236,7 @@ pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> String 
 
 pub fn del(resp: &pb::DeleteRangeResponse, format: Format) -> String {
     match format {
-        Format::Json => {
-            let mut m = Map::new();
-            m.insert("header".into(), header_json(&resp.header));
-            put_nonzero(&mut m, "deleted", json!(resp.deleted));
-            put_nonzero(
-                &mut m,
-                "prev_kvs",
-                Value::Array(resp.prev_kvs.iter().map(kv_json).collect()),
-            );
-            Value::Object(m).to_string() + "\n"
-        }
+        Format::Json => del_value(resp).to_string() + "\n",
         Format::Simple | Format::Table => {
             let mut out = format!("{}\n", resp.deleted);
             for kv in &resp.prev_kvs {

@@ -1,18 +1,25 @@
 //! Runs one parsed kvctl command against the cluster and maps the outcome to
-//! an exit code: 0 success, 1 the request failed, 2 bad usage.
+//! an exit code: 0 success, 1 the request failed (or a `put --if-*`
+//! condition did not hold), 2 bad usage, 3 a transaction that does not
+//! parse, 5 a watch the server canceled (as etcdctl).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use super::args::{self, Cli, Command, EndpointCommand, Format, MemberCommand};
 use super::output::{self, GetStyle};
-use super::{health, status};
+use super::{health, status, txn, watch};
 use crate::client::{Client, Timeouts};
+use crate::pb::response_op::Response as OpResponse;
 
 /// The request failed (etcdctl's exit code for errors).
 const EXIT_ERROR: u8 = 1;
 /// The command line was wrong.
 const EXIT_USAGE: u8 = 2;
+/// The transaction read from stdin does not parse.
+const EXIT_BAD_TXN: u8 = 3;
+/// The server canceled the watch.
+const EXIT_WATCH_CANCELED: u8 = 5;
 
 /// Runs `cli` and prints its result; errors go to stderr as one line.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -27,12 +34,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("Error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
+        Err(Failure::Coded(code, msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(code)
+        }
     }
 }
 
 enum Failure {
     Usage(String),
     Request(anyhow::Error),
+    /// A specific exit code, with the lines to print on stderr.
+    Coded(u8, String),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -78,7 +91,70 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             if a.ignore_value && a.value.is_some() {
                 return Err(Failure::Usage("--ignore-value takes no VALUE".into()));
             }
-            output::put(&client.put(args::put_request(a, value)).await?, simple)
+            let put = args::put_request(a, value);
+            match args::put_condition(a) {
+                None => output::put(&client.put(put).await?, simple),
+                Some(compare) => {
+                    use crate::pb::request_op::Request;
+                    let get = crate::pb::RangeRequest {
+                        key: put.key.clone(),
+                        ..Default::default()
+                    };
+                    let req = crate::pb::TxnRequest {
+                        compare: vec![compare],
+                        success: vec![crate::pb::RequestOp {
+                            request: Some(Request::RequestPut(put)),
+                        }],
+                        failure: vec![crate::pb::RequestOp {
+                            request: Some(Request::RequestRange(get)),
+                        }],
+                    };
+                    let resp = client.txn(req).await?;
+                    if !resp.succeeded {
+                        return Err(Failure::Request(anyhow::anyhow!(txn::precondition_failed(
+                            &a.key, &resp
+                        ))));
+                    }
+                    match resp.responses.into_iter().next().and_then(|r| r.response) {
+                        Some(OpResponse::ResponsePut(p)) => output::put(&p, simple),
+                        _ => {
+                            return Err(Failure::Request(anyhow::anyhow!(
+                                "unexpected transaction response"
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        Command::Txn(a) => {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut stdout = std::io::stdout();
+            let prompt: Option<&mut dyn std::io::Write> = if a.interactive {
+                Some(&mut stdout)
+            } else {
+                None
+            };
+            let req = txn::read_txn(&mut input, prompt)
+                .map_err(|e| Failure::Coded(EXIT_BAD_TXN, format!("Error: {e}")))?;
+            txn::render(&client.txn(req).await?, simple)
+        }
+        Command::Watch(a) => match watch::run(&mut client, a, simple).await? {
+            watch::Ended::Stopped => String::new(),
+            watch::Ended::Canceled(reason) => {
+                let msg = format!(
+                    "watch was canceled ({reason})\nError: watch is canceled by the server"
+                );
+                return Err(Failure::Coded(EXIT_WATCH_CANCELED, msg));
+            }
+        },
+        Command::Compaction(a) => {
+            let req = crate::pb::CompactionRequest {
+                revision: a.revision,
+                physical: a.physical,
+            };
+            client.compact(req).await?;
+            format!("compacted revision {}\n", a.revision)
         }
         Command::Get(a) => {
             let style = GetStyle {

@@ -15,6 +15,7 @@ mod maintenance;
 mod peer;
 mod status;
 mod txn;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,6 +77,10 @@ pub async fn serve(
             ))
             .max_decoding_message_size(recv_limit)
             .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            pb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
+                .max_decoding_message_size(recv_limit),
         )
         .add_service(
             pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(

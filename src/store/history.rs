@@ -104,6 +104,9 @@ pub(super) fn read_at(
     Ok(Ok(q.shape(kvs, count)))
 }
 
+/// Bytes an event costs beyond its key and value, for `events`' budget.
+const EVENT_OVERHEAD: usize = 32;
+
 /// What a watch sees of one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -120,17 +123,18 @@ pub enum EventKind {
 }
 
 impl KvStore {
-    /// The changes at revisions `>= from`, in revision order, at least
-    /// `max` of them if there are that many, never splitting a revision.
-    pub fn events(&self, from: Revision, max: usize) -> Result<Vec<Event>> {
-        let mut events = Vec::new();
+    /// The changes at revisions `>= from`, in revision order: whole
+    /// revisions, until about `max_bytes` of keys and values are read.
+    pub fn events(&self, from: Revision, max_bytes: usize) -> Result<Vec<Event>> {
+        let mut events: Vec<Event> = Vec::new();
+        let mut bytes = 0;
         let mut last_rev = None;
         for item in self.tree.range(event_key(from, 0)..vec![EVENTS + 1]) {
             let (k, key) = item?;
             let Some((rev, _sub)) = parse_event_key(&k) else {
                 continue;
             };
-            if events.len() >= max && last_rev != Some(rev) {
+            if bytes >= max_bytes && last_rev != Some(rev) {
                 break;
             }
             last_rev = Some(rev);
@@ -162,6 +166,7 @@ impl KvStore {
                     },
                 },
             };
+            bytes += EVENT_OVERHEAD + event.kv.key.len() + event.kv.value.len();
             events.push(event);
         }
         Ok(events)

@@ -17,10 +17,12 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::apply;
 use super::command::Response;
 use super::kv::KvStore;
+use super::layout::Revision;
 use crate::codec;
 use crate::metrics::Metrics;
 use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use crate::raft::TypeConfig;
+use tokio::sync::watch;
 
 const SNAPSHOT_TREE: &str = "snapshot";
 const SNAPSHOT_META_KEY: &str = "meta";
@@ -34,22 +36,37 @@ pub struct StateMachine {
     kv: KvStore,
     snapshots: sled::Tree,
     metrics: Arc<Metrics>,
+    /// The applied store revision, for watchers.
+    revision: watch::Sender<Revision>,
 }
 
 impl StateMachine {
     /// Opens the state machine stored in `db`.
     pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
+        let kv = KvStore::open(db)?;
+        let (revision, _) = watch::channel(kv.revision()?);
         Ok(StateMachine {
             db: db.clone(),
-            kv: KvStore::open(db)?,
+            kv,
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
             metrics,
+            revision,
         })
     }
 
     /// A read handle on the applied state.
     pub fn store(&self) -> KvStore {
         self.kv.clone()
+    }
+
+    /// The applied store revision, updated after every applied batch.
+    pub fn revisions(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    fn publish_revision(&self) -> crate::Result<()> {
+        self.revision.send_replace(self.kv.revision()?);
+        Ok(())
     }
 
     fn read_applied(&self) -> crate::Result<(Option<LogId>, StoredMembership)> {
@@ -95,6 +112,7 @@ impl StateMachine {
             batch.set_meta(MEMBERSHIP_META, codec::encode(&m)?);
         }
         batch.commit()?;
+        self.publish_revision()?;
         Ok(responses)
     }
 
@@ -125,6 +143,7 @@ impl StateMachine {
             ],
         )?;
         self.db.flush_async().await?;
+        self.publish_revision()?;
         self.metrics.snapshots_installed.inc();
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())

@@ -216,3 +216,146 @@ async fn kvctl_status_watch_reports_a_re_election() {
     );
     assert!(changed.contains("without a leader"), "{changed}");
 }
+
+/// Runs kvctl with `input` on stdin.
+fn kvctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kvctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Scenario: compare-and-swap with `put --if-absent` / `--if-version` /
+/// `--if-value` (a failed condition exits 1 and says why); `txn` from stdin
+/// as etcdctl's (a malformed one exits 3); `get --rev`; `compaction`.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_cas_txn_history_and_compaction() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    assert_eq!(
+        ok(&eps, &["put", "leader", "node-a", "--if-absent"]),
+        "OK\n"
+    ); // rev 2
+    let (rc, _, err) = kvctl(&eps, &["put", "leader", "node-b", "--if-absent"]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        err.trim(),
+        "Error: precondition failed: leader is at version 1 (mod revision 2) with value \"node-a\""
+    );
+    assert_eq!(
+        ok(&eps, &["put", "leader", "node-b", "--if-version", "1"]),
+        "OK\n"
+    ); // rev 3
+    let (rc, _, _) = kvctl(&eps, &["put", "leader", "node-c", "--if-value", "node-a"]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        ok(
+            &eps,
+            &[
+                "put",
+                "leader",
+                "node-c",
+                "--if-value",
+                "node-b",
+                "--prev-kv"
+            ]
+        ),
+        "OK\nleader\nnode-b\n"
+    );
+
+    let txn = "version(\"leader\") = \"3\"\ncreate(\"term\") = \"0\"\n\nput term 7\nget leader\n\nget term\n\n";
+    let (rc, out, err) = kvctl_stdin(&eps, &["txn"], txn);
+    assert_eq!(
+        (rc, out.as_str()),
+        (0, "SUCCESS\n\nOK\n\nleader\nnode-c\n"),
+        "{err}"
+    );
+    let (rc, out, _) = kvctl_stdin(&eps, &["txn"], txn);
+    assert_eq!((rc, out.as_str()), (0, "FAILURE\n\nterm\n7\n"));
+    let (rc, _, err) = kvctl_stdin(&eps, &["txn"], "version(\"leader\") ~ \"3\"\n\n\n\n");
+    assert_eq!(rc, 3, "{err}");
+
+    assert_eq!(
+        ok(&eps, &["get", "leader", "--rev", "2"]),
+        "leader\nnode-a\n"
+    );
+    assert_eq!(ok(&eps, &["compaction", "4"]), "compacted revision 4\n");
+    let (rc, _, err) = kvctl(&eps, &["get", "leader", "--rev", "2"]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        err.trim(),
+        "Error: etcdserver: mvcc: required revision has been compacted"
+    );
+}
+
+/// Scenario: `kvctl watch --prefix --prev-kv` from a past revision prints
+/// the replayed and then the live changes like etcdctl; a watch from a
+/// compacted revision is canceled by the server (exit 5).
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_watch_replays_and_follows() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    ok(&eps, &["put", "cfg/a", "1"]); // rev 2
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args([
+            "--endpoints",
+            &cluster.nodes[1].client_addr,
+            "watch",
+            "cfg/",
+            "--prefix",
+            "--rev",
+            "2",
+            "--prev-kv",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kvctl watch");
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    ok(&eps, &["put", "cfg/a", "2"]);
+    ok(&eps, &["del", "cfg/", "--prefix"]);
+    let expected = [
+        "PUT", "cfg/a", "1", "PUT", "cfg/a", "1", "cfg/a", "2", "DELETE", "cfg/a", "2", "cfg/a", "",
+    ];
+    let got: Vec<String> = expected
+        .iter()
+        .map(|_| rx.recv_timeout(LIVENESS).expect("watch output"))
+        .collect();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(got, expected);
+
+    ok(&eps, &["compaction", "3"]);
+    let (rc, _, err) = kvctl(&eps, &["watch", "cfg/a", "--rev", "2"]);
+    assert_eq!(rc, 5);
+    assert!(
+        err.contains("watch was canceled") && err.contains("compacted"),
+        "{err}"
+    );
+}

@@ -147,3 +147,140 @@ async fn etcdctl_endpoint_status_and_member_list() {
         );
     }
 }
+
+/// Runs etcdctl with `input` on stdin.
+fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Scenario: `etcdctl txn -i` takes the success branch, then (the compare no
+/// longer holding) the failure branch, printing what etcd prints;
+/// `get --rev` reads the past; `compaction` then makes that read fail with
+/// etcd's error. Outputs are those of etcd 3.4 for the same commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_txn_history_and_compaction() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    assert_eq!(ok(&eps, &["put", "user1", "bad"]), "OK\n"); // rev 2
+    let prompts =
+        "compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n";
+    let txn = "value(\"user1\") = \"bad\"\n\nput user1 good\nget user1\n\nget user1\n\n";
+    let (rc, out, err) = etcdctl_stdin(&eps, &["txn", "-i"], txn);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out, format!("{prompts}SUCCESS\n\nOK\n\nuser1\ngood\n"));
+    let (rc, out, _) = etcdctl_stdin(&eps, &["txn", "-i"], txn);
+    assert_eq!(rc, 0);
+    assert_eq!(out, format!("{prompts}FAILURE\n\nuser1\ngood\n"));
+    // Without -i: no prompts.
+    let (_, out, _) = etcdctl_stdin(&eps, &["txn"], "mod(\"user1\") > \"0\"\n\nget user1\n\n\n");
+    assert_eq!(out, "SUCCESS\n\nuser1\ngood\n");
+
+    assert_eq!(ok(&eps, &["get", "user1", "--rev", "2"]), "user1\nbad\n");
+    assert_eq!(ok(&eps, &["compaction", "3"]), "compacted revision 3\n");
+    let (rc, _, err) = etcdctl(&eps, &["get", "user1", "--rev", "2"]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        err.trim(),
+        "Error: etcdserver: mvcc: required revision has been compacted"
+    );
+    assert_eq!(ok(&eps, &["get", "user1", "--rev", "3"]), "user1\ngood\n");
+}
+
+/// Scenario: `etcdctl watch --prefix` runs in the background on one node
+/// while puts and a delete go through another; it prints exactly what it
+/// prints against etcd. A second watch from a past revision replays them.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_watch_prints_changes_as_etcd() {
+    let cluster = TestCluster::start(3).await;
+    let start = |args: &[&str]| {
+        Command::new(etcdctl_path())
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&cluster.nodes[0].client_addr)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run etcdctl watch")
+    };
+    let mut live = start(&["watch", "w", "--prefix"]);
+    let lines = line_reader(live.stdout.take().unwrap());
+    // The watch is in place once a put made after it shows up: keep putting
+    // a marker until one does.
+    let other = &cluster.nodes[2].client_addr;
+    let deadline = std::time::Instant::now() + LIVENESS;
+    'ready: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcdctl watch never reported a change"
+        );
+        ok(other, &["put", "w0", "ready"]);
+        while let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(300)) {
+            if line == "ready" {
+                break 'ready;
+            }
+        }
+    }
+    // Markers are put one at a time, so none is left in flight now.
+    ok(other, &["put", "w1", "a"]);
+    ok(other, &["put", "w2", "b"]);
+    ok(other, &["del", "w1"]);
+    let got: Vec<String> = (0..9)
+        .map(|_| lines.recv_timeout(LIVENESS).expect("watch output"))
+        .collect();
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(
+        got.join("\n") + "\n",
+        "PUT\nw1\na\nPUT\nw2\nb\nDELETE\nw1\n\n"
+    );
+
+    // Replay from the first put's revision with the previous values.
+    let first = ok(&cluster.nodes[1].client_addr, &["get", "w0", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let rev = v["kvs"][0]["mod_revision"].as_i64().unwrap() + 1;
+    let mut replay = start(&["watch", "w1", "--rev", &rev.to_string(), "--prev-kv"]);
+    let lines = line_reader(replay.stdout.take().unwrap());
+    let got: Vec<String> = (0..8)
+        .map(|_| lines.recv_timeout(LIVENESS).expect("replay output"))
+        .collect();
+    let _ = replay.kill();
+    let _ = replay.wait();
+    assert_eq!(got.join("\n") + "\n", "PUT\nw1\na\nDELETE\nw1\na\nw1\n\n");
+}
+
+/// The lines a child writes, through a channel (so reads can time out).
+fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

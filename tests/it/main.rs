@@ -1,5 +1,6 @@
 //! raftkv's integration tests: one binary, real `kvd` processes on loopback.
 
+mod api;
 mod bad_input;
 mod chaos;
 mod cli;
