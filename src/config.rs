@@ -59,6 +59,8 @@ pub struct NodeConfig {
     /// How often an idle watch that asked for progress notifications gets
     /// one.
     pub watch_progress_notify_interval: Duration,
+    /// Automatic compaction of the history, if any.
+    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
     /// Largest encoded client request accepted.
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
@@ -91,6 +93,7 @@ impl NodeConfig {
             peer_dial_overrides: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             watch_progress_notify_interval: Duration::from_secs(600),
+            auto_compaction: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: default_request_timeout(election_timeout),
         }

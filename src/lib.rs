@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub db_size: IntGauge,
     pub data_dir_size: IntGauge,
     pub keys: IntGauge,
+    pub versions: IntGauge,
+    pub current_revision: IntGauge,
+    pub compact_revision: IntGauge,
 }
 
 /// Labels of the gRPC metrics, as go-grpc-prometheus (and so etcd) has them.
@@ -162,6 +165,21 @@ impl Metrics {
                 &r,
                 "etcd_debugging_mvcc_keys_total",
                 "Number of keys in the store.",
+            ),
+            versions: gauge(
+                &r,
+                "raftkv_mvcc_versions",
+                "Key versions kept in the history (bounded by compaction).",
+            ),
+            current_revision: gauge(
+                &r,
+                "etcd_debugging_mvcc_current_revision",
+                "The current store revision.",
+            ),
+            compact_revision: gauge(
+                &r,
+                "etcd_debugging_mvcc_compact_revision",
+                "The revision history was compacted at.",
             ),
             registry: r,
         }

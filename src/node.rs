@@ -152,6 +152,9 @@ impl Node {
             client_urls: vec![format!("http://{}", cfg.advertise_client)],
         };
         tokio::spawn(publish_member(node.clone(), info));
+        if let Some(mode) = cfg.auto_compaction {
+            tokio::spawn(crate::compactor::run(node.clone(), mode));
+        }
         Ok(node)
     }
 
@@ -176,6 +179,11 @@ impl Node {
     /// Follows the applied store revision.
     pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
         self.revisions.clone()
+    }
+
+    /// Whether this member is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
     /// Whether this member knows a leader right now.
@@ -221,6 +229,15 @@ impl Node {
         m.data_dir_size.set(dir_size(&self.data_dir) as i64);
         if let Ok(keys) = self.store.key_count() {
             m.keys.set(keys);
+        }
+        if let Ok(versions) = self.store.version_count() {
+            m.versions.set(versions);
+        }
+        if let Ok(revision) = self.store.revision() {
+            m.current_revision.set(revision);
+        }
+        if let Ok(compacted) = self.store.compacted() {
+            m.compact_revision.set(compacted);
         }
     }
 

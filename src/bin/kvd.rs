@@ -55,6 +55,14 @@ struct Args {
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "KVD_MAX_REQUEST_BYTES", default_value_t = config::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Automatic compaction: `revision` keeps the last N revisions,
+    /// `periodic` the last stretch of time (see --auto-compaction-retention).
+    #[arg(long, env = "KVD_AUTO_COMPACTION_MODE", default_value = "periodic", value_parser = ["revision", "periodic"])]
+    auto_compaction_mode: String,
+    /// What auto-compaction keeps: a revision count, or a duration like
+    /// 30m or 1h (a bare number is hours). 0 turns it off.
+    #[arg(long, env = "KVD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    auto_compaction_retention: String,
     /// Most operations in one branch of a transaction.
     #[arg(long, env = "KVD_MAX_TXN_OPS", default_value_t = config::DEFAULT_MAX_TXN_OPS)]
     max_txn_ops: usize,
@@ -126,6 +134,9 @@ impl Args {
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
         cfg.max_txn_ops = self.max_txn_ops;
+        cfg.auto_compaction =
+            raftkv::compactor::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
+                .map_err(config::ConfigError)?;
         cfg.watch_progress_notify_interval =
             Duration::from_millis(self.watch_progress_notify_interval);
         cfg.validate()?;
@@ -215,6 +226,7 @@ fn config_json(cfg: &NodeConfig) -> serde_json::Value {
         "request_timeout_ms": cfg.request_timeout.as_millis() as u64,
         "snapshot_count": cfg.snapshot_count,
         "max_request_bytes": cfg.max_request_bytes,
+        "auto_compaction": cfg.auto_compaction.map(|m| format!("{m:?}")),
     })
 }
 

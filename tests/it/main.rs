@@ -11,3 +11,4 @@ mod failover;
 mod kv;
 mod ops;
 mod storage;
+mod watch;

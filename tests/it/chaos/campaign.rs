@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::history::{Clock, Kind, Op, Outcome};
 use super::nemesis::{watch_leaders, Nemesis, Net};
 use super::verify;
+use super::watcher;
 use super::workload;
 use crate::cluster::{Options, TestCluster};
 
@@ -153,6 +154,11 @@ pub async fn run(cfg: &Config) -> Report {
         })
         .collect();
     let watcher = tokio::spawn(watch_leaders(endpoints.clone(), clock, stop_rx.clone()));
+    // Two watchers of every key, from the first revision, through it all.
+    let (watch_target, target_rx) = watch::channel(None);
+    let watchers: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(watcher::run(i, endpoints.clone(), target_rx.clone())))
+        .collect();
 
     let mut nemesis = Nemesis::new(cfg.seed, clock);
     nemesis.run(&mut cluster, &net, cfg.duration).await;
@@ -186,7 +192,27 @@ pub async fn run(cfg: &Config) -> Report {
     std::fs::write(cfg.out_dir.join("nemesis.log"), nemesis_log + "\n").expect("write nemesis log");
 
     let convergence = converge(&cluster).await;
-    let analysis = verify::analyze(&history);
+    let mut analysis = verify::analyze(&history);
+    // The watchers stop once they have seen the converged revision.
+    let last = convergence.as_ref().map_or(i64::MAX, |(rev, _)| *rev);
+    let _ = watch_target.send(Some(last));
+    let mut watch_logs = Vec::new();
+    for w in watchers {
+        watch_logs.push(w.await.expect("watcher"));
+    }
+    let lines: Vec<String> = watch_logs
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
+    std::fs::write(cfg.out_dir.join("watches.jsonl"), lines.join("\n") + "\n")
+        .expect("write watches");
+    if convergence.is_ok() {
+        for log in &watch_logs {
+            analysis
+                .violations
+                .extend(watcher::check(log, &history, last));
+        }
+    }
 
     let mut s = String::new();
     let _ = writeln!(
@@ -203,6 +229,15 @@ pub async fn run(cfg: &Config) -> Report {
     let total: usize = nemesis.counts.values().sum();
     let _ = writeln!(s, "faults injected: {total} ({})", faults.join(", "));
     let _ = writeln!(s, "leader changes: {leader_changes}");
+    for log in &watch_logs {
+        let _ = writeln!(
+            s,
+            "watcher {}: {} events, watch re-created {} times",
+            log.watcher,
+            log.events.len(),
+            log.restarts
+        );
+    }
     match &convergence {
         Ok((rev, hash)) => {
             let _ = writeln!(

@@ -3,8 +3,9 @@
 //!
 //! Model: a register holding one value or nothing. A put sets it; a get must
 //! return what it holds; a delete empties it and must report whether there
-//! was something to delete. Values are unique per put, so a read names the
-//! one write it saw.
+//! was something to delete; a compare-and-swap sets a new value only if it
+//! holds the expected one, and must report whether it did. Values are unique
+//! per write, so a read names the one write it saw.
 //!
 //! An operation whose outcome is unknown (a timeout, a lost connection) may
 //! have taken effect at any time after its invocation, or never: its return
@@ -27,6 +28,11 @@ pub enum Input {
     Put(u32),
     Get,
     Delete,
+    /// Compare-and-swap: if the register holds `expect`, it becomes `new`.
+    Cas {
+        expect: State,
+        new: u32,
+    },
 }
 
 /// What it answered, if it is known.
@@ -36,6 +42,8 @@ pub enum Output {
     Get(State),
     /// Whether a key was deleted.
     Delete(bool),
+    /// Whether the compare held (and the swap happened).
+    Cas(bool),
     /// The outcome is unknown.
     Unknown,
 }
@@ -60,6 +68,13 @@ fn step(state: State, op: &CheckOp) -> Option<State> {
         (Input::Get, Output::Unknown) => Some(state),
         (Input::Delete, Output::Delete(existed)) => (existed == state.is_some()).then_some(None),
         (Input::Delete, Output::Unknown) => Some(None),
+        (Input::Cas { expect, new }, Output::Cas(swapped)) => match (state == expect, swapped) {
+            (true, true) => Some(Some(new)),
+            (false, false) => Some(state),
+            _ => None,
+        },
+        // If it took effect, the compare held then.
+        (Input::Cas { expect, new }, Output::Unknown) => (state == expect).then_some(Some(new)),
         _ => None,
     }
 }
@@ -383,6 +398,38 @@ mod tests {
             h.push(op(t + 5, t + 6, Input::Get, Output::Get(None)));
         }
         assert_eq!(check(&h), Ok(()));
+    }
+
+    #[test]
+    fn compare_and_swap() {
+        let cas = |expect, new| Input::Cas { expect, new };
+        let h = [
+            op(0, 1, Input::Put(1), Output::Put),
+            op(2, 3, cas(Some(1), 2), Output::Cas(true)),
+            op(4, 5, cas(Some(1), 3), Output::Cas(false)),
+            op(6, 7, Input::Get, Output::Get(Some(2))),
+            op(8, 9, cas(None, 4), Output::Cas(false)),
+        ];
+        assert_eq!(check(&h), Ok(()));
+        // Two swaps from the same value cannot both succeed.
+        let h = [
+            op(0, 1, Input::Put(1), Output::Put),
+            op(2, 5, cas(Some(1), 2), Output::Cas(true)),
+            op(3, 6, cas(Some(1), 3), Output::Cas(true)),
+        ];
+        assert!(check(&h).is_err());
+        // A swap of an absent key, unknown outcome, explains a later read.
+        let h = [
+            pending(0, cas(None, 7)),
+            op(5, 6, Input::Get, Output::Get(Some(7))),
+        ];
+        assert_eq!(check(&h), Ok(()));
+        // A failed swap must have seen something other than what it expected.
+        let h = [
+            op(0, 1, Input::Put(1), Output::Put),
+            op(2, 3, cas(Some(1), 2), Output::Cas(false)),
+        ];
+        assert!(check(&h).is_err());
     }
 
     #[test]

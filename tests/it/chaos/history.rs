@@ -25,6 +25,8 @@ pub enum Kind {
     Put,
     Get,
     Delete,
+    /// A Txn: if the key holds `expect`, put `value`.
+    Cas,
 }
 
 /// How an operation ended.
@@ -59,6 +61,12 @@ pub struct Op {
     /// Delete: whether a key was deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// Cas: the value the key must hold (`null`: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Option<String>>,
+    /// Cas: whether the compare held and the put happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapped: Option<bool>,
     /// The response header's revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
@@ -86,6 +94,22 @@ impl Op {
                 Some(d) => format!("delete {} -> deleted {}", self.key, d as u8),
                 None => format!("delete {}", self.key),
             },
+            Kind::Cas => {
+                let expect = match &self.expect {
+                    Some(Some(v)) => v.clone(),
+                    _ => "(absent)".to_string(),
+                };
+                let outcome = match self.swapped {
+                    Some(true) => " -> swapped",
+                    Some(false) => " -> compare failed",
+                    None => "",
+                };
+                format!(
+                    "cas {} {expect} => {}{outcome}",
+                    self.key,
+                    self.value.as_deref().unwrap_or("?")
+                )
+            }
         };
         let outcome = match self.outcome {
             Outcome::Ok => "ok".to_string(),

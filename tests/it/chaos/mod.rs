@@ -14,11 +14,12 @@ mod nemesis;
 mod proxy;
 mod rng;
 mod verify;
+mod watcher;
 mod workload;
 
-use history::{Clock, Kind, Outcome};
+use history::{Clock, Outcome};
 use nemesis::{current_leader, Net};
-use workload::{execute, Read};
+use workload::{execute, Call, Read};
 
 use crate::cluster::{eventually, Options, TestCluster, LIVENESS};
 
@@ -90,16 +91,12 @@ async fn the_checker_catches_stale_reads_from_a_cut_off_node() {
     let mut clients = workload::clients(&endpoints);
     let mut history = Vec::new();
 
-    let put = |v: &str| Some(v.to_string());
     let first = execute(
         &mut clients[leader],
         &clock,
         0,
         leader,
-        "k",
-        Kind::Put,
-        put("v1"),
-        Read::Linearizable,
+        Call::put("k", "v1"),
     )
     .await;
     assert_eq!(first.outcome, Outcome::Ok);
@@ -128,25 +125,16 @@ async fn the_checker_catches_stale_reads_from_a_cut_off_node() {
         &clock,
         0,
         leader,
-        "k",
-        Kind::Put,
-        put("v2"),
-        Read::Linearizable,
+        Call::put("k", "v2"),
     )
     .await;
     assert_eq!(second.outcome, Outcome::Ok, "{second:?}");
     history.push(second);
-    let stale = execute(
-        &mut fc,
-        &clock,
-        1,
-        follower,
-        "k",
-        Kind::Get,
-        None,
-        Read::Serializable,
-    )
-    .await;
+    let stale_read = Call {
+        read: Read::Serializable,
+        ..Call::get("k")
+    };
+    let stale = execute(&mut fc, &clock, 1, follower, stale_read).await;
     assert_eq!(
         stale.read,
         Some(Some("v1".to_string())),

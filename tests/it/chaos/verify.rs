@@ -91,6 +91,33 @@ fn key_history(ops: &[(usize, &Op)]) -> (Vec<CheckOp>, Vec<usize>) {
                 input: Input::Delete,
                 output: Output::Unknown,
             }),
+            (Kind::Cas, outcome) => {
+                let expect = op
+                    .expect
+                    .as_ref()
+                    .and_then(|e| e.as_deref())
+                    .map(&mut intern);
+                let value = op.value.as_deref().unwrap_or_default();
+                let known = outcome == Outcome::Ok;
+                let value = if known || seen.contains(value) {
+                    value
+                } else {
+                    UNREAD_VALUE
+                };
+                Some(CheckOp {
+                    call: op.invoke_ns,
+                    ret: known.then_some(op.complete_ns),
+                    input: Input::Cas {
+                        expect,
+                        new: intern(value),
+                    },
+                    output: if known {
+                        Output::Cas(op.swapped.unwrap_or(false))
+                    } else {
+                        Output::Unknown
+                    },
+                })
+            }
         };
         if let Some(e) = entry {
             check_ops.push(e);
@@ -190,10 +217,11 @@ pub fn analyze(history: &[Op]) -> Analysis {
     // is the revision of the write it saw.
     let mut put_revisions: HashMap<i64, &Op> = HashMap::new();
     let mut by_value: HashMap<(&str, &str), &Op> = HashMap::new();
-    for op in history
-        .iter()
-        .filter(|op| op.kind == Kind::Put && op.outcome == Outcome::Ok)
-    {
+    let acknowledged_write = |op: &&Op| {
+        op.outcome == Outcome::Ok
+            && (op.kind == Kind::Put || (op.kind == Kind::Cas && op.swapped == Some(true)))
+    };
+    for op in history.iter().filter(acknowledged_write) {
         if let Some(rev) = op.revision {
             if let Some(other) = put_revisions.insert(rev, op) {
                 violations.push(format!(

@@ -67,46 +67,113 @@ pub enum Read {
     Serializable,
 }
 
+/// One operation to run.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub key: String,
+    pub kind: Kind,
+    /// Put, Cas: the value to write.
+    pub value: Option<String>,
+    /// Cas: the value the key must hold (`None`: absent).
+    pub expect: Option<Option<String>>,
+    pub read: Read,
+}
+
+impl Call {
+    pub fn get(key: &str) -> Call {
+        Call {
+            key: key.into(),
+            kind: Kind::Get,
+            value: None,
+            expect: None,
+            read: Read::Linearizable,
+        }
+    }
+
+    pub fn put(key: &str, value: &str) -> Call {
+        Call {
+            key: key.into(),
+            kind: Kind::Put,
+            value: Some(value.into()),
+            expect: None,
+            read: Read::Linearizable,
+        }
+    }
+}
+
+/// A compare-and-swap transaction: if `key` holds `expect` (or is absent
+/// for `None`), put `value`; otherwise nothing.
+fn cas_request(key: &str, expect: &Option<String>, value: &str) -> pb::TxnRequest {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    let compare = match expect {
+        Some(v) => pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: key.into(),
+            target_union: Some(TargetUnion::Value(v.clone().into_bytes())),
+            range_end: vec![],
+        },
+        None => pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key.into(),
+            target_union: Some(TargetUnion::CreateRevision(0)),
+            range_end: vec![],
+        },
+    };
+    let put = pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    };
+    pb::TxnRequest {
+        compare: vec![compare],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(put)),
+        }],
+        failure: vec![],
+    }
+}
+
 /// Runs one operation and records it.
-#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     client: &mut KvClient<Channel>,
     clock: &Clock,
     worker: usize,
     node: usize,
-    key: &str,
-    kind: Kind,
-    value: Option<String>,
-    read: Read,
+    call: Call,
 ) -> Op {
     let mut op = Op {
         worker,
         node,
-        key: key.to_string(),
-        kind,
-        value: value.clone(),
+        key: call.key.clone(),
+        kind: call.kind,
+        value: call.value.clone(),
         read: None,
         mod_revision: None,
         deleted: None,
+        expect: call.expect.clone(),
+        swapped: None,
         revision: None,
         invoke_ns: clock.now(),
         complete_ns: 0,
         outcome: Outcome::Ok,
         error: None,
     };
+    let key = call.key.as_str();
     let result: Result<(), Status> = async {
-        match kind {
+        match call.kind {
             Kind::Put => {
                 let req = pb::PutRequest {
                     key: key.into(),
-                    value: value.unwrap_or_default().into(),
+                    value: call.value.unwrap_or_default().into(),
                     ..Default::default()
                 };
                 let resp = client.put(request(req)).await?.into_inner();
                 op.revision = resp.header.map(|h| h.revision);
             }
             Kind::Get => {
-                let serializable = read == Read::Serializable;
+                let serializable = call.read == Read::Serializable;
                 let req = pb::RangeRequest {
                     key: key.into(),
                     serializable,
@@ -127,6 +194,13 @@ pub async fn execute(
                 op.revision = resp.header.map(|h| h.revision);
                 op.deleted = Some(resp.deleted > 0);
             }
+            Kind::Cas => {
+                let expect = call.expect.clone().flatten();
+                let req = cas_request(key, &expect, call.value.as_deref().unwrap_or_default());
+                let resp = client.txn(request(req)).await?.into_inner();
+                op.revision = resp.header.map(|h| h.revision);
+                op.swapped = Some(resp.succeeded);
+            }
         }
         Ok(())
     }
@@ -140,7 +214,8 @@ pub async fn execute(
 }
 
 /// One worker: random operations on `keys` slots of the current key epoch
-/// until `stop`.
+/// until `stop`. A compare-and-swap reads the key first and swaps from
+/// what it read, so most succeed.
 pub async fn worker(
     id: usize,
     endpoints: Vec<String>,
@@ -153,32 +228,34 @@ pub async fn worker(
     let mut rng = Rng::new(seed);
     let mut ops = Vec::new();
     let mut seq = 0;
+    let mut next_value = || {
+        seq += 1;
+        format!("w{id}-{seq}")
+    };
     while !*stop.borrow() {
         let node = rng.below(clients.len());
         let epoch = clock.now() / KEY_EPOCH.as_nanos() as u64;
-        let key = &format!("e{epoch}/k{}", rng.below(keys));
-        let kind = match rng.below(10) {
-            0..=3 => Kind::Put,
-            4..=8 => Kind::Get,
-            _ => Kind::Delete,
+        let key = format!("e{epoch}/k{}", rng.below(keys));
+        let call = match rng.below(10) {
+            0..=2 => Call::put(&key, &next_value()),
+            3..=6 => Call::get(&key),
+            7 => Call {
+                kind: Kind::Delete,
+                ..Call::get(&key)
+            },
+            _ => {
+                let read = execute(&mut clients[node], &clock, id, node, Call::get(&key)).await;
+                let seen = (read.outcome == Outcome::Ok).then(|| read.read.clone().flatten());
+                ops.push(read);
+                let Some(seen) = seen else { continue };
+                Call {
+                    kind: Kind::Cas,
+                    expect: Some(seen),
+                    ..Call::put(&key, &next_value())
+                }
+            }
         };
-        let value = (kind == Kind::Put).then(|| {
-            seq += 1;
-            format!("w{id}-{seq}")
-        });
-        ops.push(
-            execute(
-                &mut clients[node],
-                &clock,
-                id,
-                node,
-                key,
-                kind,
-                value,
-                Read::Linearizable,
-            )
-            .await,
-        );
+        ops.push(execute(&mut clients[node], &clock, id, node, call).await);
     }
     ops
 }
@@ -196,17 +273,7 @@ pub async fn final_reads(
     for (k, key) in keys.iter().enumerate() {
         for attempt in 0..40 {
             let node = (k + attempt) % clients.len();
-            let op = execute(
-                &mut clients[node],
-                clock,
-                worker,
-                node,
-                key,
-                Kind::Get,
-                None,
-                Read::Linearizable,
-            )
-            .await;
+            let op = execute(&mut clients[node], clock, worker, node, Call::get(key)).await;
             let done = op.outcome == Outcome::Ok;
             ops.push(op);
             if done {

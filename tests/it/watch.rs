@@ -1,0 +1,434 @@
+//! The Watch protocol in detail, over raw gRPC: several watchers on one
+//! stream, filters, cancel, progress, refusals, compaction, a follower's
+//! watch, a slow consumer; and auto-compaction keeping history bounded.
+
+use std::collections::BTreeMap;
+
+use raftkv::pb;
+use raftkv::pb::watch_client::WatchClient;
+use raftkv::pb::watch_create_request::FilterType;
+use raftkv::pb::watch_request::RequestUnion;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use crate::cluster::{eventually, http_get, put_req, Options, TestCluster, LIVENESS};
+
+/// A watch stream on one node: requests in, responses out.
+struct Stream {
+    requests: mpsc::Sender<pb::WatchRequest>,
+    responses: Streaming<pb::WatchResponse>,
+}
+
+impl Stream {
+    async fn open(cluster: &TestCluster, node: usize) -> Stream {
+        let (requests, rx) = mpsc::channel(16);
+        let mut client = WatchClient::new(cluster.channel(node).await);
+        let responses = client
+            .watch(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, r: RequestUnion) {
+        self.requests
+            .send(pb::WatchRequest {
+                request_union: Some(r),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn create(&self, c: pb::WatchCreateRequest) {
+        self.send(RequestUnion::CreateRequest(c)).await;
+    }
+
+    async fn next(&mut self) -> pb::WatchResponse {
+        tokio::time::timeout(LIVENESS, self.responses.message())
+            .await
+            .expect("a watch response in time")
+            .expect("the stream is healthy")
+            .expect("the stream is open")
+    }
+}
+
+fn watch_key(key: &str, end: &str) -> pb::WatchCreateRequest {
+    pb::WatchCreateRequest {
+        key: key.into(),
+        range_end: end.into(),
+        ..Default::default()
+    }
+}
+
+/// `(type, key, value)` of a response's events.
+fn events(r: &pb::WatchResponse) -> Vec<(i32, String, String)> {
+    r.events
+        .iter()
+        .map(|e| {
+            let kv = e.kv.as_ref().unwrap();
+            (
+                e.r#type,
+                String::from_utf8_lossy(&kv.key).into(),
+                String::from_utf8_lossy(&kv.value).into(),
+            )
+        })
+        .collect()
+}
+
+const PUT: i32 = 0;
+const DELETE: i32 = 1;
+
+/// Scenario: on one stream, a server-assigned watch on a prefix, a
+/// client-chosen watch on one key with NOPUT and prev_kv, and refused
+/// creates (empty range, duplicate id). Each create is answered first; each
+/// watcher gets only its events, a txn's changes in one revision; a cancel is
+/// confirmed and stops events; a progress request answers with the
+/// revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_watchers_on_one_stream() {
+    let cluster = TestCluster::start(3).await;
+    let mut s = Stream::open(&cluster, 1).await;
+    s.create(watch_key("app/", "app0")).await;
+    let created = s.next().await;
+    assert!(created.created && !created.canceled);
+    let prefix_id = created.watch_id;
+    s.create(pb::WatchCreateRequest {
+        watch_id: 42,
+        prev_kv: true,
+        filters: vec![FilterType::Noput as i32],
+        ..watch_key("app/x", "")
+    })
+    .await;
+    let created = s.next().await;
+    assert_eq!((created.watch_id, created.created), (42, true));
+    s.create(pb::WatchCreateRequest {
+        watch_id: 42,
+        ..watch_key("other", "")
+    })
+    .await;
+    let dup = s.next().await;
+    assert_eq!((dup.watch_id, dup.created, dup.canceled), (-1, true, true));
+    assert_eq!(
+        dup.cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
+    s.create(watch_key("b", "a")).await;
+    let empty = s.next().await;
+    assert_eq!(
+        (empty.canceled, empty.cancel_reason.as_str()),
+        (true, "mvcc: watcher range is empty")
+    );
+
+    let mut kv = cluster.kv(2).await;
+    kv.put(put_req("app/x", "1")).await.unwrap();
+    kv.put(put_req("elsewhere", "1")).await.unwrap();
+    kv.delete_range(pb::DeleteRangeRequest {
+        key: "app/x".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let mut by_watch: BTreeMap<i64, Vec<(i32, String, String)>> = BTreeMap::new();
+    while by_watch.get(&prefix_id).map_or(0, Vec::len) < 2
+        || by_watch.get(&42).map_or(0, Vec::len) < 1
+    {
+        let r = s.next().await;
+        if r.watch_id == 42 {
+            assert_eq!(
+                r.events[0].prev_kv.as_ref().unwrap().value,
+                b"1",
+                "prev_kv of the delete"
+            );
+        }
+        by_watch.entry(r.watch_id).or_default().extend(events(&r));
+    }
+    assert_eq!(
+        by_watch[&prefix_id],
+        vec![
+            (PUT, "app/x".into(), "1".into()),
+            (DELETE, "app/x".into(), String::new())
+        ]
+    );
+    assert_eq!(
+        by_watch[&42],
+        vec![(DELETE, "app/x".into(), String::new())],
+        "NOPUT drops puts"
+    );
+
+    s.send(RequestUnion::CancelRequest(pb::WatchCancelRequest {
+        watch_id: 42,
+    }))
+    .await;
+    let canceled = s.next().await;
+    assert_eq!((canceled.watch_id, canceled.canceled), (42, true));
+
+    // A txn writing two keys is one revision, in one response.
+    use pb::request_op::Request;
+    let both = pb::TxnRequest {
+        success: vec![
+            pb::RequestOp {
+                request: Some(Request::RequestPut(put_req("app/a", "t"))),
+            },
+            pb::RequestOp {
+                request: Some(Request::RequestPut(put_req("app/b", "t"))),
+            },
+        ],
+        ..Default::default()
+    };
+    let rev = kv
+        .txn(both)
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    let r = s.next().await;
+    assert_eq!(r.watch_id, prefix_id);
+    assert_eq!(
+        events(&r),
+        vec![
+            (PUT, "app/a".into(), "t".into()),
+            (PUT, "app/b".into(), "t".into())
+        ]
+    );
+    assert!(r
+        .events
+        .iter()
+        .all(|e| e.kv.as_ref().unwrap().mod_revision == rev));
+
+    s.send(RequestUnion::ProgressRequest(pb::WatchProgressRequest {}))
+        .await;
+    let progress = s.next().await;
+    assert_eq!((progress.watch_id, progress.events.len()), (-1, 0));
+    assert!(progress.header.unwrap().revision >= rev);
+}
+
+/// Scenario: a watch from a past revision on a follower replays the history
+/// and goes on live; a watch from below the compacted revision is canceled
+/// with the compact revision; a watch from the future waits for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_start_in_the_past_or_the_future() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower_of(leader);
+    let mut kv = cluster.kv(0).await;
+    let first = kv
+        .put(put_req("k", "1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    kv.put(put_req("k", "2")).await.unwrap();
+    let mut s = Stream::open(&cluster, follower).await;
+    s.create(pb::WatchCreateRequest {
+        start_revision: first,
+        ..watch_key("k", "")
+    })
+    .await;
+    assert!(s.next().await.created);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(events(&s.next().await));
+    }
+    assert_eq!(
+        seen,
+        vec![(PUT, "k".into(), "1".into()), (PUT, "k".into(), "2".into())]
+    );
+    let future = kv
+        .put(put_req("k", "3"))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision
+        + 2;
+    assert_eq!(events(&s.next().await), vec![(PUT, "k".into(), "3".into())]);
+
+    s.create(pb::WatchCreateRequest {
+        start_revision: future,
+        watch_id: 7,
+        ..watch_key("k", "")
+    })
+    .await;
+    assert!(s.next().await.created);
+    kv.put(put_req("k", "4")).await.unwrap(); // future - 1: only watcher 0 sees it
+    kv.put(put_req("k", "5")).await.unwrap(); // future
+    let mut from_future = Vec::new();
+    while from_future.is_empty() {
+        let r = s.next().await;
+        if r.watch_id == 7 {
+            from_future = events(&r);
+        }
+    }
+    assert_eq!(from_future, vec![(PUT, "k".into(), "5".into())]);
+
+    kv.compact(pb::CompactionRequest {
+        revision: future,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let mut late = Stream::open(&cluster, follower).await;
+    late.create(pb::WatchCreateRequest {
+        start_revision: first,
+        ..watch_key("k", "")
+    })
+    .await;
+    assert!(late.next().await.created);
+    let canceled = late.next().await;
+    assert!(canceled.canceled);
+    assert_eq!(canceled.compact_revision, future);
+}
+
+/// Scenario: one stream's client stops reading while thousands of writes go
+/// on. The writes are not slowed down (they all succeed), another stream
+/// keeps getting every event, and when the slow client reads again it gets
+/// every event in order, with no gap: it was caught up from history.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_consumer_stalls_nothing_and_loses_nothing() {
+    let cluster = TestCluster::start(3).await;
+    let value = "v".repeat(1000);
+    let mut slow = Stream::open(&cluster, 0).await;
+    slow.create(watch_key("load/", "load0")).await;
+    assert!(slow.next().await.created);
+    let mut fast = Stream::open(&cluster, 0).await;
+    fast.create(watch_key("load/", "load0")).await;
+    assert!(fast.next().await.created);
+
+    let writes = 2000;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv = cluster.kv(w % 3).await;
+        let value = value.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..writes / 4 {
+                kv.put(put_req(&format!("load/{w}/{}", i % 20), &value))
+                    .await
+                    .expect("writes go on");
+            }
+        }));
+    }
+    // The fast stream follows along while `slow` is not read at all.
+    let mut fast_revs = Vec::new();
+    while fast_revs.len() < writes {
+        let r = fast.next().await;
+        fast_revs.extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut slow_revs = Vec::new();
+    while slow_revs.len() < writes {
+        let r = slow.next().await;
+        slow_revs.extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+    }
+    assert!(
+        slow_revs.windows(2).all(|w| w[1] == w[0] + 1),
+        "every revision once, in order"
+    );
+    assert_eq!(slow_revs, fast_revs);
+}
+
+/// Scenario: with `--auto-compaction-mode revision --auto-compaction-retention
+/// 100`, 3000 writes to 20 keys leave the history bounded: the versions kept
+/// never grow with the writes, and settle at most at two retentions' worth
+/// plus one per key; reads within the retention still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_compaction_keeps_history_bounded() {
+    let retention = 100;
+    let opts = Options {
+        extra_args: [
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, opts).await;
+    let versions = |i: usize| {
+        let (_, body) = http_get(&cluster.nodes[i].metrics_addr, "/metrics").unwrap();
+        let metric = |name: &str| {
+            body.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+                .unwrap_or(0.0) as i64
+        };
+        (
+            metric("raftkv_mvcc_versions "),
+            metric("etcd_debugging_mvcc_compact_revision "),
+        )
+    };
+    let writes: i64 = 3000;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv = cluster.kv(w % 3).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..writes / 4 {
+                kv.put(put_req(&format!("hot/{}", i % 20), &i.to_string()))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut peak = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        peak = peak.max(versions(1).0);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let bound = 2 * retention + 20;
+    let (settled, compacted) = eventually("auto-compaction catches up", LIVENESS, || async {
+        let (v, c) = versions(1);
+        (v <= bound).then_some((v, c))
+    })
+    .await;
+    eprintln!("{writes} writes: peak {peak} versions kept, settled at {settled}, compacted at {compacted}");
+    assert!(
+        peak < writes / 3,
+        "history grew with the writes: {peak} versions at the peak"
+    );
+    assert!(
+        compacted > writes - 3 * retention,
+        "compacted at {compacted}"
+    );
+    // Within the retention, the past is still readable on every node.
+    let recent = pb::RangeRequest {
+        revision: compacted,
+        ..pb::RangeRequest::default()
+    };
+    let recent = pb::RangeRequest {
+        key: "hot/0".into(),
+        ..recent
+    };
+    for i in 0..3 {
+        let mut node = cluster.kv(i).await;
+        node.range(pb::RangeRequest {
+            serializable: true,
+            ..recent.clone()
+        })
+        .await
+        .unwrap();
+        assert!(
+            versions(i).0 <= bound + retention,
+            "node {} is bounded too",
+            i + 1
+        );
+    }
+}
