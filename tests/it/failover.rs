@@ -199,6 +199,22 @@ async fn a_lagging_node_catches_up_by_snapshot() {
         cluster.nodes[lagging].log().contains("installed snapshot"),
         "the restarted node must have caught up through a snapshot"
     );
+    // The snapshot carried the history: past revisions read alike on both.
+    let mut on_leader = cluster.kv(leader_index).await;
+    for rev in [2, 100, 250] {
+        let at = pb::RangeRequest {
+            revision: rev,
+            serializable: true,
+            ..all_keys()
+        };
+        let here = kv.range(at.clone()).await.unwrap().into_inner();
+        let there = on_leader.range(at).await.unwrap().into_inner();
+        assert_eq!(
+            (here.count, here.kvs),
+            (there.count, there.kvs),
+            "revision {rev}"
+        );
+    }
 }
 
 /// Scenario: both followers are paused with SIGSTOP. A write to the leader

@@ -210,6 +210,47 @@ async fn many_watchers_on_one_stream() {
     assert!(progress.header.unwrap().revision >= rev);
 }
 
+/// Scenario: with a short progress interval, an idle watcher that asked
+/// for progress notifications gets empty responses carrying the current
+/// revision; one that did not ask gets none.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_watchers_get_progress_notifications() {
+    let opts = Options {
+        extra_args: vec!["--watch-progress-notify-interval".into(), "300".into()],
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(1, opts).await;
+    let revision = cluster
+        .kv(0)
+        .await
+        .put(put_req("x", "1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    let mut s = Stream::open(&cluster, 0).await;
+    s.create(pb::WatchCreateRequest {
+        watch_id: 1,
+        ..watch_key("quiet", "")
+    })
+    .await;
+    assert!(s.next().await.created);
+    s.create(pb::WatchCreateRequest {
+        watch_id: 2,
+        progress_notify: true,
+        ..watch_key("quiet", "")
+    })
+    .await;
+    assert!(s.next().await.created);
+    for _ in 0..3 {
+        let r = s.next().await;
+        assert_eq!((r.watch_id, r.events.len(), r.created), (2, 0, false));
+        assert_eq!(r.header.unwrap().revision, revision);
+    }
+}
+
 /// Scenario: a watch from a past revision on a follower replays the history
 /// and goes on live; a watch from below the compacted revision is canceled
 /// with the compact revision; a watch from the future waits for it.
