@@ -30,10 +30,13 @@ pub mod codec;
 pub mod compactor;
 pub mod config;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod proposer;
 pub mod raft;
+pub mod read_index;
 pub mod server;
 pub mod store;
 

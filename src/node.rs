@@ -17,16 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::codec;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::leader;
 use crate::metrics::Metrics;
-use crate::pb::peer::Payload;
-use crate::raft::typ::{CheckIsLeaderError, ClientWriteError, RaftError, RaftMetrics};
-use crate::raft::{self, is_connect_error, NodeId, PeerClients, Raft};
+use crate::proposer::Proposer;
+use crate::raft::typ::RaftMetrics;
+use crate::raft::{self, NodeId, PeerClients, Raft};
+use crate::read_index::ReadIndex;
 use crate::store::{
     fnv1a_of, Command, KvStore, MemberInfo, Rejection, Response, Revision, StateMachine, Txn,
     TxnResult,
@@ -59,41 +59,6 @@ pub struct MemberView {
     pub is_learner: bool,
 }
 
-/// Failures a peer reports back over `Forward` and `ReadIndex`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum PeerError {
-    NotLeader,
-    NoLeader,
-    Timeout,
-    Stopped,
-    Other(String),
-}
-
-impl From<&Error> for PeerError {
-    fn from(e: &Error) -> Self {
-        match e {
-            Error::NotLeader => PeerError::NotLeader,
-            Error::NoLeader => PeerError::NoLeader,
-            Error::Timeout => PeerError::Timeout,
-            Error::Stopped => PeerError::Stopped,
-            other => PeerError::Other(other.to_string()),
-        }
-    }
-}
-
-impl From<PeerError> for Error {
-    fn from(e: PeerError) -> Self {
-        match e {
-            PeerError::NotLeader => Error::NotLeader,
-            PeerError::NoLeader => Error::NoLeader,
-            PeerError::Timeout => Error::Timeout,
-            // The leader stopped mid-request: the write may have been committed.
-            PeerError::Stopped => Error::LeaderLost,
-            PeerError::Other(msg) => Error::Raft(msg),
-        }
-    }
-}
-
 /// One running member. Shared by all services behind an `Arc`.
 pub struct Node {
     id: NodeId,
@@ -109,6 +74,10 @@ pub struct Node {
     revisions: tokio::sync::watch::Receiver<Revision>,
     election_timeout: Duration,
     watch_progress_interval: Duration,
+    /// Group commit of this member's proposals as leader.
+    proposer: Proposer,
+    /// Shared read-index rounds for linearizable reads.
+    reads: ReadIndex,
 }
 
 impl Node {
@@ -127,7 +96,19 @@ impl Node {
         let store = sm.store();
         let revisions = sm.revisions();
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
-        let raft = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
+        let (raft, floor) = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
+        let proposer = Proposer::start(raft.clone());
+        let reads = {
+            let (raft, peers, me, timeout) =
+                (raft.clone(), peers.clone(), cfg.id, cfg.request_timeout);
+            ReadIndex::start(move || {
+                let (raft, peers) = (raft.clone(), peers.clone());
+                async move {
+                    leader::read_index_round(&raft, &peers, me, floor, Instant::now() + timeout)
+                        .await
+                }
+            })
+        };
         let node = Arc::new(Node {
             id: cfg.id,
             cluster_id,
@@ -141,6 +122,8 @@ impl Node {
             revisions,
             election_timeout: cfg.election_timeout,
             watch_progress_interval: cfg.watch_progress_notify_interval,
+            proposer,
+            reads,
         });
         tokio::spawn(watch_leader(
             node.id,
@@ -281,23 +264,36 @@ impl Node {
 
     async fn write_inner(&self, cmd: Command) -> Result<Response> {
         let deadline = Instant::now() + self.request_timeout;
+        // Whether an attempt is out that may have been proposed: if the
+        // deadline passes then, the outcome is unknown (`Timeout`);
+        // otherwise nothing was proposed and it is `NoLeader`.
+        let in_flight = std::sync::atomic::AtomicBool::new(false);
         let attempt = async {
             loop {
                 let leader = self.wait_for_leader(deadline).await?;
+                in_flight.store(true, std::sync::atomic::Ordering::Relaxed);
                 let outcome = if leader == self.id {
                     self.propose(cmd.clone()).await
                 } else {
-                    self.forward(leader, &cmd, deadline).await
+                    leader::forward(&self.raft, &self.peers, leader, &cmd, deadline).await
                 };
                 match outcome {
-                    Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
+                    Err(e) if e.is_retryable() => {
+                        in_flight.store(false, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(RETRY_BACKOFF).await
+                    }
                     other => return other,
                 }
             }
         };
-        tokio::time::timeout_at(deadline, attempt)
-            .await
-            .unwrap_or(Err(Error::Timeout))
+        let result = tokio::time::timeout_at(deadline, attempt).await;
+        result.unwrap_or_else(|_| {
+            Err(if in_flight.load(std::sync::atomic::Ordering::Relaxed) {
+                Error::Timeout
+            } else {
+                Error::NoLeader
+            })
+        })
     }
 
     /// Returns once this member's applied state includes every write
@@ -306,13 +302,8 @@ impl Node {
         let deadline = Instant::now() + self.request_timeout;
         let attempt = async {
             loop {
-                let leader = self.wait_for_leader(deadline).await?;
-                let index = if leader == self.id {
-                    self.read_index().await
-                } else {
-                    self.remote_read_index(leader, deadline).await
-                };
-                match index {
+                self.wait_for_leader(deadline).await?;
+                match self.reads.get().await.map_err(Error::from) {
                     Ok(index) => return self.wait_applied(index).await,
                     Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
                     Err(e) => return Err(e),
@@ -338,31 +329,19 @@ impl Node {
         Ok((revision, result))
     }
 
-    /// Proposes `cmd` on this member, which must be the leader.
+    /// Proposes `cmd` on this member, which must be the leader, batched
+    /// with other writes (see `proposer`).
     pub async fn propose(&self, cmd: Command) -> Result<Response> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            // Refused before it was appended, or removed from the log
-            // uncommitted: it had no effect.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NotLeader),
-            Err(RaftError::APIError(e)) => Err(Error::Raft(e.to_string())),
-            Err(RaftError::Fatal(_)) => Err(Error::Stopped),
-        }
+        self.proposer.propose(cmd).await
     }
 
-    /// The leader's read index: the log index a linearizable read must wait
-    /// for. Confirms leadership with a quorum first.
+    /// The read index this member, as leader, confirms for a follower's
+    /// read; rounds are shared with the leader's own reads.
     pub async fn read_index(&self) -> Result<u64> {
-        match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                Err(Error::NotLeader)
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(Error::NotLeader)
-            }
-            Err(RaftError::Fatal(_)) => Err(Error::Stopped),
+        if !self.is_leader() {
+            return Err(Error::NotLeader);
         }
+        self.reads.get().await.map_err(Error::from)
     }
 
     async fn wait_applied(&self, index: u64) -> Result<()> {
@@ -395,47 +374,6 @@ impl Node {
                 Ok(Ok(())) => {}
             }
         }
-    }
-
-    fn peer_client(
-        &self,
-        id: NodeId,
-    ) -> Result<crate::pb::peer::peer_client::PeerClient<tonic::transport::Channel>> {
-        let addr = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-        };
-        let addr =
-            addr.ok_or_else(|| Error::LeaderUnreachable(format!("node {id} is not a member")))?;
-        self.peers
-            .get(id, &addr)
-            .map_err(|e| Error::LeaderUnreachable(e.to_string()))
-    }
-
-    async fn forward(&self, leader: NodeId, cmd: &Command, deadline: Instant) -> Result<Response> {
-        let mut client = self.peer_client(leader)?;
-        let request = peer_request(codec::encode(cmd)?, deadline);
-        let reply = client
-            .forward(request)
-            .await
-            .map_err(|s| forward_failure(&s))?;
-        let result: std::result::Result<Response, PeerError> =
-            codec::decode(&reply.into_inner().data)?;
-        result.map_err(Error::from)
-    }
-
-    async fn remote_read_index(&self, leader: NodeId, deadline: Instant) -> Result<u64> {
-        let mut client = self.peer_client(leader)?;
-        let reply = client
-            .read_index(peer_request(Vec::new(), deadline))
-            .await
-            .map_err(|s| forward_failure(&s))?;
-        let result: std::result::Result<u64, PeerError> = codec::decode(&reply.into_inner().data)?;
-        result.map_err(Error::from)
     }
 
     /// This member's status.
@@ -489,23 +427,6 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-fn peer_request(data: Vec<u8>, deadline: Instant) -> tonic::Request<Payload> {
-    let mut request = tonic::Request::new(Payload { data });
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    request
-}
-
-/// Maps a failed forward to the leader: retryable only if nothing was sent.
-fn forward_failure(status: &tonic::Status) -> Error {
-    if is_connect_error(status) {
-        return Error::LeaderUnreachable(status.message().to_string());
-    }
-    match status.code() {
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Error::Timeout,
-        _ => Error::LeaderLost,
-    }
 }
 
 /// Reads this data dir's identity, or records it on first start. Refuses a

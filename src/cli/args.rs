@@ -57,6 +57,11 @@ pub enum Command {
     Watch(WatchArgs),
     /// Drop the history before a revision.
     Compaction(CompactionArgs),
+    /// Load generator: `bench put|range|txn-put`, like etcd's benchmark.
+    Bench(super::bench::BenchArgs),
+    /// Checks.
+    #[command(subcommand)]
+    Check(CheckCommand),
     /// Endpoint commands.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -202,6 +207,23 @@ pub struct StatusArgs {
     /// Refresh interval for --watch.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// A fixed 60 s put load, judged PASS or FAIL like `etcdctl check perf`.
+    Perf(PerfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PerfArgs {
+    /// s (150 writes/s, 50 clients), m (1000, 200), l (8000, 500) or xl
+    /// (15000, 1000).
+    #[arg(long, default_value = "s", value_parser = ["s", "m", "l", "xl"])]
+    pub load: String,
+    /// How long the load runs.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    pub duration: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 //! `client::Client`. Depends only on `client` and `pb`.
 
 mod args;
+mod bench;
 mod health;
 mod output;
 mod run;

@@ -6,9 +6,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use super::args::{self, Cli, Command, EndpointCommand, Format, MemberCommand};
+use super::args::{self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand};
 use super::output::{self, GetStyle};
-use super::{health, status, txn, watch};
+use super::{bench, health, status, txn, watch};
 use crate::client::{Client, Timeouts};
 use crate::pb::response_op::Response as OpResponse;
 
@@ -148,6 +148,15 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 return Err(Failure::Coded(EXIT_WATCH_CANCELED, msg));
             }
         },
+        Command::Bench(a) => bench::run(client.endpoints(), timeouts, a)
+            .await?
+            .render(simple),
+        Command::Check(CheckCommand::Perf(a)) => {
+            let (passed, out) =
+                bench::check_perf(client.endpoints(), timeouts, &a.load, a.duration).await?;
+            print!("{out}");
+            return Ok(passed);
+        }
         Command::Compaction(a) => {
             let req = crate::pb::CompactionRequest {
                 revision: a.revision,

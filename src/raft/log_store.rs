@@ -67,6 +67,21 @@ impl LogStore {
         Ok(())
     }
 
+    /// If the stored vote says this member, `me`, led when it stopped: that
+    /// term and the index of its last log entry. openraft resumes such a
+    /// member as leader of the same term, and until its log is committed
+    /// again it does not know how far it had committed (see `ReadFloor`).
+    pub fn resumed_leadership(&self, me: u64) -> crate::Result<Option<(u64, u64)>> {
+        let Some(vote) = self.read_meta::<Vote>(VOTE_KEY)? else {
+            return Ok(None);
+        };
+        if !vote.committed || vote.leader_id.node_id != me {
+            return Ok(None);
+        }
+        let last = self.last_entry_id()?.or(self.last_purged()?);
+        Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
+    }
+
     fn last_purged(&self) -> crate::Result<Option<LogId>> {
         self.read_meta(PURGED_KEY)
     }

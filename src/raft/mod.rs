@@ -28,6 +28,7 @@ pub use types::{typ, Node, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::leader::ReadFloor;
 use crate::metrics::Metrics;
 use crate::store::StateMachine;
 
@@ -61,16 +62,18 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
 }
 
 /// Starts this node's Raft instance over `db` and, if the node has no Raft
-/// state yet, forms the cluster named by `--initial-cluster`.
+/// state yet, forms the cluster named by `--initial-cluster`. Also returns
+/// the read floor for a leadership resumed at startup.
 pub async fn start(
     cfg: &NodeConfig,
     db: &sled::Db,
     sm: StateMachine,
     peers: PeerClients,
     metrics: Arc<Metrics>,
-) -> Result<Raft> {
+) -> Result<(Raft, ReadFloor)> {
     let config = Arc::new(raft_config(cfg)?);
     let log_store = LogStore::open(db, metrics)?;
+    let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
     let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
@@ -95,5 +98,5 @@ pub async fn start(
             Err(e) => return Err(Error::Raft(e.to_string())),
         }
     }
-    Ok(raft)
+    Ok((raft, floor))
 }

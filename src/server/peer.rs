@@ -12,7 +12,8 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::node::{Node, PeerError};
+use crate::leader::PeerError;
+use crate::node::Node;
 use crate::pb::peer::peer_server::Peer;
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};

@@ -58,6 +58,13 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
             },
             Err(rejection) => Response::Rejected(rejection),
         },
+        Command::Batch(cmds) => {
+            let mut responses = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                responses.push(apply(batch, cmd)?);
+            }
+            Response::Batch(responses)
+        }
         Command::PublishMember { id, info } => {
             batch.set_member(id, &info)?;
             Response::Applied {

@@ -1,232 +1,133 @@
-//! Writes to the replicated state: a `WriteBatch` stages the changes of a
-//! group of log entries on top of the stored tree and commits them in one
-//! atomic sled batch; a `Writer` is one revision's worth of changes (a put,
-//! a delete, a whole transaction) inside it.
+//! Writes to the state: a `WriteBatch` holds the state's write lock while a
+//! group of log entries is applied, so readers see the group whole or not
+//! at all; a `Writer` is one revision's worth of changes (a put, a delete, a
+//! whole transaction) inside it.
 //!
 //! Every change of a key at revision `rev` updates its current version, adds
-//! a version to the history and an event at `rev.sub` (see `layout.rs`), so
-//! reads at past revisions and watches see exactly what was applied.
+//! a version to its history and an event at `rev.sub`, so reads at past
+//! revisions and watches see exactly what was applied.
 
-use std::collections::BTreeMap;
+use std::sync::RwLockWriteGuard;
 
 use super::command::{MemberInfo, Rejection};
 use super::history::{read_at, read_current};
-use super::kv::{
-    KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, TreeBounds, COMPACTED_META,
-    KEY_COUNT_META, MEMBER_META, REVISION_META, VERSIONS_META,
-};
-use super::layout::{
-    current_key, encode_i64, event_key, history_key, meta_key, parse_event_key, parse_history_key,
-    Current, Revision, Version, EVENTS, HISTORY,
-};
-use crate::codec;
+use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
+use super::state::{Current, Revision, State, Version};
 use crate::error::Result;
 
-/// Changes staged on top of a `KvStore`. Reads through the batch see its own
-/// earlier writes, so several commands can share one batch.
+/// Changes to the state, under its write lock until committed.
 pub struct WriteBatch<'a> {
-    store: &'a KvStore,
-    /// Tree key to new value, `None` for a removal.
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    revision: Revision,
-    compacted: Revision,
-    keys: i64,
-    versions: i64,
+    st: RwLockWriteGuard<'a, State>,
 }
 
 impl<'a> WriteBatch<'a> {
-    pub(super) fn new(store: &'a KvStore) -> Result<Self> {
-        Ok(WriteBatch {
-            store,
-            pending: BTreeMap::new(),
-            revision: store.revision()?,
-            compacted: store.compacted()?,
-            keys: store.key_count()?,
-            versions: store.version_count()?,
-        })
+    pub(super) fn new(st: RwLockWriteGuard<'a, State>) -> Self {
+        WriteBatch { st }
     }
 
     /// The revision including this batch's changes so far.
     pub fn revision(&self) -> Revision {
-        self.revision
+        self.st.revision
     }
 
     /// Starts the changes of one new revision.
-    pub fn write(&mut self) -> Writer<'_, 'a> {
-        let rev = self.revision + 1;
+    pub fn write(&mut self) -> Writer<'_> {
+        let rev = self.st.revision + 1;
         Writer {
-            batch: self,
+            st: &mut self.st,
             rev,
             sub: 0,
         }
-    }
-
-    fn get_raw(&self, tree_key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(match self.pending.get(tree_key) {
-            Some(v) => v.clone(),
-            None => self.store.tree.get(tree_key)?.map(|v| v.to_vec()),
-        })
-    }
-
-    /// Stored entries in `bounds` with this batch's changes applied.
-    fn merged(&self, bounds: TreeBounds) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut found = BTreeMap::new();
-        for item in self.store.tree.range(bounds.clone()) {
-            let (k, v) = item?;
-            found.insert(k.to_vec(), v.to_vec());
-        }
-        for (k, v) in self.pending.range(bounds) {
-            match v {
-                Some(v) => found.insert(k.clone(), v.clone()),
-                None => found.remove(k),
-            };
-        }
-        Ok(found)
     }
 
     /// Drops history below `revision`: reads before it fail from now on,
     /// and each key keeps the version current at `revision` (if it existed
     /// then). etcd's `Compact`; it does not change the revision.
     pub fn compact(&mut self, revision: Revision) -> Result<std::result::Result<(), Rejection>> {
-        if revision <= self.compacted {
+        let st = &mut *self.st;
+        if revision <= st.compacted {
             return Ok(Err(Rejection::Compacted));
         }
-        if revision > self.revision {
+        if revision > st.revision {
             return Ok(Err(Rejection::FutureRevision));
         }
-        let history = self.merged((
-            std::ops::Bound::Included(vec![HISTORY]),
-            std::ops::Bound::Excluded(vec![HISTORY + 1]),
-        ))?;
-        // For each key, the versions at or before `revision`, oldest first:
-        // all but the newest go (reads at `revision` need only that one), and
-        // the newest too if it is a delete from before `revision` (a delete
-        // at `revision` stays: a watch from there must see it).
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
-        let mut run: Vec<(Vec<u8>, Revision, bool)> = Vec::new();
-        let mut run_key: Option<Vec<u8>> = None;
-        let close = |run: &mut Vec<(Vec<u8>, Revision, bool)>, doomed: &mut Vec<Vec<u8>>| {
-            if let Some((newest, rev, is_delete)) = run.pop() {
-                doomed.extend(run.drain(..).map(|(k, _, _)| k));
-                if is_delete && rev < revision {
-                    doomed.push(newest);
+        // For each key, of the versions at or before `revision` only the
+        // newest stays (reads at `revision` need only that one), and not
+        // even that if it is a delete from before `revision` (a delete at
+        // `revision` stays: a watch from there must see it).
+        st.history.retain(|_, versions| {
+            let newer = versions.split_off(&(revision + 1));
+            let newest = versions.pop_last();
+            versions.clear();
+            if let Some((rev, v)) = newest {
+                if !(matches!(v, Version::Delete) && rev < revision) {
+                    versions.insert(rev, v);
                 }
             }
-        };
-        for (tk, raw) in &history {
-            let Some((key, rev)) = parse_history_key(tk) else {
-                continue;
-            };
-            if run_key.as_ref() != Some(&key) {
-                close(&mut run, &mut doomed);
-                run_key = Some(key);
-            }
-            if rev <= revision {
-                let is_delete = matches!(codec::decode::<Version>(raw)?, Version::Delete);
-                run.push((tk.clone(), rev, is_delete));
-            }
-        }
-        close(&mut run, &mut doomed);
-        self.versions -= doomed.len() as i64;
-        for tk in doomed {
-            self.pending.insert(tk, None);
-        }
-        let events = self.merged((
-            std::ops::Bound::Included(vec![EVENTS]),
-            std::ops::Bound::Excluded(event_key(revision, 0)),
-        ))?;
-        for tk in events.into_keys() {
-            if parse_event_key(&tk).is_some() {
-                self.pending.insert(tk, None);
-            }
-        }
-        self.compacted = revision;
+            versions.extend(newer);
+            !versions.is_empty()
+        });
+        st.events = st.events.split_off(&(revision, 0));
+        st.compacted = revision;
         Ok(Ok(()))
     }
 
     /// Records a member's attributes; does not change the revision.
     pub fn set_member(&mut self, id: u64, info: &MemberInfo) -> Result<()> {
-        let mut k = meta_key(MEMBER_META);
-        k.extend_from_slice(&id.to_be_bytes());
-        self.pending.insert(k, Some(codec::encode(info)?));
+        self.st.members.insert(id, info.clone());
         Ok(())
     }
 
     /// Sets a metadata entry, committed with the rest of the batch.
     pub fn set_meta(&mut self, name: &str, value: Vec<u8>) {
-        self.pending.insert(meta_key(name), Some(value));
+        self.st.meta.insert(name.to_string(), value);
     }
 
-    /// Applies the batch atomically: readers and a crash see all of it or
-    /// none. Durable only once the database is flushed.
+    /// Ends the batch and releases the lock: readers see it from now on.
     pub fn commit(self) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        batch.insert(meta_key(REVISION_META), encode_i64(self.revision));
-        batch.insert(meta_key(COMPACTED_META), encode_i64(self.compacted));
-        batch.insert(meta_key(KEY_COUNT_META), encode_i64(self.keys));
-        batch.insert(meta_key(VERSIONS_META), encode_i64(self.versions));
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        self.store.tree.apply_batch(batch)?;
         Ok(())
     }
 }
 
 /// The changes of one revision: every key it changes gets that revision,
 /// in order (`rev.sub`). Reads through it see its own earlier changes.
-pub struct Writer<'b, 'a> {
-    batch: &'b mut WriteBatch<'a>,
+pub struct Writer<'b> {
+    st: &'b mut State,
     rev: Revision,
     /// Changes made so far.
     sub: u32,
 }
 
-impl Writer<'_, '_> {
+impl Writer<'_> {
     /// One key's current version, including this revision's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.batch.get_raw(&current_key(key))? {
-            Some(raw) => Ok(Some(KeyValue::from_current(
-                key.to_vec(),
-                codec::decode(&raw)?,
-            ))),
-            None => Ok(None),
-        }
+        let st = &*self.st;
+        Ok(st.current.get(key).map(|c| {
+            KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[]))
+        }))
     }
 
     /// A range of the current state including this revision's changes so
     /// far, or as of `q.revision` (which must precede this revision).
     pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        let base = self.batch.revision;
+        let base = self.st.revision;
         if q.revision > 0 && q.revision < base {
-            let entries = match q.range.history_bounds(q.revision) {
-                Some(b) => self.batch.merged(b)?,
-                None => BTreeMap::new(),
-            };
-            return read_at(q, base, self.batch.compacted, entries.into_iter().map(Ok));
+            return Ok(read_at(self.st, q));
         }
         if q.revision > base {
             return Ok(Err(Rejection::FutureRevision));
         }
-        let entries = match q.range.current_bounds() {
-            Some(b) => self.batch.merged(b)?,
-            None => BTreeMap::new(),
-        };
-        read_current(q, entries.into_iter().map(Ok)).map(Ok)
+        Ok(Ok(read_current(self.st, q)))
     }
 
-    fn record(&mut self, key: &[u8], version: &Version) -> Result<()> {
-        let b = &mut *self.batch;
-        b.pending
-            .insert(history_key(key, self.rev), Some(codec::encode(version)?));
-        b.pending
-            .insert(event_key(self.rev, self.sub), Some(key.to_vec()));
-        b.versions += 1;
+    fn record(&mut self, key: &[u8], version: Version) {
+        self.st
+            .history
+            .entry(key.to_vec())
+            .or_default()
+            .insert(self.rev, version);
+        self.st.events.insert((self.rev, self.sub), key.to_vec());
         self.sub += 1;
-        Ok(())
     }
 
     /// Sets `key` to `value` (`None`: keep its value) and returns the
@@ -249,36 +150,37 @@ impl Writer<'_, '_> {
             create_revision: prev.as_ref().map_or(self.rev, |p| p.create_revision),
             mod_revision: self.rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value,
         };
-        let version = Version::Put {
-            create_revision: current.create_revision,
-            version: current.version,
-            value: current.value.clone(),
-        };
-        self.record(key, &version)?;
-        self.batch
-            .pending
-            .insert(current_key(key), Some(codec::encode(&current)?));
-        if prev.is_none() {
-            self.batch.keys += 1;
-        }
+        self.record(
+            key,
+            Version::Put {
+                create_revision: current.create_revision,
+                version: current.version,
+                value,
+            },
+        );
+        self.st.current.insert(key.to_vec(), current);
         Ok(Ok(prev))
     }
 
     /// Deletes every key in `range`; returns the deleted pairs in key order.
     pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
-        let Some(bounds) = range.current_bounds() else {
-            return Ok(Vec::new());
+        let keys: Vec<Vec<u8>> = match range.bounds() {
+            Some(bounds) => self
+                .st
+                .current
+                .range::<[u8], _>(bounds)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            None => Vec::new(),
         };
-        let found = self.batch.merged(bounds)?;
-        let mut deleted = Vec::with_capacity(found.len());
-        for (tk, raw) in found {
-            let key = tk[1..].to_vec();
-            self.record(&key, &Version::Delete)?;
-            self.batch.pending.insert(tk, None);
-            self.batch.keys -= 1;
-            deleted.push(KeyValue::from_current(key, codec::decode(&raw)?));
+        let mut deleted = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(kv) = self.get(&key)? {
+                deleted.push(kv);
+            }
+            self.st.current.remove(&key);
+            self.record(&key, Version::Delete);
         }
         Ok(deleted)
     }
@@ -287,8 +189,8 @@ impl Writer<'_, '_> {
     /// changed. Returns the store revision after.
     pub fn finish(self) -> Revision {
         if self.sub > 0 {
-            self.batch.revision = self.rev;
+            self.st.revision = self.rev;
         }
-        self.batch.revision
+        self.st.revision
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kv::KeyValue;
-use super::layout::Revision;
+use super::state::Revision;
 use super::txn::{Txn, TxnResult};
 
 /// A change to the replicated state.
@@ -35,6 +35,9 @@ pub enum Command {
     Txn(Txn),
     /// Drop the history before `revision`.
     Compact { revision: Revision },
+    /// Several commands in one Raft entry (group commit), applied in order,
+    /// each as if it were an entry of its own.
+    Batch(Vec<Command>),
     /// A member announces its name and client URLs, as etcd members publish
     /// their attributes. Does not change the key-value revision.
     PublishMember { id: u64, info: MemberInfo },
@@ -83,6 +86,8 @@ pub enum Response {
     /// The command was valid but could not apply to the current state; it
     /// changed nothing.
     Rejected(Rejection),
+    /// The responses to a `Batch`'s commands, in order.
+    Batch(Vec<Response>),
     /// An entry that does not touch keys (a member announcement, a Raft
     /// membership or blank entry); `revision` is the current revision.
     Applied { revision: Revision },

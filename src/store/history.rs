@@ -1,111 +1,72 @@
-//! Reads over stored entries: ranges of the current state, ranges as of a
-//! past revision (MVCC history), and the change events watches replay.
-//!
-//! The range readers take the tree entries as an iterator, so the same code
-//! serves `KvStore` (the committed tree) and a `WriteBatch` (the tree with
-//! its pending changes on top).
+//! Reads over the state: ranges of the current state, ranges as of a past
+//! revision (the MVCC history), and the change events watches replay.
+//! Plain functions over `&State`, so reads under the store's read lock and
+//! reads inside a write batch (which see the batch's own changes) are one
+//! code path.
 
 use super::command::Rejection;
 use super::kv::{KeyValue, KvStore, RangeQuery, RangeResult};
-use super::layout::{
-    event_key, history_key, parse_event_key, parse_history_key, Current, Revision, Version, EVENTS,
-};
-use crate::codec;
+use super::state::{Revision, State, Version};
 use crate::error::Result;
 
-/// Tree entries in key order.
-pub(super) trait Entries: Iterator<Item = Result<(Self::Key, Self::Value)>> {
-    type Key: AsRef<[u8]>;
-    type Value: AsRef<[u8]>;
-}
-
-impl<I, K, V> Entries for I
-where
-    I: Iterator<Item = Result<(K, V)>>,
-    K: AsRef<[u8]>,
-    V: AsRef<[u8]>,
-{
-    type Key = K;
-    type Value = V;
-}
-
-/// A range of the current state, from its `k` entries in key order.
-pub(super) fn read_current(q: &RangeQuery, entries: impl Entries) -> Result<RangeResult> {
+/// A range of the current state.
+pub(super) fn read_current(st: &State, q: &RangeQuery) -> RangeResult {
+    let Some(bounds) = q.range.bounds() else {
+        return RangeResult::default();
+    };
     let fetch = q.fetch();
     let mut kvs = Vec::new();
     let mut count = 0;
-    for item in entries {
-        let (k, raw) = item?;
+    for (key, c) in st.current.range::<[u8], _>(bounds) {
         count += 1;
         if q.count_only || fetch.is_some_and(|n| kvs.len() >= n) {
             continue;
         }
-        let current: Current = codec::decode(raw.as_ref())?;
-        kvs.push(KeyValue::from_current(k.as_ref()[1..].to_vec(), current));
+        kvs.push(KeyValue::from_current(
+            key,
+            c,
+            st.value_at(key, c.mod_revision).unwrap_or(&[]),
+        ));
     }
-    Ok(q.shape(kvs, count))
+    q.shape(kvs, count)
 }
 
-/// A range as of `q.revision`, from `h` entries in (key, revision) order:
-/// each key's latest version at or before that revision, unless it was a
-/// delete. Fails for a revision compacted away or not reached yet.
-pub(super) fn read_at(
-    q: &RangeQuery,
-    revision: Revision,
-    compacted: Revision,
-    entries: impl Entries,
-) -> Result<std::result::Result<RangeResult, Rejection>> {
-    if q.revision > revision {
-        return Ok(Err(Rejection::FutureRevision));
+/// A range as of `q.revision`: each key's latest version at or before that
+/// revision, unless it was a delete. Fails for a revision compacted away or
+/// not reached yet.
+pub(super) fn read_at(st: &State, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+    if q.revision > st.revision {
+        return Err(Rejection::FutureRevision);
     }
-    if q.revision < compacted {
-        return Ok(Err(Rejection::Compacted));
+    if q.revision < st.compacted {
+        return Err(Rejection::Compacted);
     }
+    let Some(bounds) = q.range.bounds() else {
+        return Ok(RangeResult::default());
+    };
     let mut kvs = Vec::new();
-    // The latest version seen of the key being scanned.
-    let mut latest: Option<(Vec<u8>, Revision, Version)> = None;
-    let flush = |latest: Option<(Vec<u8>, Revision, Version)>, kvs: &mut Vec<KeyValue>| {
+    for (key, versions) in st.history.range::<[u8], _>(bounds) {
         if let Some((
-            key,
             rev,
             Version::Put {
                 create_revision,
                 version,
                 value,
             },
-        )) = latest
+        )) = versions.range(..=q.revision).next_back()
         {
-            if q.range.contains(&key) {
-                kvs.push(KeyValue {
-                    key,
-                    create_revision,
-                    mod_revision: rev,
-                    version,
-                    value,
-                });
-            }
+            kvs.push(KeyValue {
+                key: key.clone(),
+                create_revision: *create_revision,
+                mod_revision: *rev,
+                version: *version,
+                value: value.clone(),
+            });
         }
-    };
-    for item in entries {
-        let (k, raw) = item?;
-        let Some((key, rev)) = parse_history_key(k.as_ref()) else {
-            continue;
-        };
-        if rev > q.revision {
-            continue;
-        }
-        if latest.as_ref().is_some_and(|(last, _, _)| *last != key) {
-            flush(latest.take(), &mut kvs);
-        }
-        latest = Some((key, rev, codec::decode(raw.as_ref())?));
     }
-    flush(latest, &mut kvs);
     let count = kvs.len() as i64;
-    Ok(Ok(q.shape(kvs, count)))
+    Ok(q.shape(kvs, count))
 }
-
-/// Bytes an event costs beyond its key and value, for `events`' budget.
-const EVENT_OVERHEAD: usize = 32;
 
 /// What a watch sees of one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,25 +83,26 @@ pub enum EventKind {
     Delete,
 }
 
+/// Bytes an event costs beyond its key and value, for `events`' budget.
+const EVENT_OVERHEAD: usize = 32;
+
 impl KvStore {
     /// The changes at revisions `>= from`, in revision order: whole
     /// revisions, until about `max_bytes` of keys and values are read.
     pub fn events(&self, from: Revision, max_bytes: usize) -> Result<Vec<Event>> {
+        let st = self.read();
         let mut events: Vec<Event> = Vec::new();
         let mut bytes = 0;
         let mut last_rev = None;
-        for item in self.tree.range(event_key(from, 0)..vec![EVENTS + 1]) {
-            let (k, key) = item?;
-            let Some((rev, _sub)) = parse_event_key(&k) else {
-                continue;
-            };
+        for (&(rev, _sub), key) in st.events.range((from, 0)..) {
             if bytes >= max_bytes && last_rev != Some(rev) {
                 break;
             }
             last_rev = Some(rev);
-            let raw = self.tree.get(history_key(&key, rev))?;
-            let Some(raw) = raw else { continue };
-            let event = match codec::decode::<Version>(&raw)? {
+            let Some(version) = st.history.get(key).and_then(|v| v.get(&rev)) else {
+                continue;
+            };
+            let event = match version {
                 Version::Put {
                     create_revision,
                     version,
@@ -148,17 +110,17 @@ impl KvStore {
                 } => Event {
                     kind: EventKind::Put,
                     kv: KeyValue {
-                        key: key.to_vec(),
-                        create_revision,
+                        key: key.clone(),
+                        create_revision: *create_revision,
                         mod_revision: rev,
-                        version,
-                        value,
+                        version: *version,
+                        value: value.clone(),
                     },
                 },
                 Version::Delete => Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
-                        key: key.to_vec(),
+                        key: key.clone(),
                         create_revision: 0,
                         mod_revision: rev,
                         version: 0,
@@ -175,28 +137,25 @@ impl KvStore {
     /// `key` as it was just before `revision`, if it existed then and that
     /// version has not been compacted away.
     pub fn version_before(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>> {
-        let Some(item) = self
-            .tree
-            .range(history_key(key, 0)..history_key(key, revision))
-            .next_back()
+        let st = self.read();
+        let Some((rev, version)) = st
+            .history
+            .get(key)
+            .and_then(|v| v.range(..revision).next_back())
         else {
             return Ok(None);
         };
-        let (k, raw) = item?;
-        let Some((_, rev)) = parse_history_key(&k) else {
-            return Ok(None);
-        };
-        Ok(match codec::decode::<Version>(&raw)? {
+        Ok(match version {
             Version::Put {
                 create_revision,
                 version,
                 value,
             } => Some(KeyValue {
                 key: key.to_vec(),
-                create_revision,
-                mod_revision: rev,
-                version,
-                value,
+                create_revision: *create_revision,
+                mod_revision: *rev,
+                version: *version,
+                value: value.clone(),
             }),
             Version::Delete => None,
         })

@@ -1,35 +1,23 @@
 //! Key-value types as clients see them (keys, ranges, range options and
-//! results) and `KvStore`, the read side of the replicated state: current
-//! reads, metadata, members, snapshots. Reads at past revisions and watch
-//! events are in `history.rs`; writes in `batch.rs`. See `layout.rs` for how
-//! it is stored.
+//! results) and `KvStore`, the shared handle on the in-memory state: reads
+//! of the current state, members, metadata, snapshots. Reads at past
+//! revisions and watch events are in `history.rs`; writes in `batch.rs`.
 //!
-//! Pure storage logic: no Raft, no async.
+//! Pure storage logic: no Raft, no async. Readers take the state's read
+//! lock only for the read itself; one batch of applied entries takes the
+//! write lock, so a reader sees a batch entirely or not at all.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
 use super::batch::WriteBatch;
 use super::command::{MemberInfo, Rejection};
 use super::history::{read_at, read_current};
-use super::layout::{
-    current_key, decode_i64, history_key, history_prefix, meta_key, Current, Revision, CURRENT,
-    HISTORY,
-};
-use crate::codec;
+use super::state::{Current, Revision, State};
 use crate::error::Result;
-
-/// The revision of a store nobody has written to.
-pub const INITIAL_REVISION: Revision = 1;
-
-const TREE: &str = "state";
-pub(super) const REVISION_META: &str = "revision";
-pub(super) const COMPACTED_META: &str = "compacted";
-pub(super) const KEY_COUNT_META: &str = "keys";
-pub(super) const VERSIONS_META: &str = "versions";
-pub(super) const MEMBER_META: &str = "member/";
 
 /// A key with its value and etcd's metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,19 +33,19 @@ pub struct KeyValue {
 }
 
 impl KeyValue {
-    pub(super) fn from_current(key: Vec<u8>, c: Current) -> Self {
+    pub(super) fn from_current(key: &[u8], c: &Current, value: &[u8]) -> Self {
         KeyValue {
-            key,
+            key: key.to_vec(),
             create_revision: c.create_revision,
             mod_revision: c.mod_revision,
             version: c.version,
-            value: c.value,
+            value: value.to_vec(),
         }
     }
 }
 
-/// Bounds over tree keys.
-pub(super) type TreeBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+/// Bounds over keys.
+pub(super) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A set of keys named the way etcd's requests name them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,42 +87,17 @@ impl KeyRange {
         }
     }
 
-    /// The same set as bounds over current-state tree keys, or `None` if it
-    /// is empty.
-    pub(super) fn current_bounds(&self) -> Option<TreeBounds> {
+    /// The same set as bounds over keys, or `None` if it is empty.
+    pub(super) fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
-            KeyRange::Single(key) => {
-                let k = current_key(key);
-                Some((Bound::Included(k.clone()), Bound::Included(k)))
-            }
+            KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
             KeyRange::Span { start, end } => {
                 let upper = match end {
                     Some(end) if end <= start => return None,
-                    Some(end) => Bound::Excluded(current_key(end)),
-                    None => Bound::Excluded(vec![CURRENT + 1]),
+                    Some(end) => Bound::Excluded(end.as_slice()),
+                    None => Bound::Unbounded,
                 };
-                Some((Bound::Included(current_key(start)), upper))
-            }
-        }
-    }
-}
-
-impl KeyRange {
-    /// Bounds over history tree keys for the versions of the set's keys up
-    /// to `revision`, or `None` if it is empty.
-    pub(super) fn history_bounds(&self, revision: Revision) -> Option<TreeBounds> {
-        match self {
-            KeyRange::Single(key) => Some((
-                Bound::Included(history_key(key, 0)),
-                Bound::Included(history_key(key, revision)),
-            )),
-            KeyRange::Span { start, end } => {
-                let upper = match end {
-                    Some(end) if end <= start => return None,
-                    Some(end) => Bound::Excluded(history_prefix(end)),
-                    None => Bound::Excluded(vec![HISTORY + 1]),
-                };
-                Some((Bound::Included(history_prefix(start)), upper))
+                Some((Bound::Included(start.as_slice()), upper))
             }
         }
     }
@@ -271,85 +234,67 @@ pub struct RangeResult {
     pub more: bool,
 }
 
-/// Read access to the stored state, and the entry point for writes. Cheap to
-/// clone; every clone sees the same tree.
-#[derive(Clone)]
+/// The shared handle on the state: reads, and the entry point for writes.
+/// Cheap to clone; every clone sees the same state.
+#[derive(Clone, Default)]
 pub struct KvStore {
-    pub(super) tree: sled::Tree,
+    state: Arc<RwLock<State>>,
 }
 
 impl KvStore {
-    /// Opens (or creates) the state tree in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self> {
-        Ok(KvStore {
-            tree: db.open_tree(TREE)?,
-        })
+    /// A store holding `state`.
+    pub fn new(state: State) -> Self {
+        KvStore {
+            state: Arc::new(RwLock::new(state)),
+        }
     }
 
-    pub(super) fn counter(&self, name: &str, default: i64) -> Result<i64> {
-        Ok(self
-            .tree
-            .get(meta_key(name))?
-            .map_or(default, |b| decode_i64(&b)))
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("invariant: state lock is never poisoned")
     }
 
     /// The current store revision.
     pub fn revision(&self) -> Result<Revision> {
-        self.counter(REVISION_META, INITIAL_REVISION)
+        Ok(self.read().revision)
     }
 
     /// The revision history was compacted at; 0 if never.
     pub fn compacted(&self) -> Result<Revision> {
-        self.counter(COMPACTED_META, 0)
+        Ok(self.read().compacted)
     }
 
     /// How many keys the store holds.
     pub fn key_count(&self) -> Result<i64> {
-        self.counter(KEY_COUNT_META, 0)
+        Ok(self.read().current.len() as i64)
     }
 
     /// How many key versions the history holds (bounded by compaction).
     pub fn version_count(&self) -> Result<i64> {
-        self.counter(VERSIONS_META, 0)
+        Ok(self.read().history.values().map(|v| v.len() as i64).sum())
     }
 
     /// One key's current version, if present.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.tree.get(current_key(key))? {
-            Some(raw) => Ok(Some(KeyValue::from_current(
-                key.to_vec(),
-                codec::decode(&raw)?,
-            ))),
-            None => Ok(None),
-        }
+        let st = self.read();
+        Ok(st.current.get(key).map(|c| {
+            KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[]))
+        }))
     }
 
     /// Reads a range with etcd's semantics for limit, count, sorting and
     /// filters: of the current state, or as of `q.revision` (see
-    /// `range_at`).
+    /// `history::read_at`).
     pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        let (revision, compacted) = (self.revision()?, self.compacted()?);
-        if q.revision > 0 && q.revision < revision {
-            let entries = q
-                .range
-                .history_bounds(q.revision)
-                .map(|b| self.tree.range(b));
-            return read_at(
-                q,
-                revision,
-                compacted,
-                entries.into_iter().flatten().map(|r| r.map_err(Into::into)),
-            );
+        let st = self.read();
+        if q.revision > 0 && q.revision < st.revision {
+            return Ok(read_at(&st, q));
         }
-        if q.revision > revision {
+        if q.revision > st.revision {
             return Ok(Err(Rejection::FutureRevision));
         }
-        let entries = q.range.current_bounds().map(|b| self.tree.range(b));
-        read_current(
-            q,
-            entries.into_iter().flatten().map(|r| r.map_err(Into::into)),
-        )
-        .map(Ok)
+        Ok(Ok(read_current(&st, q)))
     }
 
     /// A hash over every key with its value and revisions as of `revision`
@@ -379,57 +324,34 @@ impl KvStore {
 
     /// Every member's published attributes.
     pub fn members(&self) -> Result<BTreeMap<u64, MemberInfo>> {
-        let mut members = BTreeMap::new();
-        for item in self.tree.scan_prefix(meta_key(MEMBER_META)) {
-            let (k, raw) = item?;
-            let id_bytes: [u8; 8] = k[k.len() - 8..]
-                .try_into()
-                .expect("invariant: member keys end in a u64");
-            members.insert(u64::from_be_bytes(id_bytes), codec::decode(&raw)?);
-        }
-        Ok(members)
+        Ok(self.read().members.clone())
     }
 
     /// A metadata entry written with `WriteBatch::set_meta`.
-    pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>> {
-        Ok(self.tree.get(meta_key(name))?)
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read().meta.get(name).cloned())
     }
 
-    /// Starts a group of changes; nothing is visible until `commit`.
+    /// Starts a group of changes, holding the write lock until `commit`.
     pub fn batch(&self) -> Result<WriteBatch<'_>> {
-        WriteBatch::new(self)
+        Ok(WriteBatch::new(
+            self.state
+                .write()
+                .expect("invariant: state lock is never poisoned"),
+        ))
     }
 
-    /// Every stored pair, for a snapshot.
-    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.tree
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+    /// A copy of the whole state, for a snapshot.
+    pub fn snapshot(&self) -> State {
+        self.read().clone()
     }
 
-    /// Replaces the whole state with `pairs` (from `export`) plus `meta`
-    /// entries, atomically.
-    pub fn import(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, meta: &[(&str, Vec<u8>)]) -> Result<()> {
-        let mut incoming: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
-        for (name, value) in meta {
-            incoming.insert(meta_key(name), value.clone());
-        }
-        let mut batch = sled::Batch::default();
-        for item in self.tree.iter().keys() {
-            let k = item?;
-            if !incoming.contains_key(k.as_ref()) {
-                batch.remove(k);
-            }
-        }
-        for (k, v) in incoming {
-            batch.insert(k, v);
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
+    /// Replaces the whole state, from a snapshot.
+    pub fn restore(&self, state: State) {
+        *self
+            .state
+            .write()
+            .expect("invariant: state lock is never poisoned") = state;
     }
 }
 

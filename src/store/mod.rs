@@ -1,18 +1,19 @@
 //! The replicated state machine: `Command`s in, `Response`s out, applied in
 //! log order, deterministically, on every member.
 //!
-//! `layout` is how the state sits in sled (current keys, MVCC history,
-//! events); `kv` the key-value types and reads; `history` reads at past
-//! revisions and watch events; `batch` the writes; `txn` transactions;
-//! `command` the data that goes through Raft; `state_machine` the openraft
-//! adapter. The store never calls Raft or the server.
+//! `state` is the replicated state in memory (current keys, MVCC history,
+//! events); `kv` the key-value types and the shared handle; `history` reads
+//! at past revisions and watch events; `batch` the writes; `txn`
+//! transactions; `apply` one command; `command` the data that goes through
+//! Raft; `state_machine` the openraft adapter, which persists the state as
+//! snapshots in sled. The store never calls Raft or the server.
 
 mod apply;
 mod batch;
 mod command;
 mod history;
 mod kv;
-mod layout;
+mod state;
 mod state_machine;
 mod txn;
 
@@ -22,7 +23,7 @@ pub use history::{Event, EventKind};
 pub use kv::{
     fnv1a_of, KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, SortOrder, SortTarget,
 };
-pub use layout::Revision;
+pub use state::{Revision, State};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use txn::{
     apply as apply_txn, compare_one, Compare, CompareResult, CompareTarget, OpResult, Txn, TxnOp,

@@ -1,11 +1,13 @@
 //! openraft's state-machine and snapshot interfaces over `KvStore`.
 //!
 //! The only store file that knows about openraft. Applies each group of
-//! committed entries in one atomic `WriteBatch` together with the last
-//! applied log id, so a crash never leaves data and "applied" out of step.
-//! Applied state is made durable lazily: the Raft log is the source of truth
-//! and openraft re-applies entries after a restart. Before a snapshot is
-//! reported (and logs behind it may be purged), the database is flushed.
+//! committed entries in one `WriteBatch` together with the last applied log
+//! id. The state lives in memory and is made durable as snapshots in sled:
+//! the Raft log (flushed before anything is acknowledged) holds every entry
+//! after the last snapshot, and on restart the state machine starts from
+//! that snapshot while openraft re-applies the entries after it. A snapshot
+//! is flushed to disk before openraft hears of it (and may purge the log
+//! behind it).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::apply;
 use super::command::Response;
 use super::kv::KvStore;
-use super::layout::Revision;
+use super::state::{Revision, State};
 use crate::codec;
 use crate::metrics::Metrics;
 use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
@@ -41,14 +43,19 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine stored in `db`.
+    /// Opens the state machine stored in `db`: the state of its last
+    /// snapshot, if any.
     pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
-        let kv = KvStore::open(db)?;
-        let (revision, _) = watch::channel(kv.revision()?);
+        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
+        let state = match snapshots.get(SNAPSHOT_DATA_KEY)? {
+            Some(data) => codec::decode::<State>(&data)?,
+            None => State::default(),
+        };
+        let (revision, _) = watch::channel(state.revision);
         Ok(StateMachine {
             db: db.clone(),
-            kv,
-            snapshots: db.open_tree(SNAPSHOT_TREE)?,
+            kv: KvStore::new(state),
+            snapshots,
             metrics,
             revision,
         })
@@ -133,16 +140,18 @@ impl StateMachine {
     }
 
     async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> crate::Result<()> {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = codec::decode(&data)?;
+        let mut state: State = codec::decode(&data)?;
+        state
+            .meta
+            .insert(APPLIED_META.into(), codec::encode(&meta.last_log_id)?);
+        state.meta.insert(
+            MEMBERSHIP_META.into(),
+            codec::encode(&meta.last_membership)?,
+        );
+        let data = codec::encode(&state)?;
         save_snapshot(&self.snapshots, meta, data)?;
-        self.kv.import(
-            pairs,
-            &[
-                (APPLIED_META, codec::encode(&meta.last_log_id)?),
-                (MEMBERSHIP_META, codec::encode(&meta.last_membership)?),
-            ],
-        )?;
         self.db.flush_async().await?;
+        self.kv.restore(state);
         self.publish_revision()?;
         self.metrics.snapshots_installed.inc();
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
@@ -187,7 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let captured = self
             .read_applied()
-            .and_then(|(applied, membership)| Ok((applied, membership, self.kv.export()?)));
+            .map(|(applied, membership)| (applied, membership, self.kv.snapshot()));
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
@@ -218,7 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// A consistent copy of the state: last applied log id, membership, pairs.
-type Captured = (Option<LogId>, StoredMembership, Vec<(Vec<u8>, Vec<u8>)>);
+type Captured = (Option<LogId>, StoredMembership, State);
 
 /// Turns a captured copy of the state into a stored snapshot.
 pub struct SnapshotBuilder {
@@ -235,8 +244,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let captured = self.captured.take().ok_or_else(|| {
             snapshot_error(crate::Error::Raft("snapshot builder used twice".into()))
         })?;
-        let (applied, membership, pairs) = captured.map_err(snapshot_error)?;
-        let data = codec::encode(&pairs).map_err(|e| snapshot_error(e.into()))?;
+        let (applied, membership, state) = captured.map_err(snapshot_error)?;
+        let data = codec::encode(&state).map_err(|e| snapshot_error(e.into()))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -251,8 +260,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         save_snapshot(&self.snapshots, &meta, data.clone()).map_err(snapshot_error)?;
-        // The state machine has applied at least up to the snapshot; make that
-        // durable before openraft purges the log behind it.
+        // The snapshot must be on disk before openraft purges the log
+        // behind it.
         self.db
             .flush_async()
             .await

@@ -133,7 +133,7 @@ pub fn compare_one(kv: Option<&KeyValue>, c: &Compare) -> bool {
     holds(actual, c.result)
 }
 
-fn compare_holds(w: &Writer<'_, '_>, c: &Compare) -> Result<bool> {
+fn compare_holds(w: &Writer<'_>, c: &Compare) -> Result<bool> {
     let kvs = match w.range(&RangeQuery::new(c.range.clone()))? {
         Ok(r) => r.kvs,
         Err(_) => return Ok(false),
@@ -144,7 +144,7 @@ fn compare_holds(w: &Writer<'_, '_>, c: &Compare) -> Result<bool> {
     Ok(kvs.iter().all(|kv| compare_one(Some(kv), c)))
 }
 
-fn choose(w: &Writer<'_, '_>, txn: &Txn) -> Result<Path> {
+fn choose(w: &Writer<'_>, txn: &Txn) -> Result<Path> {
     let mut succeeded = true;
     for c in &txn.compare {
         if !compare_holds(w, c)? {
@@ -163,11 +163,7 @@ fn choose(w: &Writer<'_, '_>, txn: &Txn) -> Result<Path> {
 
 /// Refuses the transaction, before it changes anything, if a request on its
 /// path would be refused.
-fn precheck(
-    w: &Writer<'_, '_>,
-    txn: &Txn,
-    path: &Path,
-) -> Result<std::result::Result<(), Rejection>> {
+fn precheck(w: &Writer<'_>, txn: &Txn, path: &Path) -> Result<std::result::Result<(), Rejection>> {
     let mut nested = path.nested.iter();
     for op in txn.branch(path.succeeded) {
         match op {
@@ -202,7 +198,7 @@ fn precheck(
 }
 
 fn execute(
-    w: &mut Writer<'_, '_>,
+    w: &mut Writer<'_>,
     txn: &Txn,
     path: &Path,
 ) -> Result<std::result::Result<TxnResult, Rejection>> {
@@ -256,10 +252,7 @@ fn execute(
 
 /// Runs `txn` as the changes of `w`'s revision. A refused transaction
 /// changes nothing.
-pub fn apply(
-    w: &mut Writer<'_, '_>,
-    txn: &Txn,
-) -> Result<std::result::Result<TxnResult, Rejection>> {
+pub fn apply(w: &mut Writer<'_>, txn: &Txn) -> Result<std::result::Result<TxnResult, Rejection>> {
     let path = choose(w, txn)?;
     if let Err(r) = precheck(w, txn, &path)? {
         return Ok(Err(r));

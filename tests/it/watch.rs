@@ -319,6 +319,26 @@ async fn watches_start_in_the_past_or_the_future() {
     })
     .await
     .unwrap();
+    // The follower serves watches from its applied state: wait until that
+    // has the compaction too.
+    let on_follower = cluster.kv(follower).await;
+    eventually("the follower applies the compaction", LIVENESS, || {
+        let mut kv = on_follower.clone();
+        async move {
+            let req = pb::RangeRequest {
+                key: "k".into(),
+                revision: first,
+                serializable: true,
+                ..Default::default()
+            };
+            kv.range(req)
+                .await
+                .err()
+                .filter(|e| e.code() == tonic::Code::OutOfRange)
+                .map(|_| ())
+        }
+    })
+    .await;
     let mut late = Stream::open(&cluster, follower).await;
     late.create(pb::WatchCreateRequest {
         start_revision: first,

@@ -1,0 +1,550 @@
+//! `kvctl bench` and `kvctl check perf`: load generators in the style of
+//! etcd's `benchmark` tool and `etcdctl check perf`. They speak only etcd's
+//! v3 API, so they drive etcd as well as raftkv.
+//!
+//! Clients are spread over `--conns` gRPC connections (each its own HTTP/2
+//! connection); each client sends one request at a time until `--total`
+//! requests were sent (or, with a rate, for a fixed time). Every latency is
+//! kept, so percentiles are exact.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+
+use super::args::Format;
+use crate::client::{StatusProbe, Timeouts};
+use crate::pb;
+use crate::pb::kv_client::KvClient;
+
+/// What to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchKind {
+    /// Put random or sequential keys.
+    Put,
+    /// Read keys (written once beforehand).
+    Range,
+    /// A Txn holding one put per request.
+    TxnPut,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub kind: BenchKind,
+    /// gRPC connections to open, spread over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Concurrent clients, spread over the connections.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Requests to send in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub total: usize,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// How many distinct keys to use.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: usize,
+    /// Use keys in order instead of at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Range consistency: l (linearizable) or s (serializable).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+    /// Send every request to the leader.
+    #[arg(long)]
+    pub target_leader: bool,
+    /// Requests per second in all (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Run for this long instead of `--total` requests (with `--rate`).
+    #[arg(long, value_parser = super::args::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// What a run measured.
+pub struct Report {
+    pub kind: BenchKind,
+    pub requests: usize,
+    pub errors: usize,
+    pub elapsed: Duration,
+    /// Every successful request's latency, sorted.
+    pub latencies: Vec<Duration>,
+    /// The first few distinct errors.
+    pub error_samples: Vec<String>,
+}
+
+impl Report {
+    pub fn qps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-th percentile latency (0..=100).
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    fn mean_and_stddev(&self) -> (f64, f64) {
+        let n = self.latencies.len().max(1) as f64;
+        let secs: Vec<f64> = self.latencies.iter().map(Duration::as_secs_f64).collect();
+        let mean = secs.iter().sum::<f64>() / n;
+        let var = secs.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    /// `(upper bound, count)` for ten equal-width buckets, as etcd's tool.
+    fn histogram(&self) -> Vec<(Duration, usize)> {
+        let (Some(min), Some(max)) = (self.latencies.first(), self.latencies.last()) else {
+            return Vec::new();
+        };
+        let width = (*max - *min) / 10;
+        let mut buckets: Vec<(Duration, usize)> = (1..=10).map(|i| (*min + width * i, 0)).collect();
+        for l in &self.latencies {
+            let i = buckets
+                .iter()
+                .position(|(upper, _)| l <= upper)
+                .unwrap_or(9);
+            buckets[i].1 += 1;
+        }
+        buckets
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        let (mean, stddev) = self.mean_and_stddev();
+        let pct = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+        if format == Format::Json {
+            let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+            return json!({
+                "kind": format!("{:?}", self.kind).to_lowercase(),
+                "requests": self.requests,
+                "errors": self.errors,
+                "seconds": secs(self.elapsed),
+                "qps": (self.qps() * 10.0).round() / 10.0,
+                "latency_ms": {
+                    "min": ms(self.latencies.first().copied().unwrap_or_default()),
+                    "avg": (mean * 1e6).round() / 1e3,
+                    "stddev": (stddev * 1e6).round() / 1e3,
+                    "p50": ms(self.percentile(50.0)),
+                    "p90": ms(self.percentile(90.0)),
+                    "p99": ms(self.percentile(99.0)),
+                    "p99.9": ms(self.percentile(99.9)),
+                    "max": ms(self.latencies.last().copied().unwrap_or_default()),
+                },
+                "histogram": self.histogram().iter().map(|(u, c)| json!([ms(*u), c])).collect::<Vec<_>>(),
+                "error_samples": self.error_samples,
+            })
+            .to_string()
+                + "\n";
+        }
+        let mut out = String::from("\nSummary:\n");
+        out += &format!("  Total:\t{:.4} secs.\n", secs(self.elapsed));
+        out += &format!(
+            "  Slowest:\t{:.4} secs.\n",
+            self.latencies.last().map_or(0.0, |d| secs(*d))
+        );
+        out += &format!(
+            "  Fastest:\t{:.4} secs.\n",
+            self.latencies.first().map_or(0.0, |d| secs(*d))
+        );
+        out += &format!("  Average:\t{mean:.4} secs.\n  Stddev:\t{stddev:.4} secs.\n");
+        out += &format!("  Requests/sec:\t{:.4}\n", self.qps());
+        if self.errors > 0 {
+            out += &format!("  Errors:\t{}\n", self.errors);
+            for e in &self.error_samples {
+                out += &format!("    {e}\n");
+            }
+        }
+        out += "\nResponse time histogram:\n";
+        let hist = self.histogram();
+        let top = hist.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
+        for (upper, count) in &hist {
+            out += &format!(
+                "  {:.4} [{count}]\t|{}\n",
+                secs(*upper),
+                "∎".repeat(count * 40 / top)
+            );
+        }
+        out += "\nLatency distribution:\n";
+        for p in pct {
+            out += &format!("  {p}% in {:.4} secs.\n", secs(self.percentile(p)));
+        }
+        out
+    }
+}
+
+/// A printable key of `size` bytes for index `i`.
+fn key(i: usize, size: usize) -> Vec<u8> {
+    let digits = format!("{i:0size$}");
+    digits.as_bytes()[digits.len().saturating_sub(size)..].to_vec()
+}
+
+/// The endpoint of the current leader, asked of every endpoint.
+async fn leader_endpoint(endpoints: &[String], timeouts: Timeouts) -> anyhow::Result<String> {
+    for e in endpoints {
+        let Ok(mut probe) = StatusProbe::new(e, timeouts) else {
+            continue;
+        };
+        if let Ok(s) = probe.status().await {
+            if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
+                return Ok(e.clone());
+            }
+        }
+    }
+    anyhow::bail!("no endpoint reports being the leader")
+}
+
+async fn connect(endpoint: &str, timeouts: Timeouts) -> anyhow::Result<Channel> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Ok(Endpoint::from_shared(url)?
+        .connect_timeout(timeouts.dial)
+        .timeout(timeouts.command)
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+/// A simple splitmix64 stream for key choice (no need for a crate).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    }
+}
+
+/// Runs a benchmark and returns what it measured.
+pub async fn run(
+    endpoints: &[String],
+    timeouts: Timeouts,
+    a: &BenchArgs,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        a.conns > 0 && a.clients > 0,
+        "--conns and --clients must be positive"
+    );
+    let endpoints = if a.target_leader {
+        vec![leader_endpoint(endpoints, timeouts).await?]
+    } else {
+        endpoints.to_vec()
+    };
+    let mut conns = Vec::with_capacity(a.conns);
+    for i in 0..a.conns {
+        conns.push(connect(&endpoints[i % endpoints.len()], timeouts).await?);
+    }
+    let value: Vec<u8> = (0..a.val_size).map(|i| b'a' + (i % 26) as u8).collect();
+    if a.kind == BenchKind::Range {
+        // Reads need something to read: write each key once.
+        let mut kv = KvClient::new(conns[0].clone());
+        for i in 0..a.key_space_size.max(1) {
+            let put = pb::PutRequest {
+                key: key(i, a.key_size),
+                value: value.clone(),
+                ..Default::default()
+            };
+            kv.put(put).await?;
+        }
+    }
+    let deadline = a.duration.map(|d| Instant::now() + d);
+    let total = if deadline.is_some() {
+        usize::MAX
+    } else {
+        a.total
+    };
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    // With a rate, a pacer hands out one permit per request.
+    let permits = if a.rate > 0 {
+        let (tx, rx) = async_channel(a.clients * 2);
+        let period = Duration::from_secs_f64(1.0 / a.rate as f64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            loop {
+                tick.tick().await;
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let progress = tokio::spawn(show_progress(done.clone(), total, deadline));
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let mut kv = KvClient::new(conns[c % conns.len()].clone());
+        let (sent, done, value, permits) =
+            (sent.clone(), done.clone(), value.clone(), permits.clone());
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(c as u64 * 7919 + 1);
+            let mut latencies = Vec::new();
+            let mut errors = Vec::new();
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let i = sent.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                if let Some(p) = &permits {
+                    if p.recv().await.is_err() {
+                        break;
+                    }
+                }
+                let k = if a.sequential_keys {
+                    i % a.key_space_size.max(1)
+                } else {
+                    rng.below(a.key_space_size)
+                };
+                let k = key(k, a.key_size);
+                let t = Instant::now();
+                let result = match a.kind {
+                    BenchKind::Put => kv
+                        .put(pb::PutRequest {
+                            key: k,
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    BenchKind::Range => {
+                        let req = pb::RangeRequest {
+                            key: k,
+                            serializable: a.consistency == "s",
+                            ..Default::default()
+                        };
+                        kv.range(req).await.map(|_| ())
+                    }
+                    BenchKind::TxnPut => {
+                        let put = pb::PutRequest {
+                            key: k,
+                            value: value.clone(),
+                            ..Default::default()
+                        };
+                        let op = pb::RequestOp {
+                            request: Some(pb::request_op::Request::RequestPut(put)),
+                        };
+                        kv.txn(pb::TxnRequest {
+                            success: vec![op],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                    }
+                };
+                match result {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors.extend(e);
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    latencies.sort();
+    let mut samples = errors.clone();
+    samples.sort();
+    samples.dedup();
+    samples.truncate(5);
+    Ok(Report {
+        kind: a.kind,
+        requests: latencies.len() + errors.len(),
+        errors: errors.len(),
+        elapsed,
+        latencies,
+        error_samples: samples,
+    })
+}
+
+/// A bounded multi-consumer channel from tokio's mpsc (clients share the
+/// receiver behind a mutex).
+fn async_channel(cap: usize) -> (tokio::sync::mpsc::Sender<()>, Permits) {
+    let (tx, rx) = tokio::sync::mpsc::channel(cap.max(1));
+    (tx, Permits(Arc::new(tokio::sync::Mutex::new(rx))))
+}
+
+#[derive(Clone)]
+struct Permits(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<()>>>);
+
+impl Permits {
+    async fn recv(&self) -> Result<(), ()> {
+        self.0.lock().await.recv().await.ok_or(())
+    }
+}
+
+/// A progress bar on stderr, when it is a terminal.
+async fn show_progress(done: Arc<AtomicUsize>, total: usize, deadline: Option<Instant>) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let n = done.load(Ordering::Relaxed);
+        let fraction = match deadline {
+            Some(d) => {
+                started.elapsed().as_secs_f64() / d.duration_since(started).as_secs_f64().max(1e-9)
+            }
+            None => n as f64 / total.max(1) as f64,
+        }
+        .min(1.0);
+        let width = 40;
+        let filled = (fraction * width as f64) as usize;
+        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r [{}{}] {:>3.0}%  {n} requests  {rate:.0}/s ",
+            "=".repeat(filled),
+            " ".repeat(width - filled),
+            fraction * 100.0
+        );
+        let _ = err.flush();
+    }
+}
+
+/// `etcdctl check perf`'s loads: (requests/s, clients).
+fn load(name: &str) -> (u64, usize) {
+    match name {
+        "m" => (1000, 200),
+        "l" => (8000, 500),
+        "xl" => (15000, 1000),
+        _ => (150, 50),
+    }
+}
+
+/// `kvctl check perf`: a fixed load of puts for a fixed time, judged as
+/// etcdctl judges it: throughput at least 90% of the target, slowest request
+/// under 500 ms, standard deviation under 100 ms. Cleans up its keys.
+pub async fn check_perf(
+    endpoints: &[String],
+    timeouts: Timeouts,
+    load_name: &str,
+    duration: Duration,
+) -> anyhow::Result<(bool, String)> {
+    let (rate, clients) = load(load_name);
+    let args = BenchArgs {
+        kind: BenchKind::Put,
+        conns: clients.div_ceil(10).max(1),
+        clients,
+        total: usize::MAX,
+        key_size: 8,
+        val_size: 256,
+        key_space_size: 100_000,
+        sequential_keys: false,
+        consistency: "l".into(),
+        target_leader: false,
+        rate,
+        duration: Some(duration),
+    };
+    let report = run(endpoints, timeouts, &args).await?;
+    // Remove what the check wrote (its keys are the 8-digit ones).
+    if let Ok(ch) = connect(&endpoints[0], timeouts).await {
+        let del = pb::DeleteRangeRequest {
+            key: key(0, 8),
+            range_end: key(99_999_999, 8),
+            prev_kv: false,
+        };
+        let _ = KvClient::new(ch).delete_range(del).await;
+    }
+    let (_, stddev) = report.mean_and_stddev();
+    let slowest = report.latencies.last().copied().unwrap_or_default();
+    let checks = [
+        (
+            report.qps() >= rate as f64 * 0.9,
+            format!("Throughput is {:.0} writes/s (target {rate})", report.qps()),
+        ),
+        (
+            slowest < Duration::from_millis(500),
+            format!("Slowest request took {:.6}s", slowest.as_secs_f64()),
+        ),
+        (stddev < 0.1, format!("Stddev is {stddev:.6}s")),
+        (
+            report.errors == 0,
+            format!("{} requests failed", report.errors),
+        ),
+    ];
+    let mut out = String::new();
+    for (ok, what) in &checks {
+        out += &format!("{}: {what}\n", if *ok { "PASS" } else { "FAIL" });
+    }
+    let passed = checks.iter().all(|(ok, _)| *ok);
+    out += if passed { "PASS\n" } else { "FAIL\n" };
+    Ok((passed, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ms: &[u64]) -> Report {
+        Report {
+            kind: BenchKind::Put,
+            requests: ms.len(),
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            latencies: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
+            error_samples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn percentiles_are_exact() {
+        let r = report(&(1..=100).collect::<Vec<_>>());
+        assert_eq!(r.percentile(50.0), Duration::from_millis(50));
+        assert_eq!(r.percentile(99.0), Duration::from_millis(99));
+        assert_eq!(r.percentile(99.9), Duration::from_millis(100));
+        assert_eq!(r.qps(), 100.0);
+        let hist = r.histogram();
+        assert_eq!(hist.len(), 10);
+        assert_eq!(hist.iter().map(|(_, c)| c).sum::<usize>(), 100);
+        let v: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+        assert_eq!(v["latency_ms"]["p50"], 50.0);
+        assert_eq!(v["qps"], 100.0);
+    }
+
+    #[test]
+    fn keys_have_the_asked_size() {
+        assert_eq!(key(42, 8), b"00000042");
+        assert_eq!(key(123_456_789, 4), b"6789");
+    }
+}

@@ -1,0 +1,196 @@
+//! Reaching the leader: a follower's calls to the leader's peer service
+//! (forwarded writes, read-index requests), the leader's own read index, and
+//! `PeerError`, the failures that travel back over those calls.
+//!
+//! A call that could not be sent at all (the connection was refused) is
+//! `LeaderUnreachable`, safe to retry; one that was sent and then lost is
+//! `LeaderLost` or `Timeout`, because the leader may have acted on it.
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::pb::peer::peer_client::PeerClient;
+use crate::pb::peer::Payload;
+use crate::raft::typ::{CheckIsLeaderError, RaftError};
+use crate::raft::{is_connect_error, NodeId, PeerClients, Raft};
+use crate::store::{Command, Response};
+
+/// Failures a peer reports back over `Forward` and `ReadIndex`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerError {
+    NotLeader,
+    NoLeader,
+    Timeout,
+    Stopped,
+    /// The caller's own next hop could not be reached (nothing was sent).
+    Unreachable(String),
+    /// A call was lost in flight.
+    Lost,
+    Other(String),
+}
+
+impl From<&Error> for PeerError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::NotLeader => PeerError::NotLeader,
+            Error::NoLeader => PeerError::NoLeader,
+            Error::Timeout => PeerError::Timeout,
+            Error::Stopped => PeerError::Stopped,
+            Error::LeaderUnreachable(why) => PeerError::Unreachable(why.clone()),
+            Error::LeaderLost => PeerError::Lost,
+            other => PeerError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<PeerError> for Error {
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::NotLeader => Error::NotLeader,
+            PeerError::NoLeader => Error::NoLeader,
+            PeerError::Timeout => Error::Timeout,
+            PeerError::Unreachable(why) => Error::LeaderUnreachable(why),
+            // The leader stopped or the call was lost mid-request: a write
+            // may have been committed.
+            PeerError::Stopped | PeerError::Lost => Error::LeaderLost,
+            PeerError::Other(msg) => Error::Raft(msg),
+        }
+    }
+}
+
+/// A client for member `id`'s peer service, at its address in the Raft
+/// membership.
+fn peer_client(raft: &Raft, peers: &PeerClients, id: NodeId) -> Result<PeerClient<Channel>> {
+    let addr = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    };
+    let addr =
+        addr.ok_or_else(|| Error::LeaderUnreachable(format!("node {id} is not a member")))?;
+    peers
+        .get(id, &addr)
+        .map_err(|e| Error::LeaderUnreachable(e.to_string()))
+}
+
+fn peer_request(data: Vec<u8>, deadline: Instant) -> tonic::Request<Payload> {
+    let mut request = tonic::Request::new(Payload { data });
+    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    request
+}
+
+/// Maps a failed call to the leader: retryable only if nothing was sent.
+fn call_failure(status: &tonic::Status) -> Error {
+    if is_connect_error(status) {
+        return Error::LeaderUnreachable(status.message().to_string());
+    }
+    match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Error::Timeout,
+        _ => Error::LeaderLost,
+    }
+}
+
+/// Hands `cmd` to the leader to propose; returns what applying it produced.
+pub async fn forward(
+    raft: &Raft,
+    peers: &PeerClients,
+    leader: NodeId,
+    cmd: &Command,
+    deadline: Instant,
+) -> Result<Response> {
+    let mut client = peer_client(raft, peers, leader)?;
+    let reply = client
+        .forward(peer_request(codec::encode(cmd)?, deadline))
+        .await
+        .map_err(|s| call_failure(&s))?;
+    let result: std::result::Result<Response, PeerError> = codec::decode(&reply.into_inner().data)?;
+    result.map_err(Error::from)
+}
+
+/// The least read index a member that resumed leadership at startup may
+/// use while it still leads in that term.
+///
+/// openraft resumes a member whose stored vote is its own committed vote as
+/// leader of the same term, without a new no-op entry, so its read index
+/// (the larger of its commit index and its first entry of the term) can lie
+/// behind writes it acknowledged before it stopped: it would serve reads from
+/// before them. Any such write is in its log, so reads in that term wait for
+/// the last entry it had at startup to be applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadFloor {
+    resumed: Option<(u64, u64)>,
+}
+
+impl ReadFloor {
+    /// `resumed`: the term this member led at startup and its last log
+    /// index then, if it did.
+    pub fn new(resumed: Option<(u64, u64)>) -> Self {
+        ReadFloor { resumed }
+    }
+
+    fn apply(&self, term: u64, index: u64) -> u64 {
+        match self.resumed {
+            Some((t, last)) if t == term => index.max(last),
+            _ => index,
+        }
+    }
+}
+
+/// This member's read index if it leads: confirms leadership with a quorum,
+/// then returns the index reads must wait for.
+pub async fn own_read_index(raft: &Raft, floor: ReadFloor) -> Result<u64> {
+    let term = raft.metrics().borrow().current_term;
+    match raft.get_read_log_id().await {
+        Ok((read_log_id, _applied)) => {
+            let index = read_log_id.map_or(0, |id| id.index);
+            // Terms only grow: the same term before and after means the
+            // confirmation happened in it.
+            if raft.metrics().borrow().current_term == term {
+                Ok(floor.apply(term, index))
+            } else {
+                Ok(index)
+            }
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::NotLeader),
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(Error::NotLeader),
+        Err(RaftError::Fatal(_)) => Err(Error::Stopped),
+    }
+}
+
+/// One read-index round for member `me`: its own if it leads, else the
+/// leader's, asked over the peer port.
+pub async fn read_index_round(
+    raft: &Raft,
+    peers: &PeerClients,
+    me: NodeId,
+    floor: ReadFloor,
+    deadline: Instant,
+) -> std::result::Result<u64, PeerError> {
+    let leader = raft
+        .metrics()
+        .borrow()
+        .current_leader
+        .ok_or(PeerError::NoLeader)?;
+    let result = if leader == me {
+        own_read_index(raft, floor).await
+    } else {
+        async {
+            let mut client = peer_client(raft, peers, leader)?;
+            let reply = client
+                .read_index(peer_request(Vec::new(), deadline))
+                .await
+                .map_err(|s| call_failure(&s))?;
+            let result: std::result::Result<u64, PeerError> =
+                codec::decode(&reply.into_inner().data)?;
+            result.map_err(Error::from)
+        }
+        .await
+    };
+    result.map_err(|e| PeerError::from(&e))
+}
