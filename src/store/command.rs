@@ -17,7 +17,9 @@ pub enum Command {
     /// Set `key` to `value`, creating it if absent. With `value: None` the
     /// key keeps its value (etcd's `ignore_value`) and must exist.
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         /// The key must already exist (etcd's `ignore_value`/`ignore_lease`).
         must_exist: bool,
@@ -26,7 +28,9 @@ pub enum Command {
     },
     /// Delete `key`, or every key in `[key, range_end)` (see `kv::KeyRange`).
     DeleteRange {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         range_end: Vec<u8>,
         /// Return the deleted pairs.
         prev_kv: bool,

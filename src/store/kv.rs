@@ -22,6 +22,7 @@ use crate::error::Result;
 /// A key with its value and etcd's metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Revision at which the key was (last) created.
     pub create_revision: Revision,
@@ -29,6 +30,7 @@ pub struct KeyValue {
     pub mod_revision: Revision,
     /// 1 at creation, +1 per put.
     pub version: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

@@ -34,6 +34,7 @@ pub enum Version {
     Put {
         create_revision: Revision,
         version: i64,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete,

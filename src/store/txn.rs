@@ -39,7 +39,7 @@ pub enum CompareTarget {
     Version(i64),
     Create(i64),
     Mod(i64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(i64),
 }
 
@@ -56,7 +56,9 @@ pub enum CompareResult {
 pub enum TxnOp {
     Range(RangeQuery),
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         must_exist: bool,
         prev_kv: bool,
