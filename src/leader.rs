@@ -96,21 +96,24 @@ fn call_failure(status: &tonic::Status) -> Error {
     }
 }
 
-/// Hands `cmd` to the leader to propose; returns what applying it produced.
+/// What the leader answers for each forwarded write, in order.
+pub type ForwardResults = Vec<std::result::Result<Response, PeerError>>;
+
+/// Hands `cmds` to the leader to propose in one call; returns what applying
+/// each produced. An error fails the whole call (see `call_failure`).
 pub async fn forward(
     raft: &Raft,
     peers: &PeerClients,
     leader: NodeId,
-    cmd: &Command,
+    cmds: &[Command],
     deadline: Instant,
-) -> Result<Response> {
+) -> Result<ForwardResults> {
     let mut client = peer_client(raft, peers, leader)?;
     let reply = client
-        .forward(peer_request(codec::encode(cmd)?, deadline))
+        .forward(peer_request(codec::encode(&cmds)?, deadline))
         .await
         .map_err(|s| call_failure(&s))?;
-    let result: std::result::Result<Response, PeerError> = codec::decode(&reply.into_inner().data)?;
-    result.map_err(Error::from)
+    Ok(codec::decode(&reply.into_inner().data)?)
 }
 
 /// The least read index a member that resumed leadership at startup may

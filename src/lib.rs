@@ -7,12 +7,14 @@
 //!
 //! 1. `server` receives etcd gRPC requests and validates them.
 //! 2. `node` routes them: writes are proposed through Raft on the leader
-//!    (a follower forwards them to the leader over the peer port);
+//!    (a follower's `forwarder` sends them to the leader over the peer
+//!    port, many per call; the leader's `proposer` commits many per entry);
 //!    linearizable reads first pass a read barrier (ReadIndex).
 //! 3. `raft` (openraft) replicates the `store::Command` to a majority's
 //!    durable log (`raft::LogStore`, sled) and commits it.
 //! 4. `store` applies committed commands in log order to the state machine
-//!    (keys with etcd's revision data, in sled) and returns a
+//!    (keys with etcd's revision data, in memory, made durable by the log
+//!    and snapshots in sled) and returns a
 //!    `store::Response`, which travels back up to the client.
 //!
 //! `client` is a small etcd API client with endpoint failover, used by
@@ -30,6 +32,7 @@ pub mod codec;
 pub mod compactor;
 pub mod config;
 pub mod error;
+pub mod forwarder;
 pub mod leader;
 pub mod metrics;
 pub mod node;

@@ -1,8 +1,9 @@
 //! A running member: its Raft instance, its store, its peers, and the one
 //! entry point the gRPC services use to write and to read linearizably.
 //!
-//! Writes: on the leader, `client_write`; on a follower, forwarded to the
-//! leader's peer service over the long-lived peer channel. Linearizable
+//! Writes: on the leader, through the group-committing `Proposer`; on a
+//! follower, through the `Forwarder`, which sends them to the leader's peer
+//! service many per call over the long-lived peer channel. Linearizable
 //! reads: the leader confirms its leadership with a quorum (ReadIndex); a
 //! follower asks the leader for that read index, waits until it has applied
 //! up to it, then reads locally. While there is no leader, both wait for one
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::forwarder::Forwarder;
 use crate::leader;
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
@@ -35,7 +37,10 @@ use crate::store::{
 /// How long to wait before retrying a request that was not proposed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
 /// sled's page cache; etcd's bbolt relies on the OS page cache instead.
-const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+///
+/// It holds the log's tail (read back to replicate it, soon after it was
+/// written) and snapshots; the state itself is in memory.
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const IDENTITY_TREE: &str = "identity";
 
 /// A snapshot of this member's view of the cluster, for `Status`.
@@ -65,7 +70,6 @@ pub struct Node {
     cluster_id: u64,
     raft: Raft,
     store: KvStore,
-    peers: PeerClients,
     db: sled::Db,
     data_dir: PathBuf,
     request_timeout: Duration,
@@ -76,6 +80,8 @@ pub struct Node {
     watch_progress_interval: Duration,
     /// Group commit of this member's proposals as leader.
     proposer: Proposer,
+    /// Forwards writes to the leader, many per call, while following.
+    forwarder: Forwarder,
     /// Shared read-index rounds for linearizable reads.
     reads: ReadIndex,
 }
@@ -98,6 +104,7 @@ impl Node {
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
         let (raft, floor) = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
         let proposer = Proposer::start(raft.clone());
+        let forwarder = Forwarder::start(raft.clone(), peers.clone());
         let reads = {
             let (raft, peers, me, timeout) =
                 (raft.clone(), peers.clone(), cfg.id, cfg.request_timeout);
@@ -114,7 +121,6 @@ impl Node {
             cluster_id,
             raft,
             store,
-            peers,
             db,
             data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
@@ -123,6 +129,7 @@ impl Node {
             election_timeout: cfg.election_timeout,
             watch_progress_interval: cfg.watch_progress_notify_interval,
             proposer,
+            forwarder,
             reads,
         });
         tokio::spawn(watch_leader(
@@ -275,7 +282,7 @@ impl Node {
                 let outcome = if leader == self.id {
                     self.propose(cmd.clone()).await
                 } else {
-                    leader::forward(&self.raft, &self.peers, leader, &cmd, deadline).await
+                    self.forwarder.forward(leader, cmd.clone(), deadline).await
                 };
                 match outcome {
                     Err(e) if e.is_retryable() => {
@@ -333,6 +340,12 @@ impl Node {
     /// with other writes (see `proposer`).
     pub async fn propose(&self, cmd: Command) -> Result<Response> {
         self.proposer.propose(cmd).await
+    }
+
+    /// Proposes writes a follower forwarded together; each one's outcome,
+    /// in order.
+    pub async fn propose_many(&self, cmds: Vec<Command>) -> Vec<Result<Response>> {
+        self.proposer.propose_many(cmds).await
     }
 
     /// The read index this member, as leader, confirms for a follower's

@@ -53,13 +53,24 @@ impl Proposer {
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
-}
 
-fn size(cmd: &Command) -> usize {
-    match cmd {
-        Command::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
-        Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
-        _ => 64,
+    /// Commits each of `cmds` (queued in order, so usually in one entry)
+    /// and returns each one's outcome, in order.
+    pub async fn propose_many(&self, cmds: Vec<Command>) -> Vec<Result<Response>> {
+        let mut waiting = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (reply, rx) = oneshot::channel();
+            let queued = self.tx.send(Pending { cmd, reply }).await.is_ok();
+            waiting.push(queued.then_some(rx));
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            results.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(Error::Stopped)),
+                None => Err(Error::Stopped),
+            });
+        }
+        results
     }
 }
 
@@ -70,12 +81,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = size(&first.cmd);
+        let mut bytes = first.cmd.payload_size();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
-                    bytes += size(&p.cmd);
+                    bytes += p.cmd.payload_size();
                     batch.push(p);
                 }
                 Err(_) => break,

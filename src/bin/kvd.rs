@@ -250,7 +250,21 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     Ok(())
 }
 
+/// Opts this process out of transparent huge pages. Where the kernel uses
+/// them for every mapping (`always`), the allocator's sparsely used arenas
+/// are backed 2 MiB at a time: an idle node held ~50 MB instead of ~12, and
+/// a loaded one tens of MB more than it uses.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag
+    // on this process; it touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let args = Args::parse();
     let cfg = match args.to_config() {
         Ok(cfg) => cfg,

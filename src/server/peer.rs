@@ -12,7 +12,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::leader::PeerError;
+use crate::leader::{ForwardResults, PeerError};
 use crate::node::Node;
 use crate::pb::peer::peer_server::Peer;
 use crate::pb::peer::Payload;
@@ -61,13 +61,15 @@ impl Peer for PeerService {
     }
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let cmd: Command = decode(request)?;
-        let result = self
+        let cmds: Vec<Command> = decode(request)?;
+        let results: ForwardResults = self
             .node
-            .propose(cmd)
+            .propose_many(cmds)
             .await
-            .map_err(|e| PeerError::from(&e));
-        reply(&result)
+            .into_iter()
+            .map(|r| r.map_err(|e| PeerError::from(&e)))
+            .collect();
+        reply(&results)
     }
 
     async fn read_index(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -53,18 +53,9 @@ impl<'a> WriteBatch<'a> {
         }
         // For each key, of the versions at or before `revision` only the
         // newest stays (reads at `revision` need only that one), and not
-        // even that if it is a delete from before `revision` (a delete at
-        // `revision` stays: a watch from there must see it).
+        // even that if it is a delete from before `revision`.
         st.history.retain(|_, versions| {
-            let newer = versions.split_off(&(revision + 1));
-            let newest = versions.pop_last();
-            versions.clear();
-            if let Some((rev, v)) = newest {
-                if !(matches!(v, Version::Delete) && rev < revision) {
-                    versions.insert(rev, v);
-                }
-            }
-            versions.extend(newer);
+            versions.compact(revision);
             !versions.is_empty()
         });
         st.events = st.events.split_off(&(revision, 0));

@@ -47,6 +47,19 @@ pub enum Command {
     PublishMember { id: u64, info: MemberInfo },
 }
 
+impl Command {
+    /// Roughly how many key and value bytes the command carries, to bound
+    /// batches (transactions and others count as a small constant).
+    pub fn payload_size(&self) -> usize {
+        match self {
+            Command::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::payload_size).sum(),
+            _ => 64,
+        }
+    }
+}
+
 /// What a member tells the others about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MemberInfo {

@@ -53,12 +53,12 @@ pub(super) fn read_at(st: &State, q: &RangeQuery) -> std::result::Result<RangeRe
                 version,
                 value,
             },
-        )) = versions.range(..=q.revision).next_back()
+        )) = versions.at_or_before(q.revision)
         {
             kvs.push(KeyValue {
                 key: key.clone(),
                 create_revision: *create_revision,
-                mod_revision: *rev,
+                mod_revision: rev,
                 version: *version,
                 value: value.clone(),
             });
@@ -99,7 +99,7 @@ impl KvStore {
                 break;
             }
             last_rev = Some(rev);
-            let Some(version) = st.history.get(key).and_then(|v| v.get(&rev)) else {
+            let Some(version) = st.history.get(key).and_then(|v| v.get(rev)) else {
                 continue;
             };
             let event = match version {
@@ -138,11 +138,7 @@ impl KvStore {
     /// version has not been compacted away.
     pub fn version_before(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>> {
         let st = self.read();
-        let Some((rev, version)) = st
-            .history
-            .get(key)
-            .and_then(|v| v.range(..revision).next_back())
-        else {
+        let Some((rev, version)) = st.history.get(key).and_then(|v| v.before(revision)) else {
             return Ok(None);
         };
         Ok(match version {
@@ -153,7 +149,7 @@ impl KvStore {
             } => Some(KeyValue {
                 key: key.to_vec(),
                 create_revision: *create_revision,
-                mod_revision: *rev,
+                mod_revision: rev,
                 version: *version,
                 value: value.clone(),
             }),

@@ -40,6 +40,77 @@ pub enum Version {
     Delete,
 }
 
+/// One key's versions, oldest first: a sorted vector rather than a map, as
+/// most keys have one or a few versions and a map node costs ~600 bytes.
+/// Encodes exactly as a map from revision to version would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Versions(Vec<(Revision, Version)>);
+
+impl Versions {
+    /// How many versions the key has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The version at exactly `rev`.
+    pub fn get(&self, rev: Revision) -> Option<&Version> {
+        let i = self.0.binary_search_by_key(&rev, |(r, _)| *r).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// The newest version at or before `rev`.
+    pub fn at_or_before(&self, rev: Revision) -> Option<(Revision, &Version)> {
+        let n = self.0.partition_point(|(r, _)| *r <= rev);
+        n.checked_sub(1).map(|i| (self.0[i].0, &self.0[i].1))
+    }
+
+    /// The newest version strictly before `rev`.
+    pub fn before(&self, rev: Revision) -> Option<(Revision, &Version)> {
+        self.at_or_before(rev.saturating_sub(1))
+    }
+
+    /// Records `version` at `rev`, replacing one already there.
+    pub fn insert(&mut self, rev: Revision, version: Version) {
+        match self.0.last() {
+            Some((last, _)) if *last >= rev => {
+                match self.0.binary_search_by_key(&rev, |(r, _)| *r) {
+                    Ok(i) => self.0[i].1 = version,
+                    Err(i) => self.0.insert(i, (rev, version)),
+                }
+            }
+            _ => {
+                // Grow by half, from one: `Vec` would jump straight to four.
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact((self.0.len() / 2).max(1));
+                }
+                self.0.push((rev, version));
+            }
+        }
+    }
+
+    /// Keeps what reads at `revision` and later need: every version after
+    /// `revision`, and the newest at or before it unless that is a delete
+    /// from before `revision` (a delete at `revision` stays: a watch from
+    /// there must see it).
+    pub fn compact(&mut self, revision: Revision) {
+        let newer = self.0.partition_point(|(r, _)| *r <= revision);
+        let keep_from = match newer.checked_sub(1) {
+            Some(i) if matches!(self.0[i].1, Version::Delete) && self.0[i].0 < revision => newer,
+            Some(i) => i,
+            None => newer,
+        };
+        self.0.drain(..keep_from);
+        if self.0.capacity() > 2 * self.0.len() {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
 /// Everything the state machine holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -47,7 +118,7 @@ pub struct State {
     /// History before this revision is gone; 0 if never compacted.
     pub compacted: Revision,
     pub current: BTreeMap<Vec<u8>, Current>,
-    pub history: BTreeMap<Vec<u8>, BTreeMap<Revision, Version>>,
+    pub history: BTreeMap<Vec<u8>, Versions>,
     pub events: BTreeMap<(Revision, u32), Vec<u8>>,
     pub members: BTreeMap<u64, MemberInfo>,
     /// Metadata owned by the caller (the Raft adapter's applied log id and
@@ -72,9 +143,83 @@ impl Default for State {
 impl State {
     /// The value of `key`'s version at `rev`, if that was a put.
     pub fn value_at(&self, key: &[u8], rev: Revision) -> Option<&[u8]> {
-        match self.history.get(key)?.get(&rev)? {
+        match self.history.get(key)?.get(rev)? {
             Version::Put { value, .. } => Some(value),
             Version::Delete => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(value: &str) -> Version {
+        Version::Put {
+            create_revision: 2,
+            version: 1,
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn revs(v: &Versions) -> Vec<Revision> {
+        v.0.iter().map(|(r, _)| *r).collect()
+    }
+
+    #[test]
+    fn versions_stay_sorted_and_answer_lookups() {
+        let mut v = Versions::default();
+        for rev in [2, 5, 9] {
+            v.insert(rev, put("x"));
+        }
+        v.insert(7, Version::Delete);
+        v.insert(5, put("again"));
+        assert_eq!(revs(&v), [2, 5, 7, 9]);
+        assert_eq!(v.get(5), Some(&put("again")));
+        assert_eq!(v.get(6), None);
+        assert_eq!(v.at_or_before(6).map(|(r, _)| r), Some(5));
+        assert_eq!(v.at_or_before(7).map(|(r, _)| r), Some(7));
+        assert_eq!(v.at_or_before(1), None);
+        assert_eq!(v.before(7).map(|(r, _)| r), Some(5));
+        assert_eq!(v.before(2), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_version_at_or_before_it() {
+        let build = || {
+            let mut v = Versions::default();
+            v.insert(2, put("a"));
+            v.insert(4, put("b"));
+            v.insert(6, Version::Delete);
+            v.insert(8, put("c"));
+            v
+        };
+        let mut v = build();
+        v.compact(5);
+        assert_eq!(revs(&v), [4, 6, 8]);
+        // A delete before the compaction revision goes too...
+        let mut v = build();
+        v.compact(7);
+        assert_eq!(revs(&v), [8]);
+        // ...but one at it stays, for watches from there.
+        let mut v = build();
+        v.compact(6);
+        assert_eq!(revs(&v), [6, 8]);
+        let mut v = build();
+        v.compact(1);
+        assert_eq!(revs(&v), [2, 4, 6, 8]);
+    }
+
+    #[test]
+    fn versions_encode_as_the_map_they_replaced() {
+        let mut v = Versions::default();
+        let mut map = BTreeMap::new();
+        for (rev, version) in [(3, put("a")), (4, Version::Delete), (9, put("b"))] {
+            v.insert(rev, version.clone());
+            map.insert(rev, version);
+        }
+        let bytes = crate::codec::encode(&map).unwrap();
+        assert_eq!(crate::codec::encode(&v).unwrap(), bytes);
+        assert_eq!(crate::codec::decode::<Versions>(&bytes).unwrap(), v);
     }
 }

@@ -1,0 +1,143 @@
+//! Forwarding on a follower: many client writes become one call to the
+//! leader.
+//!
+//! A follower used to send each client write to the leader in its own
+//! `Forward` call, so under load the leader decoded, scheduled and answered
+//! one gRPC call per write. The forwarder queues writes while up to
+//! `MAX_IN_FLIGHT` calls are out, then sends everything queued for the same
+//! leader in one call; the leader proposes them through its group commit and
+//! answers each in order. With little load a write waits for nothing.
+//!
+//! A call that fails as a whole fails every write in it the same way: if it
+//! could not be sent, all are retryable; if it was lost in flight, each write
+//! may or may not have been applied.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::leader::{self, PeerError};
+use crate::raft::{NodeId, PeerClients, Raft};
+use crate::store::{Command, Response};
+
+/// Calls to the leader out at once.
+const MAX_IN_FLIGHT: usize = 4;
+/// Most writes in one call.
+const MAX_BATCH: usize = 2048;
+/// Roughly the most key and value bytes in one call.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+struct Pending {
+    leader: NodeId,
+    cmd: Command,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Response>>,
+}
+
+/// A follower's path to the leader for writes. Cheap to clone.
+#[derive(Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Forwarder {
+    /// Starts forwarding over `peers`, finding members' addresses in `raft`.
+    pub fn start(raft: Raft, peers: PeerClients) -> Forwarder {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
+        tokio::spawn(run(raft, peers, rx));
+        Forwarder { tx }
+    }
+
+    /// Has `leader` propose `cmd` (with others); returns what applying it
+    /// produced. `deadline` bounds the call it travels in.
+    pub async fn forward(
+        &self,
+        leader: NodeId,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Response> {
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            leader,
+            cmd,
+            deadline,
+            reply,
+        };
+        self.tx.send(pending).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+}
+
+async fn run(raft: Raft, peers: PeerClients, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A write for another leader that ended the last batch.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Wait for a slot first: writes arriving meanwhile join this call.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let leader = first.leader;
+        let mut bytes = first.cmd.payload_size();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) if p.leader == leader => {
+                    bytes += p.cmd.payload_size();
+                    batch.push(p);
+                }
+                Ok(p) => {
+                    carried = Some(p);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (raft, peers) = (raft.clone(), peers.clone());
+        tokio::spawn(async move {
+            send(&raft, &peers, leader, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn send(raft: &Raft, peers: &PeerClients, leader: NodeId, batch: Vec<Pending>) {
+    // The call lasts as long as its most patient write; the others stop
+    // waiting at their own deadlines.
+    let deadline = batch
+        .iter()
+        .map(|p| p.deadline)
+        .max()
+        .expect("invariant: a batch is never empty");
+    let (cmds, replies): (Vec<Command>, Vec<_>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    match leader::forward(raft, peers, leader, &cmds, deadline).await {
+        Ok(results) => {
+            let mut results = results.into_iter();
+            for reply in replies {
+                // A missing answer is a broken leader: the write may have
+                // been applied.
+                let result = results
+                    .next()
+                    .unwrap_or(Err(PeerError::Lost))
+                    .map_err(Error::from);
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let e = PeerError::from(&e);
+            for reply in replies {
+                let _ = reply.send(Err(Error::from(e.clone())));
+            }
+        }
+    }
+}
