@@ -11,7 +11,8 @@
 //!    port, many per call; the leader's `proposer` commits many per entry);
 //!    linearizable reads first pass a read barrier (ReadIndex).
 //! 3. `raft` (openraft) replicates the `store::Command` to a majority's
-//!    durable log (`raft::LogStore`, sled) and commits it.
+//!    durable log (`raft::LogStore` in sled, fsynced through `disk`) and
+//!    commits it.
 //! 4. `store` applies committed commands in log order to the state machine
 //!    (keys with etcd's revision data, in memory, made durable by the log
 //!    and snapshots in sled) and returns a
@@ -31,6 +32,7 @@ pub mod client;
 pub mod codec;
 pub mod compactor;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod forwarder;
 pub mod leader;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::NodeConfig;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::forwarder::Forwarder;
 use crate::leader;
@@ -36,11 +37,6 @@ use crate::store::{
 
 /// How long to wait before retrying a request that was not proposed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
-/// sled's page cache; etcd's bbolt relies on the OS page cache instead.
-///
-/// It holds the log's tail (read back to replicate it, soon after it was
-/// written) and snapshots; the state itself is in memory.
-const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const IDENTITY_TREE: &str = "identity";
 
 /// A snapshot of this member's view of the cluster, for `Status`.
@@ -70,7 +66,7 @@ pub struct Node {
     cluster_id: u64,
     raft: Raft,
     store: KvStore,
-    db: sled::Db,
+    disk: Disk,
     data_dir: PathBuf,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -92,17 +88,14 @@ impl Node {
     /// publish this member's client address.
     pub async fn start(cfg: &NodeConfig) -> Result<Arc<Node>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("raftkv.sled"))
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()?;
-        let cluster_id = load_identity(&db, cfg).await?;
+        let disk = Disk::open(&cfg.data_dir.join("raftkv.sled"))?;
+        let cluster_id = load_identity(&disk, cfg).await?;
         let metrics = Arc::new(Metrics::new());
-        let sm = StateMachine::open(&db, metrics.clone())?;
+        let sm = StateMachine::open(&disk, metrics.clone())?;
         let store = sm.store();
         let revisions = sm.revisions();
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
-        let (raft, floor) = raft::start(cfg, &db, sm, peers.clone(), metrics.clone()).await?;
+        let (raft, floor) = raft::start(cfg, &disk, sm, peers.clone(), metrics.clone()).await?;
         let proposer = Proposer::start(raft.clone());
         let forwarder = Forwarder::start(raft.clone(), peers.clone());
         let reads = {
@@ -121,7 +114,7 @@ impl Node {
             cluster_id,
             raft,
             store,
-            db,
+            disk,
             data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
             metrics,
@@ -213,7 +206,7 @@ impl Node {
             m.applied_index
                 .set(r.last_applied.map_or(0, |l| l.index) as i64);
         }
-        if let Ok(size) = self.db.size_on_disk() {
+        if let Ok(size) = self.disk.db().size_on_disk() {
             m.db_size.set(size as i64);
         }
         m.data_dir_size.set(dir_size(&self.data_dir) as i64);
@@ -254,7 +247,7 @@ impl Node {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        if let Err(e) = self.db.flush_async().await {
+        if let Err(e) = self.disk.sync().await {
             tracing::warn!(error = %e, "flushing the store at shutdown");
         }
     }
@@ -398,7 +391,7 @@ impl Node {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             revision: self.store.revision()?,
-            db_size: self.db.size_on_disk()?,
+            db_size: self.disk.db().size_on_disk()?,
         })
     }
 
@@ -444,8 +437,8 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// Reads this data dir's identity, or records it on first start. Refuses a
 /// data dir that belongs to another node id.
-async fn load_identity(db: &sled::Db, cfg: &NodeConfig) -> Result<u64> {
-    let tree = db.open_tree(IDENTITY_TREE)?;
+async fn load_identity(disk: &Disk, cfg: &NodeConfig) -> Result<u64> {
+    let tree = disk.db().open_tree(IDENTITY_TREE)?;
     let read_u64 = |key: &str| -> Result<Option<u64>> {
         Ok(tree.get(key)?.map(|v| {
             let bytes: [u8; 8] = v.as_ref().try_into().unwrap_or_default();
@@ -466,7 +459,7 @@ async fn load_identity(db: &sled::Db, cfg: &NodeConfig) -> Result<u64> {
     let cluster_id = cluster_id_of(&cfg.initial_cluster);
     tree.insert("node_id", &cfg.id.to_be_bytes())?;
     tree.insert("cluster_id", &cluster_id.to_be_bytes())?;
-    db.flush_async().await?;
+    disk.sync().await?;
     Ok(cluster_id)
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Consensus data only; the key-value state lives in `store/`. Log entries are
 //! keyed by their index in big-endian so sled's order is log order. A vote or
-//! a batch of appended entries is flushed to disk before openraft hears it is
-//! durable (one flush per batch, not per entry).
+//! a batch of appended entries is synced to disk (`Disk::sync`: sled's flush
+//! plus fsync) before openraft hears it is durable (one sync per batch, not
+//! per entry).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -16,6 +17,7 @@ use openraft::{RaftLogReader, StorageIOError};
 use super::typ::{Entry, LogId, LogState, StorageError, Vote};
 use super::TypeConfig;
 use crate::codec;
+use crate::disk::Disk;
 use crate::metrics::Metrics;
 
 const LOG_TREE: &str = "raft_log";
@@ -28,27 +30,28 @@ const PURGED_KEY: &str = "last_purged";
 /// log reader for replication.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    disk: Disk,
     log: sled::Tree,
     meta: sled::Tree,
     metrics: Arc<Metrics>,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log trees in `db`.
-    pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
+    /// Opens (or creates) the log trees on `disk`.
+    pub fn open(disk: &Disk, metrics: Arc<Metrics>) -> crate::Result<Self> {
         Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree(LOG_TREE)?,
-            meta: db.open_tree(META_TREE)?,
+            disk: disk.clone(),
+            log: disk.db().open_tree(LOG_TREE)?,
+            meta: disk.db().open_tree(META_TREE)?,
             metrics,
         })
     }
 
-    /// Flushes everything written so far to disk, timing it.
+    /// Makes everything written so far durable (see `Disk::sync`), timing
+    /// it.
     async fn flush(&self) -> crate::Result<()> {
         let started = Instant::now();
-        self.db.flush_async().await?;
+        self.disk.sync().await?;
         self.metrics
             .wal_fsync
             .observe(started.elapsed().as_secs_f64());

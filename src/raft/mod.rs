@@ -27,6 +27,7 @@ pub use network::{is_connect_error, PeerClients, PeerNetwork, PEER_MAX_MESSAGE_B
 pub use types::{typ, Node, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::leader::ReadFloor;
 use crate::metrics::Metrics;
@@ -61,18 +62,18 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
     config.validate().map_err(|e| Error::Raft(e.to_string()))
 }
 
-/// Starts this node's Raft instance over `db` and, if the node has no Raft
+/// Starts this node's Raft instance over `disk` and, if the node has no Raft
 /// state yet, forms the cluster named by `--initial-cluster`. Also returns
 /// the read floor for a leadership resumed at startup.
 pub async fn start(
     cfg: &NodeConfig,
-    db: &sled::Db,
+    disk: &Disk,
     sm: StateMachine,
     peers: PeerClients,
     metrics: Arc<Metrics>,
 ) -> Result<(Raft, ReadFloor)> {
     let config = Arc::new(raft_config(cfg)?);
-    let log_store = LogStore::open(db, metrics)?;
+    let log_store = LogStore::open(disk, metrics)?;
     let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
     let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
         .await

@@ -3,11 +3,11 @@
 //! The only store file that knows about openraft. Applies each group of
 //! committed entries in one `WriteBatch` together with the last applied log
 //! id. The state lives in memory and is made durable as snapshots in sled:
-//! the Raft log (flushed before anything is acknowledged) holds every entry
+//! the Raft log (synced before anything is acknowledged) holds every entry
 //! after the last snapshot, and on restart the state machine starts from
 //! that snapshot while openraft re-applies the entries after it. A snapshot
-//! is flushed to disk before openraft hears of it (and may purge the log
-//! behind it).
+//! is synced to disk (`Disk::sync`) before openraft hears of it (and may
+//! purge the log behind it).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use super::command::Response;
 use super::kv::KvStore;
 use super::state::{Revision, State};
 use crate::codec;
+use crate::disk::Disk;
 use crate::metrics::Metrics;
 use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use crate::raft::TypeConfig;
@@ -34,7 +35,7 @@ const MEMBERSHIP_META: &str = "membership";
 
 /// The replicated state machine of one node.
 pub struct StateMachine {
-    db: sled::Db,
+    disk: Disk,
     kv: KvStore,
     snapshots: sled::Tree,
     metrics: Arc<Metrics>,
@@ -43,17 +44,17 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine stored in `db`: the state of its last
+    /// Opens the state machine stored on `disk`: the state of its last
     /// snapshot, if any.
-    pub fn open(db: &sled::Db, metrics: Arc<Metrics>) -> crate::Result<Self> {
-        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
+    pub fn open(disk: &Disk, metrics: Arc<Metrics>) -> crate::Result<Self> {
+        let snapshots = disk.db().open_tree(SNAPSHOT_TREE)?;
         let state = match snapshots.get(SNAPSHOT_DATA_KEY)? {
             Some(data) => codec::decode::<State>(&data)?,
             None => State::default(),
         };
         let (revision, _) = watch::channel(state.revision);
         Ok(StateMachine {
-            db: db.clone(),
+            disk: disk.clone(),
             kv: KvStore::new(state),
             snapshots,
             metrics,
@@ -150,7 +151,7 @@ impl StateMachine {
         );
         let data = codec::encode(&state)?;
         save_snapshot(&self.snapshots, meta, data)?;
-        self.db.flush_async().await?;
+        self.disk.sync().await?;
         self.kv.restore(state);
         self.publish_revision()?;
         self.metrics.snapshots_installed.inc();
@@ -198,7 +199,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .read_applied()
             .map(|(applied, membership)| (applied, membership, self.kv.snapshot()));
         SnapshotBuilder {
-            db: self.db.clone(),
+            disk: self.disk.clone(),
             snapshots: self.snapshots.clone(),
             metrics: self.metrics.clone(),
             started: Instant::now(),
@@ -231,7 +232,7 @@ type Captured = (Option<LogId>, StoredMembership, State);
 
 /// Turns a captured copy of the state into a stored snapshot.
 pub struct SnapshotBuilder {
-    db: sled::Db,
+    disk: Disk,
     snapshots: sled::Tree,
     metrics: Arc<Metrics>,
     /// When the state was captured: the start of the build.
@@ -262,10 +263,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         save_snapshot(&self.snapshots, &meta, data.clone()).map_err(snapshot_error)?;
         // The snapshot must be on disk before openraft purges the log
         // behind it.
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| snapshot_error(e.into()))?;
+        self.disk.sync().await.map_err(snapshot_error)?;
         self.metrics
             .snapshot_save
             .observe(self.started.elapsed().as_secs_f64());

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};
+use raftkv::disk::Disk;
 use raftkv::metrics::Metrics;
 use raftkv::raft::typ::StorageError;
 use raftkv::raft::{LogStore, TypeConfig};
@@ -15,10 +16,10 @@ struct SledStoreBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::open(dir.path().join("db")).expect("open sled");
+        let disk = Disk::open(&dir.path().join("db")).expect("open sled");
         let metrics = Arc::new(Metrics::new());
-        let log = LogStore::open(&db, metrics.clone()).expect("open log store");
-        let sm = StateMachine::open(&db, metrics).expect("open state machine");
+        let log = LogStore::open(&disk, metrics.clone()).expect("open log store");
+        let sm = StateMachine::open(&disk, metrics).expect("open state machine");
         Ok((dir, log, sm))
     }
 }
