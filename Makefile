@@ -13,6 +13,9 @@
 #   make chaos         a long fault-injection campaign checked for
 #                      linearizability: make chaos DURATION=300 SEED=7 NODES=5 WORKERS=8
 #   make chaos-check HISTORY=.../history.jsonl   check a saved history again
+#   make bench         raftkv against etcd on this machine, side by side
+#                      (installs Debian's etcd-server if etcd is missing);
+#                      prints a markdown table, results in target/bench
 #   make lint          rustfmt check, clippy -D warnings, rustdoc -D warnings
 #   make clean         remove build output and ./data
 
@@ -44,7 +47,12 @@ OUT ?=
 
 HISTORY ?=
 
-.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration chaos chaos-check lint clean
+# `make bench` settings: rounds (best round per point) and a request-count scale.
+ROUNDS ?= 2
+SCALE ?= 1.0
+SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
+
+.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -95,6 +103,15 @@ chaos:
 
 chaos-check:
 	CHAOS_HISTORY=$(HISTORY) $(CARGO) test --release --locked --test it -- --ignored --exact chaos::recheck_a_saved_history --nocapture
+
+bench: build
+	@if ! command -v etcd >/dev/null 2>&1; then \
+	  echo "etcd not found: installing Debian's etcd-server"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y etcd-server; \
+	  if command -v systemctl >/dev/null 2>&1; then $(SUDO) systemctl disable --now etcd >/dev/null 2>&1 || true; fi; \
+	fi
+	$(CARGO) bench --locked --profile release --bench compare -- --kvd $(BIN)/kvd --out $(TARGET_DIR)/bench \
+	  --rounds $(ROUNDS) --scale $(SCALE)
 
 test-unit:
 	$(CARGO) test --locked --lib --bins

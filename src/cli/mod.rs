@@ -5,7 +5,7 @@
 //! `client::Client`. Depends only on `client` and `pb`.
 
 mod args;
-mod bench;
+pub mod bench;
 mod health;
 mod output;
 mod run;
