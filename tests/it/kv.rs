@@ -84,7 +84,10 @@ async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
         assert_eq!(prev.key, format!("k{i:03}").into_bytes());
         assert_eq!(prev.value, format!("old{i}").into_bytes(), "put {i}");
         let revision = resp.header.unwrap().revision;
-        assert!(revisions.insert(revision), "revision {revision} given twice");
+        assert!(
+            revisions.insert(revision),
+            "revision {revision} given twice"
+        );
         let got = kv
             .range(get_req(&format!("k{i:03}")))
             .await
