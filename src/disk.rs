@@ -84,6 +84,15 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// `sync`, for callers outside the async runtime (opening).
+    pub fn sync_blocking(&self) -> crate::Result<()> {
+        self.db.flush()?;
+        self.files.sync()?;
+        Ok(())
+    }
+}
+
 impl Files {
     fn sync(&self) -> io::Result<()> {
         self.db_file.sync_data()?;

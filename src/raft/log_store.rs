@@ -1,13 +1,18 @@
-//! The Raft log, vote and commit point in sled: openraft's `RaftLogStorage`.
+//! The Raft log, vote and commit point: openraft's `RaftLogStorage`.
 //!
-//! Consensus data only; the key-value state lives in `store/`. Log entries are
-//! keyed by their index in big-endian so sled's order is log order. A vote or
-//! a batch of appended entries is synced to disk (`Disk::sync`: sled's flush
-//! plus fsync) before openraft hears it is durable (one sync per batch, not
-//! per entry).
+//! Consensus data only; the key-value state lives in `store/`. Entries live
+//! in our own segment files (`wal.rs`): an append is one write and one
+//! `fdatasync`, done before openraft hears it is durable (one sync per batch,
+//! not per entry). The vote, commit point and purge point are small and rare
+//! and live in sled, synced through `Disk::sync`.
+//!
+//! Data dirs from before the log moved out of sled are migrated on open: the
+//! entries are copied to the new log and synced, a marker is recorded, then
+//! the old tree is dropped.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,47 +20,53 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
 
 use super::typ::{Entry, LogId, LogState, StorageError, Vote};
+use super::wal::Wal;
 use super::TypeConfig;
 use crate::codec;
 use crate::disk::Disk;
 use crate::metrics::Metrics;
 
-const LOG_TREE: &str = "raft_log";
+/// Where the log lived before it moved to `wal.rs`; read only to migrate.
+const OLD_LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
 const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "last_purged";
+/// Present once the log is in `wal.rs` files (see `migrate`).
+const LOG_IN_WAL_KEY: &str = "log_in_wal";
 
-/// The log store. Clones share the same trees; a clone serves as openraft's
+/// The log store. Clones share the same log; a clone serves as openraft's
 /// log reader for replication.
 #[derive(Clone)]
 pub struct LogStore {
     disk: Disk,
-    log: sled::Tree,
+    wal: Arc<Wal>,
     meta: sled::Tree,
     metrics: Arc<Metrics>,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log trees on `disk`.
-    pub fn open(disk: &Disk, metrics: Arc<Metrics>) -> crate::Result<Self> {
+    /// Opens (or creates) the log in directory `dir` and its metadata on
+    /// `disk`.
+    pub fn open(disk: &Disk, dir: &Path, metrics: Arc<Metrics>) -> crate::Result<Self> {
+        let meta = disk.db().open_tree(META_TREE)?;
+        let purged: Option<LogId> = match meta.get(PURGED_KEY)? {
+            Some(raw) => Some(codec::decode(&raw)?),
+            None => None,
+        };
+        let wal = Wal::open(dir, purged.map(|p| p.index))?;
+        migrate(disk, &meta, &wal, purged)?;
         Ok(LogStore {
             disk: disk.clone(),
-            log: disk.db().open_tree(LOG_TREE)?,
-            meta: disk.db().open_tree(META_TREE)?,
+            wal: Arc::new(wal),
+            meta,
             metrics,
         })
     }
 
-    /// Makes everything written so far durable (see `Disk::sync`), timing
-    /// it.
+    /// Makes the metadata written so far durable (see `Disk::sync`).
     async fn flush(&self) -> crate::Result<()> {
-        let started = Instant::now();
-        self.disk.sync().await?;
-        self.metrics
-            .wal_fsync
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        self.disk.sync().await
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> crate::Result<Option<T>> {
@@ -81,80 +92,13 @@ impl LogStore {
         if !vote.committed || vote.leader_id.node_id != me {
             return Ok(None);
         }
-        let last = self.last_entry_id()?.or(self.last_purged()?);
+        let last = self.wal.last_log_id().or(self.last_purged()?);
         Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
     }
 
     fn last_purged(&self) -> crate::Result<Option<LogId>> {
         self.read_meta(PURGED_KEY)
     }
-
-    fn last_entry_id(&self) -> crate::Result<Option<LogId>> {
-        match self.log.last()? {
-            Some((_, raw)) => Ok(Some(codec::decode::<Entry>(&raw)?.log_id)),
-            None => Ok(None),
-        }
-    }
-
-    fn entries(&self, range: impl RangeBounds<u64>) -> crate::Result<Vec<Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
-            (&start, &end)
-        {
-            if s > e {
-                return Ok(Vec::new());
-            }
-        }
-        self.log
-            .range((start, end))
-            .map(|item| {
-                let (_, raw) = item?;
-                Ok(codec::decode(&raw)?)
-            })
-            .collect()
-    }
-
-    /// Removes entries with index `>= from` (`from = 0` removes all).
-    fn remove_from(&self, from: u64) -> crate::Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(index_key(from)..).keys() {
-            batch.remove(key?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Removes entries with index `<= upto`.
-    fn remove_upto(&self, upto: u64) -> crate::Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(..=index_key(upto)).keys() {
-            batch.remove(key?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
-    }
-
-    fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> crate::Result<()> {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), codec::encode(&entry)?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
-    }
-}
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
 }
 
 fn read_err(e: crate::Error) -> StorageError {
@@ -170,7 +114,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.entries(range).map_err(read_err)
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal.read(start, end).map_err(read_err)
     }
 }
 
@@ -179,9 +133,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
         let last_purged_log_id = self.last_purged().map_err(read_err)?;
-        // After a crash mid-purge, entries behind the purge point may remain.
-        let last_log_id =
-            std::cmp::max(self.last_entry_id().map_err(read_err)?, last_purged_log_id);
+        // The log is empty up to a purge point past its end after a
+        // snapshot was installed.
+        let last_log_id = std::cmp::max(self.wal.last_log_id(), last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -231,17 +185,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        self.append_entries(entries).map_err(write_err)?;
-        // One flush for the whole batch; only then is it durable.
-        let flushed = self.flush().await.map_err(std::io::Error::other);
-        callback.log_io_completed(flushed);
+        let file = self.wal.append(entries).map_err(write_err)?;
+        // One sync for the whole batch; only then is it durable.
+        let started = Instant::now();
+        let synced = tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.metrics
+            .wal_fsync
+            .observe(started.elapsed().as_secs_f64());
+        callback.log_io_completed(synced);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_from(log_id.index).map_err(write_err)?;
-        self.flush().await.map_err(write_err)?;
-        Ok(())
+        self.wal.truncate(log_id.index).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -249,7 +207,85 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries behind it, never a gap.
         self.write_meta(PURGED_KEY, &log_id).map_err(write_err)?;
         self.flush().await.map_err(write_err)?;
-        self.remove_upto(log_id.index).map_err(write_err)?;
+        self.wal.purge(log_id.index).map_err(write_err)?;
         Ok(())
+    }
+}
+
+/// Moves the log of a data dir from before `wal.rs` out of sled, once. An
+/// earlier attempt that stopped half way is started over: the marker is
+/// written only after the copied entries are synced.
+fn migrate(disk: &Disk, meta: &sled::Tree, wal: &Wal, purged: Option<LogId>) -> crate::Result<()> {
+    if meta.contains_key(LOG_IN_WAL_KEY)? {
+        return Ok(());
+    }
+    let old = disk.db().open_tree(OLD_LOG_TREE)?;
+    if !old.is_empty() {
+        wal.truncate(0)?;
+        let mut entries = Vec::new();
+        for item in old.iter() {
+            let (_, raw) = item?;
+            let entry: Entry = codec::decode(&raw)?;
+            if purged.is_none_or(|p| entry.log_id.index > p.index) {
+                entries.push(entry);
+            }
+        }
+        tracing::info!(entries = entries.len(), "moving the raft log out of sled");
+        wal.append(entries)?.sync_data()?;
+    }
+    meta.insert(LOG_IN_WAL_KEY, &[1u8][..])?;
+    disk.sync_blocking()?;
+    disk.db().drop_tree(OLD_LOG_TREE)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Scenario: a data dir from before the log left sled (entries 1-5 in
+    /// the old tree, purged up to 2). Opening it moves entries 3-5 to the new
+    /// log, drops the old tree, and opening again finds the same log.
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_to_the_new_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(&dir.path().join("db")).unwrap();
+        let old = disk.db().open_tree(OLD_LOG_TREE).unwrap();
+        for i in 1..=5u64 {
+            old.insert(i.to_be_bytes(), codec::encode(&entry(i)).unwrap())
+                .unwrap();
+        }
+        let meta = disk.db().open_tree(META_TREE).unwrap();
+        meta.insert(PURGED_KEY, codec::encode(&entry(2).log_id).unwrap())
+            .unwrap();
+        let log_dir = dir.path().join("log");
+        for _ in 0..2 {
+            let mut store = LogStore::open(&disk, &log_dir, Arc::new(Metrics::new())).unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(entry(2).log_id));
+            assert_eq!(state.last_log_id, Some(entry(5).log_id));
+            let got: Vec<u64> = store
+                .try_get_log_entries(0..10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect();
+            assert_eq!(got, vec![3, 4, 5]);
+            assert!(!disk
+                .db()
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == OLD_LOG_TREE.as_bytes()));
+        }
     }
 }

@@ -15,6 +15,7 @@
 mod log_store;
 mod network;
 mod types;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ use crate::error::{Error, Result};
 use crate::leader::ReadFloor;
 use crate::metrics::Metrics;
 use crate::store::StateMachine;
+
+/// The Raft log's directory inside the data dir.
+pub const RAFT_LOG_DIR: &str = "raft-log";
 
 /// openraft's configuration for `cfg`, with etcd's meaning of
 /// `--election-timeout` `t`: a follower that stops hearing from its leader
@@ -73,7 +77,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> Result<(Raft, ReadFloor)> {
     let config = Arc::new(raft_config(cfg)?);
-    let log_store = LogStore::open(disk, metrics)?;
+    let log_store = LogStore::open(disk, &cfg.data_dir.join(RAFT_LOG_DIR), metrics)?;
     let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
     let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
         .await

@@ -18,7 +18,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = Disk::open(&dir.path().join("db")).expect("open sled");
         let metrics = Arc::new(Metrics::new());
-        let log = LogStore::open(&disk, metrics.clone()).expect("open log store");
+        let log = LogStore::open(&disk, &dir.path().join("log"), metrics.clone())
+            .expect("open log store");
         let sm = StateMachine::open(&disk, metrics).expect("open state machine");
         Ok((dir, log, sm))
     }
