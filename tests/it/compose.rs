@@ -359,3 +359,130 @@ fn a_broken_compose_file_is_rejected() {
         }
     }
 }
+
+const CARGO_TOML: &str = include_str!("../../Cargo.toml");
+const DOCKERIGNORE: &str = include_str!("../../.dockerignore");
+
+/// The files cargo needs to build the package: the manifest and lock, the
+/// build script and the protos it compiles, the library, and the path of
+/// every target the manifest declares (cargo refuses a manifest whose
+/// declared target is missing, even when building only the binaries).
+fn cargo_inputs(manifest: &str) -> Vec<String> {
+    let mut inputs: Vec<String> = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "proto",
+        "src/lib.rs",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut section = String::new();
+    let mut name = None;
+    let mut path = None;
+    let mut flush = |section: &str, name: &mut Option<String>, path: &mut Option<String>| {
+        let dir = match section {
+            "[[bin]]" => "src/bin",
+            "[[bench]]" => "benches",
+            "[[test]]" => "tests",
+            "[[example]]" => "examples",
+            _ => return,
+        };
+        if let Some(p) = path
+            .take()
+            .or_else(|| name.take().map(|n| format!("{dir}/{n}.rs")))
+        {
+            inputs.push(p);
+        }
+        *name = None;
+    };
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            flush(&section, &mut name, &mut path);
+            section = line.to_string();
+            continue;
+        }
+        let value = |key: &str| {
+            line.strip_prefix(key)
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        };
+        if let Some(v) = value("name") {
+            name = Some(v);
+        } else if let Some(v) = value("path") {
+            path = Some(v);
+        }
+    }
+    flush(&section, &mut name, &mut path);
+    inputs
+}
+
+/// The sources of the builder stage's `COPY` lines.
+fn copied(dockerfile: &str) -> Vec<String> {
+    let mut sources = Vec::new();
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") && !sources.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("COPY ") {
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            if let Some((_, srcs)) = words.split_last() {
+                sources.extend(
+                    srcs.iter()
+                        .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_string()),
+                );
+            }
+        }
+    }
+    sources
+}
+
+fn dockerfile_misses(dockerfile: &str, manifest: &str, ignore: &str) -> Vec<String> {
+    let sources = copied(dockerfile);
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let covered = |input: &str, by: &str| input == by || input.starts_with(&format!("{by}/"));
+    cargo_inputs(manifest)
+        .into_iter()
+        .filter(|input| {
+            !sources.iter().any(|s| covered(input, s)) || ignored.iter().any(|i| covered(input, i))
+        })
+        .collect()
+}
+
+/// Scenario: the image's build stage copies in everything cargo needs to
+/// build the package (a declared bench target it left out once broke the
+/// image build, which cannot run here), and `.dockerignore` keeps none of it
+/// out; leaving out the benches, or ignoring them, is caught.
+#[test]
+fn the_image_build_gets_every_file_cargo_needs() {
+    assert_eq!(
+        dockerfile_misses(DOCKERFILE, CARGO_TOML, DOCKERIGNORE),
+        Vec::<String>::new()
+    );
+    assert!(cargo_inputs(CARGO_TOML).contains(&"benches/compare.rs".to_string()));
+    let without: String = DOCKERFILE
+        .lines()
+        .filter(|l| !l.contains("benches"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        dockerfile_misses(&without, CARGO_TOML, DOCKERIGNORE),
+        vec!["benches/compare.rs".to_string()]
+    );
+    assert_eq!(
+        dockerfile_misses(
+            DOCKERFILE,
+            CARGO_TOML,
+            &format!("{DOCKERIGNORE}\nbenches\n")
+        ),
+        vec!["benches/compare.rs".to_string()]
+    );
+}
