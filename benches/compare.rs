@@ -140,8 +140,7 @@ struct Measured {
 impl Measured {
     fn from_report(r: &Report) -> Measured {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let report = serde_json::from_str(&r.render(raftkv::cli::Format::Json))
-            .expect("the bench report renders valid JSON");
+        let report = r.json();
         Measured {
             qps: r.qps(),
             p50_ms: ms(r.percentile(50.0)),

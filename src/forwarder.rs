@@ -4,19 +4,18 @@
 //! A follower used to send each client write to the leader in its own
 //! `Forward` call, so under load the leader decoded, scheduled and answered
 //! one gRPC call per write. The forwarder queues writes while up to
-//! `MAX_IN_FLIGHT` calls are out, then sends everything queued for the same
-//! leader in one call; the leader proposes them through its group commit and
-//! answers each in order. With little load a write waits for nothing.
+//! `MAX_IN_FLIGHT` calls are out (`batching::run`), then sends everything
+//! queued for the same leader in one call; the leader proposes them through
+//! its group commit and answers each in order. With little load a write waits for nothing.
 //!
 //! A call that fails as a whole fails every write in it the same way: if it
 //! could not be sent, all are retryable; if it was lost in flight, each write
 //! may or may not have been applied.
 
-use std::sync::Arc;
-
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::batching::{self, Limits};
 use crate::error::{Error, Result};
 use crate::leader::{self, PeerError};
 use crate::raft::{NodeId, PeerClients, Raft};
@@ -46,7 +45,22 @@ impl Forwarder {
     /// Starts forwarding over `peers`, finding members' addresses in `raft`.
     pub fn start(raft: Raft, peers: PeerClients) -> Forwarder {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
-        tokio::spawn(run(raft, peers, rx));
+        let limits = Limits {
+            in_flight: MAX_IN_FLIGHT,
+            max_items: MAX_BATCH,
+            max_bytes: MAX_BATCH_BYTES,
+        };
+        tokio::spawn(batching::run(
+            rx,
+            limits,
+            |p: &Pending| p.cmd.payload_size(),
+            // One call goes to one leader.
+            |a, b| a.leader == b.leader,
+            move |batch| {
+                let (raft, peers) = (raft.clone(), peers.clone());
+                async move { send(&raft, &peers, batch).await }
+            },
+        ));
         Forwarder { tx }
     }
 
@@ -70,47 +84,8 @@ impl Forwarder {
     }
 }
 
-async fn run(raft: Raft, peers: PeerClients, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    // A write for another leader that ended the last batch.
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        // Wait for a slot first: writes arriving meanwhile join this call.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let leader = first.leader;
-        let mut bytes = first.cmd.payload_size();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) if p.leader == leader => {
-                    bytes += p.cmd.payload_size();
-                    batch.push(p);
-                }
-                Ok(p) => {
-                    carried = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let (raft, peers) = (raft.clone(), peers.clone());
-        tokio::spawn(async move {
-            send(&raft, &peers, leader, batch).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn send(raft: &Raft, peers: &PeerClients, leader: NodeId, batch: Vec<Pending>) {
+async fn send(raft: &Raft, peers: &PeerClients, batch: Vec<Pending>) {
+    let leader = batch[0].leader;
     // The call lasts as long as its most patient write; the others stop
     // waiting at their own deadlines.
     let deadline = batch

@@ -27,6 +27,7 @@
 //! - `Lease` (and so keys that expire): it answers `UNIMPLEMENTED`.
 //! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
 
+pub mod batching;
 pub mod cli;
 pub mod client;
 pub mod codec;

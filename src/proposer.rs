@@ -2,17 +2,16 @@
 //!
 //! openraft 0.9 appends (and flushes) each proposal on its own before it
 //! looks at the next, so one write per entry means one fsync per write. The
-//! proposer instead queues writes while up to `MAX_IN_FLIGHT` entries are
-//! being committed, then proposes everything queued as one
-//! `Command::Batch`: under load, one fsync (on the leader and on each
+//! proposer instead queues writes (`batching::run`) while up to
+//! `MAX_IN_FLIGHT` entries are being committed, then proposes everything
+//! queued as one `Command::Batch`: under load, one fsync (on the leader and on each
 //! follower) commits hundreds of writes, and with little load a write waits
 //! for nothing. Each write still gets its own response, in order, and each
 //! is applied as its own revision.
 
-use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
-
+use crate::batching::{self, Limits};
 use crate::error::{Error, Result};
 use crate::raft::typ::{ClientWriteError, RaftError};
 use crate::raft::Raft;
@@ -40,7 +39,21 @@ impl Proposer {
     /// Starts proposing through `raft`.
     pub fn start(raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
-        tokio::spawn(run(raft, rx));
+        let limits = Limits {
+            in_flight: MAX_IN_FLIGHT,
+            max_items: MAX_BATCH,
+            max_bytes: MAX_BATCH_BYTES,
+        };
+        tokio::spawn(batching::run(
+            rx,
+            limits,
+            |p: &Pending| p.cmd.payload_size(),
+            |_, _| true,
+            move |batch| {
+                let raft = raft.clone();
+                async move { commit(&raft, batch).await }
+            },
+        ));
         Proposer { tx }
     }
 
@@ -71,32 +84,6 @@ impl Proposer {
             });
         }
         results
-    }
-}
-
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // Wait for a slot first: writes arriving meanwhile join this batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut bytes = first.cmd.payload_size();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.cmd.payload_size();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            commit(&raft, batch).await;
-            drop(permit);
-        });
     }
 }
 

@@ -122,33 +122,38 @@ impl Report {
         buckets
     }
 
+    /// The report as `-w json` prints it.
+    pub fn json(&self) -> serde_json::Value {
+        let secs = |d: Duration| d.as_secs_f64();
+        let (mean, stddev) = self.mean_and_stddev();
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        json!({
+            "kind": format!("{:?}", self.kind).to_lowercase(),
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": secs(self.elapsed),
+            "qps": (self.qps() * 10.0).round() / 10.0,
+            "latency_ms": {
+                "min": ms(self.latencies.first().copied().unwrap_or_default()),
+                "avg": (mean * 1e6).round() / 1e3,
+                "stddev": (stddev * 1e6).round() / 1e3,
+                "p50": ms(self.percentile(50.0)),
+                "p90": ms(self.percentile(90.0)),
+                "p99": ms(self.percentile(99.0)),
+                "p99.9": ms(self.percentile(99.9)),
+                "max": ms(self.latencies.last().copied().unwrap_or_default()),
+            },
+            "histogram": self.histogram().iter().map(|(u, c)| json!([ms(*u), c])).collect::<Vec<_>>(),
+            "error_samples": self.error_samples,
+        })
+    }
+
     pub fn render(&self, format: Format) -> String {
         let secs = |d: Duration| d.as_secs_f64();
         let (mean, stddev) = self.mean_and_stddev();
         let pct = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
         if format == Format::Json {
-            let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-            return json!({
-                "kind": format!("{:?}", self.kind).to_lowercase(),
-                "requests": self.requests,
-                "errors": self.errors,
-                "seconds": secs(self.elapsed),
-                "qps": (self.qps() * 10.0).round() / 10.0,
-                "latency_ms": {
-                    "min": ms(self.latencies.first().copied().unwrap_or_default()),
-                    "avg": (mean * 1e6).round() / 1e3,
-                    "stddev": (stddev * 1e6).round() / 1e3,
-                    "p50": ms(self.percentile(50.0)),
-                    "p90": ms(self.percentile(90.0)),
-                    "p99": ms(self.percentile(99.0)),
-                    "p99.9": ms(self.percentile(99.9)),
-                    "max": ms(self.latencies.last().copied().unwrap_or_default()),
-                },
-                "histogram": self.histogram().iter().map(|(u, c)| json!([ms(*u), c])).collect::<Vec<_>>(),
-                "error_samples": self.error_samples,
-            })
-            .to_string()
-                + "\n";
+            return self.json().to_string() + "\n";
         }
         let mut out = String::from("\nSummary:\n");
         out += &format!("  Total:\t{:.4} secs.\n", secs(self.elapsed));

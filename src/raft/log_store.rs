@@ -64,11 +64,6 @@ impl LogStore {
         })
     }
 
-    /// Makes the metadata written so far durable (see `Disk::sync`).
-    async fn flush(&self) -> crate::Result<()> {
-        self.disk.sync().await
-    }
-
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> crate::Result<Option<T>> {
         match self.meta.get(key)? {
             Some(raw) => Ok(Some(codec::decode(&raw)?)),
@@ -149,7 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let res: crate::Result<()> = async {
             self.write_meta(VOTE_KEY, vote)?;
-            self.flush().await
+            self.disk.sync().await
         }
         .await;
         res.map_err(|e| StorageIOError::write_vote(&e).into())
@@ -206,7 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash in between leaves extra
         // entries behind it, never a gap.
         self.write_meta(PURGED_KEY, &log_id).map_err(write_err)?;
-        self.flush().await.map_err(write_err)?;
+        self.disk.sync().await.map_err(write_err)?;
         self.wal.purge(log_id.index).map_err(write_err)?;
         Ok(())
     }

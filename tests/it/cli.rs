@@ -1,27 +1,21 @@
 //! `kvctl` end to end against a real cluster: output, failover between
 //! endpoints, errors and exit codes, and `endpoint status [--watch]`.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::cluster::{Options, TestCluster, LIVENESS};
+use crate::cluster::{line_reader, run_output, Options, TestCluster, LIVENESS};
 
 /// Runs kvctl; returns (exit code, stdout, stderr).
 fn kvctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .arg("--endpoints")
-        .arg(endpoints)
-        .arg("--dial-timeout")
-        .arg("1s")
-        .args(args)
-        .output()
-        .expect("run kvctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    run_output(
+        Command::new(env!("CARGO_BIN_EXE_kvctl"))
+            .arg("--endpoints")
+            .arg(endpoints)
+            .arg("--dial-timeout")
+            .arg("1s")
+            .args(args),
+        None,
     )
 }
 
@@ -184,14 +178,7 @@ async fn kvctl_status_watch_reports_a_re_election() {
         .spawn()
         .expect("spawn kvctl");
     let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = line_reader(stdout);
     let wait_for = |pattern: &str| -> String {
         let deadline = std::time::Instant::now() + LIVENESS;
         loop {
@@ -219,27 +206,12 @@ async fn kvctl_status_watch_reports_a_re_election() {
 
 /// Runs kvctl with `input` on stdin.
 fn kvctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kvctl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    run_output(
+        Command::new(env!("CARGO_BIN_EXE_kvctl"))
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args),
+        Some(input),
     )
 }
 
@@ -330,14 +302,7 @@ async fn kvctl_watch_replays_and_follows() {
         .spawn()
         .expect("spawn kvctl watch");
     let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = line_reader(stdout);
     ok(&eps, &["put", "cfg/a", "2"]);
     ok(&eps, &["del", "cfg/", "--prefix"]);
     let expected = [

@@ -457,3 +457,61 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or(0);
     Ok((status, body.to_string()))
 }
+
+/// Runs `cmd` to completion, with `stdin` as its input if given; returns
+/// (exit code, stdout, stderr).
+pub fn run_output(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let out = match stdin {
+        None => cmd.output().expect("run a command"),
+        Some(input) => {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run a command");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+            child.wait_with_output().expect("wait for a command")
+        }
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lines a child writes, through a channel (so reads can time out).
+pub fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Node `i`'s `/metrics`, parsed: `name{labels}` (labels sorted, as
+/// rendered) to value.
+pub fn scrape(cluster: &TestCluster, i: usize) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) =
+        http_get(&cluster.nodes[i].metrics_addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("a sample line is `series value`");
+            (series.to_string(), value.parse().expect("a numeric sample"))
+        })
+        .collect()
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::cluster::{eventually, line_reader, run_output, TestCluster, LIVENESS};
 
 fn etcdctl_path() -> PathBuf {
     let found = std::env::var_os("PATH")
@@ -20,25 +20,22 @@ fn etcdctl_path() -> PathBuf {
 /// Runs etcdctl; returns (exit code, stdout, stderr without clientv3's JSON
 /// retry warnings).
 fn etcdctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(etcdctl_path())
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(endpoints)
-        .arg("--dial-timeout")
-        .arg("5s")
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    let stderr = String::from_utf8_lossy(&out.stderr)
+    let (code, stdout, stderr) = run_output(
+        Command::new(etcdctl_path())
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(endpoints)
+            .arg("--dial-timeout")
+            .arg("5s")
+            .args(args),
+        None,
+    );
+    let stderr = stderr
         .lines()
         .filter(|l| !l.starts_with("{\"level\""))
         .collect::<Vec<_>>()
         .join("\n");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
+    (code, stdout, stderr)
 }
 
 fn ok(endpoints: &str, args: &[&str]) -> String {
@@ -150,28 +147,13 @@ async fn etcdctl_endpoint_status_and_member_list() {
 
 /// Runs etcdctl with `input` on stdin.
 fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(etcdctl_path())
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run etcdctl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    run_output(
+        Command::new(etcdctl_path())
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args),
+        Some(input),
     )
 }
 
@@ -269,18 +251,4 @@ async fn etcdctl_watch_prints_changes_as_etcd() {
     let _ = replay.kill();
     let _ = replay.wait();
     assert_eq!(got.join("\n") + "\n", "PUT\nw1\na\nDELETE\nw1\na\nw1\n\n");
-}
-
-/// The lines a child writes, through a channel (so reads can time out).
-fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
-    use std::io::{BufRead, BufReader};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }

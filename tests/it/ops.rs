@@ -9,21 +9,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::cluster::{eventually, http_get, put_req, Options, TestCluster, LIVENESS};
-
-/// Parsed Prometheus text: `name{labels}` (labels sorted, as rendered) to value.
-fn scrape(cluster: &TestCluster, i: usize) -> BTreeMap<String, f64> {
-    let (status, body) =
-        http_get(&cluster.nodes[i].metrics_addr, "/metrics").expect("GET /metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("a sample line is `series value`");
-            (series.to_string(), value.parse().expect("a numeric sample"))
-        })
-        .collect()
-}
+use crate::cluster::{
+    eventually, http_get, put_req, run_output, scrape, Options, TestCluster, LIVENESS,
+};
 
 fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
@@ -166,15 +154,7 @@ async fn health_reports_whether_a_node_can_serve() {
 }
 
 fn kvctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .args(args)
-        .output()
-        .expect("run kvctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_output(Command::new(env!("CARGO_BIN_EXE_kvctl")).args(args), None)
 }
 
 /// Scenario: `kvctl endpoint health` says each endpoint is healthy and how

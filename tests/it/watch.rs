@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::cluster::{eventually, http_get, put_req, Options, TestCluster, LIVENESS};
+use crate::cluster::{eventually, put_req, scrape, Options, TestCluster, LIVENESS};
 
 /// A watch stream on one node: requests in, responses out.
 struct Stream {
@@ -419,19 +419,18 @@ async fn auto_compaction_keeps_history_bounded() {
         ..Default::default()
     };
     let cluster = TestCluster::start_with(3, opts).await;
+    // Both gauges must be exported: a missing one fails, not reads as 0.
     let versions = |i: usize| {
-        let (_, body) = http_get(&cluster.nodes[i].metrics_addr, "/metrics").unwrap();
+        let samples = scrape(&cluster, i);
         let metric = |name: &str| {
-            body.lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                })
-                .unwrap_or(0.0) as i64
+            *samples
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing from node {i}'s /metrics"))
+                as i64
         };
         (
-            metric("raftkv_mvcc_versions "),
-            metric("etcd_debugging_mvcc_compact_revision "),
+            metric("raftkv_mvcc_versions"),
+            metric("etcd_debugging_mvcc_compact_revision"),
         )
     };
     let writes: i64 = 3000;

@@ -176,7 +176,28 @@ pub async fn run(cfg: &Config) -> Report {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    history.extend(workload::final_reads(&endpoints, &keys, &clock, cfg.workers).await);
+    let finals = workload::final_reads(&endpoints, &keys, &clock, cfg.workers).await;
+    // A key never read back after healing would let a lost write pass.
+    let unread = keys
+        .iter()
+        .filter(|k| {
+            !finals
+                .iter()
+                .any(|op| &op.key == *k && op.outcome == Outcome::Ok)
+        })
+        .count();
+    history.extend(finals);
+    // A run where nothing succeeded checks nothing.
+    let acked = |kinds: &[Kind]| {
+        history
+            .iter()
+            .filter(|op| op.outcome == Outcome::Ok && kinds.contains(&op.kind))
+            .count()
+    };
+    let (acked_writes, acked_reads) = (
+        acked(&[Kind::Put, Kind::Delete, Kind::Cas]),
+        acked(&[Kind::Get]),
+    );
     history.sort_by_key(|op| op.invoke_ns);
     // Keep the evidence before checking, whatever the checker does.
     std::fs::create_dir_all(&cfg.out_dir).expect("create the output folder");
@@ -277,6 +298,16 @@ pub async fn run(cfg: &Config) -> Report {
     }
     if convergence.is_err() {
         reasons.push("nodes did not converge".to_string());
+    }
+    if acked_writes == 0 || acked_reads == 0 {
+        reasons.push(format!(
+            "too little succeeded to check ({acked_writes} acknowledged writes, {acked_reads} reads)"
+        ));
+    }
+    if unread > 0 {
+        reasons.push(format!(
+            "{unread} keys could not be read back after healing"
+        ));
     }
     let passed = reasons.is_empty();
     if passed {
