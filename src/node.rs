@@ -321,11 +321,14 @@ impl Node {
         &self,
         txn: &Txn,
     ) -> Result<(Revision, std::result::Result<TxnResult, Rejection>)> {
+        // The transaction runs through a `Writer` (the one code path for
+        // transactions), so this takes the write lock while it runs. The
+        // caller checked it only reads, so nothing changes: there is no
+        // rollback to rely on.
         let mut batch = self.store.batch()?;
         let revision = batch.revision();
         let mut w = batch.write();
         let result = crate::store::apply_txn(&mut w, txn)?;
-        // Nothing was written; the batch is dropped, not committed.
         Ok((revision, result))
     }
 

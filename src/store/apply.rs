@@ -17,10 +17,10 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
             prev_kv,
         } => {
             let mut w = batch.write();
-            match w.put(&key, value, must_exist)? {
+            match w.put(&key, value, must_exist, prev_kv)? {
                 Ok(prev) => Response::Put {
                     revision: w.finish(),
-                    prev_kv: prev.filter(|_| prev_kv),
+                    prev_kv: prev,
                 },
                 Err(rejection) => Response::Rejected(rejection),
             }
@@ -31,11 +31,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
             prev_kv,
         } => {
             let mut w = batch.write();
-            let mut deleted = w.delete_range(&KeyRange::new(&key, &range_end))?;
-            let count = deleted.len() as i64;
-            if !prev_kv {
-                deleted.clear();
-            }
+            let (count, deleted) = w.delete_range(&KeyRange::new(&key, &range_end), prev_kv)?;
             Response::DeleteRange {
                 revision: w.finish(),
                 deleted: count,

@@ -10,7 +10,7 @@
 use std::sync::RwLockWriteGuard;
 
 use super::command::{MemberInfo, Rejection};
-use super::history::{read_at, read_current};
+use super::history::{get_current, read};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
 use super::state::{Current, Revision, State, Version};
 use crate::error::Result;
@@ -92,23 +92,13 @@ pub struct Writer<'b> {
 impl Writer<'_> {
     /// One key's current version, including this revision's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let st = &*self.st;
-        Ok(st.current.get(key).map(|c| {
-            KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[]))
-        }))
+        Ok(get_current(self.st, key))
     }
 
     /// A range of the current state including this revision's changes so
     /// far, or as of `q.revision` (which must precede this revision).
     pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        let base = self.st.revision;
-        if q.revision > 0 && q.revision < base {
-            return Ok(read_at(self.st, q));
-        }
-        if q.revision > base {
-            return Ok(Err(Rejection::FutureRevision));
-        }
-        Ok(Ok(read_current(self.st, q)))
+        Ok(read(self.st, q))
     }
 
     fn record(&mut self, key: &[u8], version: Version) {
@@ -122,25 +112,32 @@ impl Writer<'_> {
     }
 
     /// Sets `key` to `value` (`None`: keep its value) and returns the
-    /// previous pair. Changes nothing and returns a `Rejection` if
-    /// `must_exist` (or keeping the value) and the key is absent.
+    /// previous pair if `prev_kv` asks for it (it is copied only then).
+    /// Changes nothing and returns a `Rejection` if `must_exist` (or keeping
+    /// the value) and the key is absent.
     pub fn put(
         &mut self,
         key: &[u8],
         value: Option<Vec<u8>>,
         must_exist: bool,
+        prev_kv: bool,
     ) -> Result<std::result::Result<Option<KeyValue>, Rejection>> {
-        let prev = self.get(key)?;
+        let prev = self.st.current.get(key).copied();
         let value = match (value, &prev) {
             (_, None) if must_exist => return Ok(Err(Rejection::KeyNotFound)),
             (Some(v), _) => v,
-            (None, Some(p)) => p.value.clone(),
+            (None, Some(p)) => self
+                .st
+                .value_at(key, p.mod_revision)
+                .unwrap_or(&[])
+                .to_vec(),
             (None, None) => return Ok(Err(Rejection::KeyNotFound)),
         };
+        let prev_pair = if prev_kv { self.get(key)? } else { None };
         let current = Current {
-            create_revision: prev.as_ref().map_or(self.rev, |p| p.create_revision),
+            create_revision: prev.map_or(self.rev, |p| p.create_revision),
             mod_revision: self.rev,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: prev.map_or(1, |p| p.version + 1),
         };
         self.record(
             key,
@@ -150,12 +147,22 @@ impl Writer<'_> {
                 value,
             },
         );
-        self.st.current.insert(key.to_vec(), current);
-        Ok(Ok(prev))
+        match self.st.current.get_mut(key) {
+            Some(c) => *c = current,
+            None => {
+                self.st.current.insert(key.to_vec(), current);
+            }
+        }
+        Ok(Ok(prev_pair))
     }
 
-    /// Deletes every key in `range`; returns the deleted pairs in key order.
-    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+    /// Deletes every key in `range`; returns how many, and the deleted
+    /// pairs in key order if `prev_kv` asks for them (copied only then).
+    pub fn delete_range(
+        &mut self,
+        range: &KeyRange,
+        prev_kv: bool,
+    ) -> Result<(i64, Vec<KeyValue>)> {
         let keys: Vec<Vec<u8>> = match range.bounds() {
             Some(bounds) => self
                 .st
@@ -165,15 +172,15 @@ impl Writer<'_> {
                 .collect(),
             None => Vec::new(),
         };
-        let mut deleted = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(kv) = self.get(&key)? {
-                deleted.push(kv);
+        let mut deleted = Vec::new();
+        for key in &keys {
+            if prev_kv {
+                deleted.extend(self.get(key)?);
             }
-            self.st.current.remove(&key);
-            self.record(&key, Version::Delete);
+            self.st.current.remove(key);
+            self.record(key, Version::Delete);
         }
-        Ok(deleted)
+        Ok((keys.len() as i64, deleted))
     }
 
     /// Ends the revision: the store's revision moves to it if anything

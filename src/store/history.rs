@@ -9,6 +9,25 @@ use super::kv::{KeyValue, KvStore, RangeQuery, RangeResult};
 use super::state::{Revision, State, Version};
 use crate::error::Result;
 
+/// One key's current version, if present.
+pub(super) fn get_current(st: &State, key: &[u8]) -> Option<KeyValue> {
+    st.current
+        .get(key)
+        .map(|c| KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[])))
+}
+
+/// A range with etcd's semantics: of the current state, or as of
+/// `q.revision` (see `read_at`); a revision not reached yet is refused.
+pub(super) fn read(st: &State, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+    if q.revision > st.revision {
+        return Err(Rejection::FutureRevision);
+    }
+    if q.revision > 0 && q.revision < st.revision {
+        return read_at(st, q);
+    }
+    Ok(read_current(st, q))
+}
+
 /// A range of the current state.
 pub(super) fn read_current(st: &State, q: &RangeQuery) -> RangeResult {
     let Some(bounds) = q.range.bounds() else {
@@ -46,26 +65,30 @@ pub(super) fn read_at(st: &State, q: &RangeQuery) -> std::result::Result<RangeRe
     };
     let mut kvs = Vec::new();
     for (key, versions) in st.history.range::<[u8], _>(bounds) {
-        if let Some((
-            rev,
-            Version::Put {
-                create_revision,
-                version,
-                value,
-            },
-        )) = versions.at_or_before(q.revision)
-        {
-            kvs.push(KeyValue {
-                key: key.clone(),
-                create_revision: *create_revision,
-                mod_revision: rev,
-                version: *version,
-                value: value.clone(),
-            });
+        if let Some((rev, version)) = versions.at_or_before(q.revision) {
+            kvs.extend(put_pair(key, rev, version));
         }
     }
     let count = kvs.len() as i64;
     Ok(q.shape(kvs, count))
+}
+
+/// The pair `key` held from revision `rev`, if that version was a put.
+fn put_pair(key: &[u8], rev: Revision, version: &Version) -> Option<KeyValue> {
+    match version {
+        Version::Put {
+            create_revision,
+            version,
+            value,
+        } => Some(KeyValue {
+            key: key.to_vec(),
+            create_revision: *create_revision,
+            mod_revision: rev,
+            version: *version,
+            value: value.clone(),
+        }),
+        Version::Delete => None,
+    }
 }
 
 /// What a watch sees of one change.
@@ -102,22 +125,12 @@ impl KvStore {
             let Some(version) = st.history.get(key).and_then(|v| v.get(rev)) else {
                 continue;
             };
-            let event = match version {
-                Version::Put {
-                    create_revision,
-                    version,
-                    value,
-                } => Event {
+            let event = match put_pair(key, rev, version) {
+                Some(kv) => Event {
                     kind: EventKind::Put,
-                    kv: KeyValue {
-                        key: key.clone(),
-                        create_revision: *create_revision,
-                        mod_revision: rev,
-                        version: *version,
-                        value: value.clone(),
-                    },
+                    kv,
                 },
-                Version::Delete => Event {
+                None => Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
                         key: key.clone(),
@@ -141,19 +154,6 @@ impl KvStore {
         let Some((rev, version)) = st.history.get(key).and_then(|v| v.before(revision)) else {
             return Ok(None);
         };
-        Ok(match version {
-            Version::Put {
-                create_revision,
-                version,
-                value,
-            } => Some(KeyValue {
-                key: key.to_vec(),
-                create_revision: *create_revision,
-                mod_revision: rev,
-                version: *version,
-                value: value.clone(),
-            }),
-            Version::Delete => None,
-        })
+        Ok(put_pair(key, rev, version))
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::WriteBatch;
 use super::command::{MemberInfo, Rejection};
-use super::history::{read_at, read_current};
+use super::history::{get_current, read};
 use super::state::{Current, Revision, State};
 use crate::error::Result;
 
@@ -279,24 +279,14 @@ impl KvStore {
 
     /// One key's current version, if present.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let st = self.read();
-        Ok(st.current.get(key).map(|c| {
-            KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[]))
-        }))
+        Ok(get_current(&self.read(), key))
     }
 
     /// Reads a range with etcd's semantics for limit, count, sorting and
     /// filters: of the current state, or as of `q.revision` (see
     /// `history::read_at`).
     pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        let st = self.read();
-        if q.revision > 0 && q.revision < st.revision {
-            return Ok(read_at(&st, q));
-        }
-        if q.revision > st.revision {
-            return Ok(Err(Rejection::FutureRevision));
-        }
-        Ok(Ok(read_current(&st, q)))
+        Ok(read(&self.read(), q))
     }
 
     /// A hash over every key with its value and revisions as of `revision`

@@ -217,18 +217,12 @@ fn execute(
                 value,
                 must_exist,
                 prev_kv,
-            } => match w.put(key, value.clone(), *must_exist)? {
-                Ok(prev) => OpResult::Put {
-                    prev_kv: prev.filter(|_| *prev_kv),
-                },
+            } => match w.put(key, value.clone(), *must_exist, *prev_kv)? {
+                Ok(prev) => OpResult::Put { prev_kv: prev },
                 Err(r) => return Ok(Err(r)),
             },
             TxnOp::DeleteRange { range, prev_kv } => {
-                let mut deleted = w.delete_range(range)?;
-                let count = deleted.len() as i64;
-                if !prev_kv {
-                    deleted.clear();
-                }
+                let (count, deleted) = w.delete_range(range, *prev_kv)?;
                 OpResult::DeleteRange {
                     deleted: count,
                     prev_kvs: deleted,
