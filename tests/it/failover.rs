@@ -367,6 +367,17 @@ async fn a_node_without_a_majority_answers_no_leader() {
     let survivor = cluster.follower_of(leader);
     let mut kv = cluster.kv(survivor).await;
     kv.put(put_req("before", "1")).await.unwrap();
+    // The ack means a majority has the write, not that the survivor applied
+    // it; wait for that before cutting it off, so the local read below has
+    // something to show.
+    eventually("the survivor applied the write", LIVENESS, || {
+        let mut kv = kv.clone();
+        async move {
+            let local = kv.range(all_keys_local()).await.ok()?.into_inner();
+            (local.kvs.len() == 1).then_some(())
+        }
+    })
+    .await;
     for i in (0..3).filter(|&i| i != survivor) {
         cluster.kill(i);
     }

@@ -3,7 +3,7 @@
 
 use raftkv::pb;
 
-use crate::cluster::{all_keys, get_req, get_value, put_req, TestCluster};
+use crate::cluster::{all_keys, eventually, get_req, get_value, put_req, TestCluster, LIVENESS};
 
 /// Scenario:
 /// - a write is sent to a follower, which forwards it to the leader;
@@ -405,16 +405,22 @@ async fn txn_history_and_compaction() {
         err.message(),
         "etcdserver: mvcc: required revision has been compacted"
     );
-    // Every member agrees.
+    // Every member agrees, once it has applied the compaction (a follower
+    // may still be a step behind the leader that answered).
     for i in 0..3 {
-        let mut node = cluster.kv(i).await;
-        let err = node
-            .range(pb::RangeRequest {
-                serializable: true,
-                ..at(2)
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::OutOfRange, "node {}", i + 1);
+        let node = cluster.kv(i).await;
+        let what = format!("node {} refuses the compacted revision", i + 1);
+        let code = eventually(&what, LIVENESS, || {
+            let mut node = node.clone();
+            async move {
+                let local = pb::RangeRequest {
+                    serializable: true,
+                    ..at(2)
+                };
+                node.range(local).await.err().map(|e| e.code())
+            }
+        })
+        .await;
+        assert_eq!(code, tonic::Code::OutOfRange, "node {}", i + 1);
     }
 }
