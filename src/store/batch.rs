@@ -3,16 +3,17 @@
 //! at all; a `Writer` is one revision's worth of changes (a put, a delete, a
 //! whole transaction) inside it.
 //!
-//! Every change of a key at revision `rev` updates its current version, adds
-//! a version to its history and an event at `rev.sub`, so reads at past
-//! revisions and watches see exactly what was applied.
+//! Every change of a key at revision `rev` adds a version to its history
+//! (whose newest version is its current one) and an event at `rev.sub`, so
+//! current reads, reads at past revisions and watches see exactly what was
+//! applied.
 
 use std::sync::RwLockWriteGuard;
 
 use super::command::{MemberInfo, Rejection};
 use super::history::{get_current, read};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
-use super::state::{Current, Revision, State, Version};
+use super::state::{Revision, State, Version};
 use crate::error::Result;
 
 /// Changes to the state, under its write lock until committed.
@@ -101,13 +102,22 @@ impl Writer<'_> {
         Ok(read(self.st, q))
     }
 
+    /// Adds `version` of `key` at this revision (the key is copied only
+    /// when new), its event, and keeps the live-key count.
     fn record(&mut self, key: &[u8], version: Version) {
-        self.st
-            .history
-            .entry(key.to_vec())
-            .or_default()
-            .insert(self.rev, version);
-        self.st.events.insert((self.rev, self.sub), key.to_vec());
+        let st = &mut *self.st;
+        let versions = match st.history.get_mut(key) {
+            Some(v) => v,
+            None => st.history.entry(key.to_vec()).or_default(),
+        };
+        let was_live = versions.is_live();
+        versions.insert(self.rev, version);
+        match (was_live, versions.is_live()) {
+            (false, true) => st.live += 1,
+            (true, false) => st.live -= 1,
+            _ => {}
+        }
+        st.events.insert((self.rev, self.sub), key.to_vec());
         self.sub += 1;
     }
 
@@ -122,37 +132,24 @@ impl Writer<'_> {
         must_exist: bool,
         prev_kv: bool,
     ) -> Result<std::result::Result<Option<KeyValue>, Rejection>> {
-        let prev = self.st.current.get(key).copied();
-        let value = match (value, &prev) {
+        let prev = self.st.current(key);
+        let value = match (value, prev) {
             (_, None) if must_exist => return Ok(Err(Rejection::KeyNotFound)),
             (Some(v), _) => v,
-            (None, Some(p)) => self
-                .st
-                .value_at(key, p.mod_revision)
-                .unwrap_or(&[])
-                .to_vec(),
+            (None, Some((_, v))) => v.to_vec(),
             (None, None) => return Ok(Err(Rejection::KeyNotFound)),
         };
-        let prev_pair = if prev_kv { self.get(key)? } else { None };
-        let current = Current {
-            create_revision: prev.map_or(self.rev, |p| p.create_revision),
-            mod_revision: self.rev,
-            version: prev.map_or(1, |p| p.version + 1),
+        let prev_pair = match prev {
+            Some((c, v)) if prev_kv => Some(KeyValue::from_current(key, &c, v)),
+            _ => None,
         };
-        self.record(
-            key,
-            Version::Put {
-                create_revision: current.create_revision,
-                version: current.version,
-                value,
-            },
-        );
-        match self.st.current.get_mut(key) {
-            Some(c) => *c = current,
-            None => {
-                self.st.current.insert(key.to_vec(), current);
-            }
-        }
+        let prev = prev.map(|(c, _)| c);
+        let version = Version::Put {
+            create_revision: prev.map_or(self.rev, |p| p.create_revision),
+            version: prev.map_or(1, |p| p.version + 1),
+            value,
+        };
+        self.record(key, version);
         Ok(Ok(prev_pair))
     }
 
@@ -166,8 +163,9 @@ impl Writer<'_> {
         let keys: Vec<Vec<u8>> = match range.bounds() {
             Some(bounds) => self
                 .st
-                .current
+                .history
                 .range::<[u8], _>(bounds)
+                .filter(|(_, v)| v.is_live())
                 .map(|(k, _)| k.clone())
                 .collect(),
             None => Vec::new(),
@@ -177,7 +175,6 @@ impl Writer<'_> {
             if prev_kv {
                 deleted.extend(self.get(key)?);
             }
-            self.st.current.remove(key);
             self.record(key, Version::Delete);
         }
         Ok((keys.len() as i64, deleted))

@@ -11,9 +11,8 @@ use crate::error::Result;
 
 /// One key's current version, if present.
 pub(super) fn get_current(st: &State, key: &[u8]) -> Option<KeyValue> {
-    st.current
-        .get(key)
-        .map(|c| KeyValue::from_current(key, c, st.value_at(key, c.mod_revision).unwrap_or(&[])))
+    st.current(key)
+        .map(|(c, value)| KeyValue::from_current(key, &c, value))
 }
 
 /// A range with etcd's semantics: of the current state, or as of
@@ -36,16 +35,15 @@ pub(super) fn read_current(st: &State, q: &RangeQuery) -> RangeResult {
     let fetch = q.fetch();
     let mut kvs = Vec::new();
     let mut count = 0;
-    for (key, c) in st.current.range::<[u8], _>(bounds) {
+    for (key, versions) in st.history.range::<[u8], _>(bounds) {
+        let Some((c, value)) = versions.current() else {
+            continue;
+        };
         count += 1;
         if q.count_only || fetch.is_some_and(|n| kvs.len() >= n) {
             continue;
         }
-        kvs.push(KeyValue::from_current(
-            key,
-            c,
-            st.value_at(key, c.mod_revision).unwrap_or(&[]),
-        ));
+        kvs.push(KeyValue::from_current(key, &c, value));
     }
     q.shape(kvs, count)
 }

@@ -269,7 +269,7 @@ impl KvStore {
 
     /// How many keys the store holds.
     pub fn key_count(&self) -> Result<i64> {
-        Ok(self.read().current.len() as i64)
+        Ok(self.read().live as i64)
     }
 
     /// How many key versions the history holds (bounded by compaction).

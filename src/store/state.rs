@@ -2,15 +2,17 @@
 //! every read reads. It is made durable as snapshots in sled, with the Raft
 //! log holding everything after the last one (see `state_machine.rs`).
 //!
-//! - `current`: each live key's latest version (its revisions; the value
-//!   lives in `history`, so it is kept once);
 //! - `history`: every version of every key until compaction, by key then
-//!   revision: the MVCC history for reads at past revisions;
+//!   revision: the MVCC history for reads at past revisions. A key is live
+//!   (in the current state) when its newest version is a put; compaction
+//!   always keeps that version, so the current state is read from here too
+//!   and a put or delete walks one map for its key, not two;
 //! - `events`: which key changed at each `revision.sub`, for watches.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::command::MemberInfo;
 
@@ -20,7 +22,7 @@ pub type Revision = i64;
 /// The revision of a store nobody has written to.
 pub const INITIAL_REVISION: Revision = 1;
 
-/// A key's latest version, without its value.
+/// A live key's latest version, without its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Current {
     pub create_revision: Revision,
@@ -55,6 +57,33 @@ impl Versions {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The key's current version and value, if its newest version is a put.
+    pub fn current(&self) -> Option<(Current, &[u8])> {
+        match self.0.last()? {
+            (
+                rev,
+                Version::Put {
+                    create_revision,
+                    version,
+                    value,
+                },
+            ) => Some((
+                Current {
+                    create_revision: *create_revision,
+                    mod_revision: *rev,
+                    version: *version,
+                },
+                value,
+            )),
+            (_, Version::Delete) => None,
+        }
+    }
+
+    /// Whether the key is in the current state.
+    pub fn is_live(&self) -> bool {
+        matches!(self.0.last(), Some((_, Version::Put { .. })))
     }
 
     /// The version at exactly `rev`.
@@ -112,13 +141,14 @@ impl Versions {
 }
 
 /// Everything the state machine holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct State {
     pub revision: Revision,
     /// History before this revision is gone; 0 if never compacted.
     pub compacted: Revision,
-    pub current: BTreeMap<Vec<u8>, Current>,
     pub history: BTreeMap<Vec<u8>, Versions>,
+    /// How many keys of `history` are live (kept by every write).
+    pub live: usize,
     pub events: BTreeMap<(Revision, u32), Vec<u8>>,
     pub members: BTreeMap<u64, MemberInfo>,
     /// Metadata owned by the caller (the Raft adapter's applied log id and
@@ -131,8 +161,8 @@ impl Default for State {
         State {
             revision: INITIAL_REVISION,
             compacted: 0,
-            current: BTreeMap::new(),
             history: BTreeMap::new(),
+            live: 0,
             events: BTreeMap::new(),
             members: BTreeMap::new(),
             meta: BTreeMap::new(),
@@ -141,12 +171,84 @@ impl Default for State {
 }
 
 impl State {
-    /// The value of `key`'s version at `rev`, if that was a put.
-    pub fn value_at(&self, key: &[u8], rev: Revision) -> Option<&[u8]> {
-        match self.history.get(key)?.get(rev)? {
-            Version::Put { value, .. } => Some(value),
-            Version::Delete => None,
+    /// `key`'s current version and value, if it is live.
+    pub fn current(&self, key: &[u8]) -> Option<(Current, &[u8])> {
+        self.history.get(key)?.current()
+    }
+}
+
+// Snapshots encode the state as it was when live keys were kept in a map of
+// their own (`current`, between `compacted` and `history`), so data written
+// before and after that change reads the same either way: the map is
+// written from `history`, and on reading it is skipped: `history` says the
+// same.
+
+/// The live keys' current versions, encoded as the old `current` map.
+struct CurrentView<'a>(&'a State);
+
+impl Serialize for CurrentView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.live))?;
+        for (key, versions) in &self.0.history {
+            if let Some((current, _)) = versions.current() {
+                map.serialize_entry(key, &current)?;
+            }
         }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct StateOut<'a> {
+    revision: Revision,
+    compacted: Revision,
+    current: CurrentView<'a>,
+    history: &'a BTreeMap<Vec<u8>, Versions>,
+    events: &'a BTreeMap<(Revision, u32), Vec<u8>>,
+    members: &'a BTreeMap<u64, MemberInfo>,
+    meta: &'a BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Deserialize)]
+struct StateIn {
+    revision: Revision,
+    compacted: Revision,
+    #[allow(dead_code)]
+    current: BTreeMap<Vec<u8>, Current>,
+    history: BTreeMap<Vec<u8>, Versions>,
+    events: BTreeMap<(Revision, u32), Vec<u8>>,
+    members: BTreeMap<u64, MemberInfo>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StateOut {
+            revision: self.revision,
+            compacted: self.compacted,
+            current: CurrentView(self),
+            history: &self.history,
+            events: &self.events,
+            members: &self.members,
+            meta: &self.meta,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = StateIn::deserialize(d)?;
+        let live = s.history.values().filter(|v| v.is_live()).count();
+        Ok(State {
+            revision: s.revision,
+            compacted: s.compacted,
+            history: s.history,
+            live,
+            events: s.events,
+            members: s.members,
+            meta: s.meta,
+        })
     }
 }
 

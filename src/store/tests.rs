@@ -478,6 +478,91 @@ fn a_snapshot_restores_everything() {
     assert_eq!(b.events(2, 1 << 20).unwrap().len(), 2);
 }
 
+/// The layout snapshots had while live keys were kept in a map of their own.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OldState {
+    revision: Revision,
+    compacted: Revision,
+    current: std::collections::BTreeMap<Vec<u8>, state::Current>,
+    history: std::collections::BTreeMap<Vec<u8>, state::Versions>,
+    events: std::collections::BTreeMap<(Revision, u32), Vec<u8>>,
+    members: std::collections::BTreeMap<u64, MemberInfo>,
+    meta: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+#[test]
+fn snapshots_keep_the_layout_with_a_map_of_live_keys() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "2"); // 3
+    del(&s, "a", ""); // 4
+    put(&s, "c", "3"); // 5
+    put(&s, "b", "22"); // 6
+    let bytes = crate::codec::encode(&s.snapshot()).unwrap();
+    // What an earlier build reads: only the live keys, with their versions.
+    let old: OldState = crate::codec::decode(&bytes).unwrap();
+    let live: Vec<_> = old.current.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    let current = |create_revision, mod_revision, version| state::Current {
+        create_revision,
+        mod_revision,
+        version,
+    };
+    assert_eq!(
+        live,
+        [
+            (b"b".to_vec(), current(3, 6, 2)),
+            (b"c".to_vec(), current(5, 5, 1))
+        ]
+    );
+    assert_eq!(old.history.len(), 3, "the deleted key's history stays");
+    // What an earlier build wrote reads back as the same state.
+    assert_eq!(crate::codec::encode(&old).unwrap(), bytes);
+    let restored = store();
+    restored.restore(crate::codec::decode(&bytes).unwrap());
+    assert_eq!(restored.key_count().unwrap(), 2);
+    assert_eq!(
+        values(&range(&restored, "\0", b"\0")),
+        vec![("b".into(), "22".into()), ("c".into(), "3".into())]
+    );
+    assert_eq!(restored.hash(0).unwrap(), s.hash(0).unwrap());
+}
+
+#[test]
+fn the_key_count_follows_puts_deletes_and_compaction() {
+    let s = store();
+    let counted = |s: &KvStore| {
+        let n = s.key_count().unwrap();
+        let all = RangeQuery {
+            count_only: true,
+            ..query("\0", b"\0")
+        };
+        assert_eq!(s.range(&all).unwrap().unwrap().count, n, "range agrees");
+        n
+    };
+    for k in ["a", "b", "c"] {
+        put(&s, k, "1");
+    }
+    put(&s, "a", "2");
+    assert_eq!(counted(&s), 3);
+    del(&s, "a", "");
+    assert_eq!(counted(&s), 2);
+    del(&s, "a", ""); // nothing to delete
+    put(&s, "a", "3");
+    assert_eq!(counted(&s), 3);
+    assert_eq!(del(&s, "a", "c").len(), 2);
+    assert_eq!(counted(&s), 1);
+    let rev = s.revision().unwrap();
+    assert!(matches!(
+        run(&s, Command::Compact { revision: rev }),
+        Response::Compacted { .. }
+    ));
+    assert_eq!(counted(&s), 1);
+    assert_eq!(keys(&range(&s, "\0", b"\0")), ["c"]);
+    let restored = store();
+    restored.restore(s.snapshot());
+    assert_eq!(counted(&restored), 1);
+}
+
 #[test]
 fn hash_follows_keys_values_and_revisions_only() {
     let (a, b) = (store(), store());
