@@ -255,14 +255,56 @@ impl Node {
     /// Commits `cmd` through Raft (here or on the leader) and returns what
     /// applying it produced. Fails after the request timeout.
     pub async fn write(&self, cmd: Command) -> Result<Response> {
-        let result = self.write_inner(cmd).await;
-        if result.is_err() {
-            self.metrics.proposals_failed.inc();
+        let result = self.write_inner(&cmd).await;
+        match &result {
+            Ok(response) => self.catch_up(&cmd, response).await,
+            Err(_) => self.metrics.proposals_failed.inc(),
         }
         result
     }
 
-    async fn write_inner(&self, cmd: Command) -> Result<Response> {
+    /// Waits until this member has applied a write the leader applied, as
+    /// etcd answers a write only once the member the client called applied
+    /// it: a serializable read or a watch sent here next then sees it (and
+    /// after a compaction, a watch from before it is refused here too).
+    /// Immediate on the leader. The write is committed either way, so after
+    /// the request timeout it is reported as done without waiting longer.
+    async fn catch_up(&self, cmd: &Command, response: &Response) {
+        let revision = match response {
+            Response::Put { revision, .. }
+            | Response::DeleteRange { revision, .. }
+            | Response::Txn { revision, .. }
+            | Response::Compacted { revision }
+            | Response::Applied { revision } => *revision,
+            Response::Rejected(_) | Response::Batch(_) => return,
+        };
+        let compacted = match (cmd, response) {
+            (Command::Compact { revision }, Response::Compacted { .. }) => *revision,
+            _ => 0,
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        let mut applied = self.revisions.clone();
+        loop {
+            applied.borrow_and_update();
+            let revision_ok = self.store.revision().map_or(true, |r| r >= revision);
+            let compacted_ok = self.store.compacted().map_or(true, |c| c >= compacted);
+            if revision_ok && compacted_ok {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        revision,
+                        "answering a write this member has not applied yet"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn write_inner(&self, cmd: &Command) -> Result<Response> {
         let deadline = Instant::now() + self.request_timeout;
         // Whether an attempt is out that may have been proposed: if the
         // deadline passes then, the outcome is unknown (`Timeout`);

@@ -458,32 +458,61 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// How long `run_output` lets a command run before it fails the test.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Runs `cmd` to completion, with `stdin` as its input if given; returns
-/// (exit code, stdout, stderr).
+/// (exit code, stdout, stderr). A command still running after
+/// `COMMAND_TIMEOUT` is killed and fails the test, so a hang is a failure
+/// with the command named rather than a stuck test run.
 pub fn run_output(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    let out = match stdin {
-        None => cmd.output().expect("run a command"),
-        Some(input) => {
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run a command");
-            child
-                .stdin
-                .take()
-                .expect("piped stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-            child.wait_with_output().expect("wait for a command")
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a command");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a command") {
+            break status;
         }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {COMMAND_TIMEOUT:?}; stderr: {}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        stdout.join().expect("read stdout"),
+        stderr.join().expect("read stderr"),
     )
 }
 

@@ -48,6 +48,52 @@ async fn write_through_follower_is_read_linearizably_everywhere() {
     }
 }
 
+/// Scenario: as in etcd, a member answers a write only once it has applied
+/// it itself: right after each put through a follower, a serializable read
+/// (local state, no quorum round) on that follower returns the new value
+/// at the put's revision, and after a compaction through it, a read there
+/// below the compaction is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_answers_a_write_after_applying_it() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.follower_of(leader)).await;
+    let local = || pb::RangeRequest {
+        serializable: true,
+        ..get_req("ryw")
+    };
+    for round in 0..50 {
+        let value = round.to_string();
+        let put = kv.put(put_req("ryw", &value)).await.unwrap().into_inner();
+        let got = kv.range(local()).await.unwrap().into_inner();
+        assert_eq!(got.kvs.len(), 1, "round {round}");
+        assert_eq!(got.kvs[0].value, value.as_bytes(), "round {round}");
+        assert_eq!(got.kvs[0].mod_revision, put.header.unwrap().revision);
+    }
+    let revision = kv
+        .range(local())
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    kv.compact(pb::CompactionRequest {
+        revision,
+        physical: false,
+    })
+    .await
+    .unwrap();
+    let err = kv
+        .range(pb::RangeRequest {
+            revision: revision - 1,
+            ..local()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+}
+
 /// Scenario: 200 puts sent at once through one follower, which forwards
 /// them to the leader many per call. Each key was written before with its
 /// own old value; each response carries that key's old value (`prev_kv`),
