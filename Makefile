@@ -47,8 +47,9 @@ OUT ?=
 
 HISTORY ?=
 
-# `make bench` settings: rounds (best round per point) and a request-count scale.
-ROUNDS ?= 2
+# `make bench` settings: rounds (each point runs this often on each system,
+# alternating; medians are reported) and a request-count scale.
+ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 

@@ -1,16 +1,19 @@
 //! `make bench`: raftkv against etcd on the same machine, in one run.
 //!
-//! Starts a 3-node raftkv cluster on loopback, runs a fixed matrix of
-//! `kvctl bench` loads against it, stops it, then does the same with a
-//! 3-node etcd cluster laid out the same way (both fsync every commit; that
-//! is each one's default). With `--rounds 2` (the default) it does this
-//! twice, etcd first in the second round, and keeps each point's best
-//! round for each system, so a noisy neighbour hurts neither side more.
+//! Starts a 3-node raftkv cluster and a 3-node etcd cluster laid out the
+//! same way on loopback (both fsync every commit; that is each one's
+//! default) and runs a fixed matrix of `kvctl bench` loads against them.
+//! Each point runs `--rounds` times (4 by default) on each system,
+//! alternately: raftkv then etcd, then etcd then raftkv, and so on, so the
+//! two measurements of a round are seconds apart. On a shared, noisy
+//! machine the speed of the moment moves both of them alike; each round's
+//! raftkv/etcd ratio cancels it, and the median over rounds drops the odd
+//! round that a burst of noise hit in the middle.
 //!
-//! Prints a markdown table with each point's QPS, p50 and p99 for both and
-//! the raftkv/etcd ratio, peak resident memory per node under the write
-//! load and data-dir size, and writes the same to `results.json` and
-//! `results.md` in `--out`.
+//! Prints a markdown table with each point's median QPS, p50 and p99 for
+//! both and the median ratio, peak resident memory per node under the
+//! write load and data-dir size, and writes the same (with every round) to
+//! `results.json` and `results.md` in `--out`.
 //!
 //! `cargo bench` passes `--bench`; without it (as under `cargo test
 //! --all-targets`) this does nothing, so `make test` never runs it.
@@ -42,8 +45,8 @@ struct Args {
     /// Where results.json and results.md go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Rounds; each point keeps its best round per system.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds: how often each point runs on each system (medians are shown).
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Scale every point's request count (e.g. 0.2 for a quick look).
     #[arg(long, default_value_t = 1.0)]
@@ -70,7 +73,7 @@ const MATRIX: [Point; 5] = [
         kind: BenchKind::Put,
         clients: 1,
         conns: 1,
-        total: 4_000,
+        total: 2_000,
         key_space: 100_000,
         consistency: "l",
     },
@@ -79,7 +82,7 @@ const MATRIX: [Point; 5] = [
         kind: BenchKind::Put,
         clients: 16,
         conns: 16,
-        total: 30_000,
+        total: 15_000,
         key_space: 100_000,
         consistency: "l",
     },
@@ -88,7 +91,7 @@ const MATRIX: [Point; 5] = [
         kind: BenchKind::Put,
         clients: 256,
         conns: 32,
-        total: 80_000,
+        total: 40_000,
         key_space: 100_000,
         consistency: "l",
     },
@@ -97,7 +100,7 @@ const MATRIX: [Point; 5] = [
         kind: BenchKind::Range,
         clients: 256,
         conns: 32,
-        total: 150_000,
+        total: 75_000,
         key_space: 1_000,
         consistency: "l",
     },
@@ -106,7 +109,7 @@ const MATRIX: [Point; 5] = [
         kind: BenchKind::Range,
         clients: 256,
         conns: 32,
-        total: 150_000,
+        total: 75_000,
         key_space: 1_000,
         consistency: "s",
     },
@@ -151,42 +154,75 @@ impl Measured {
     }
 }
 
-/// One system's results over all rounds: each point's best round, and the
-/// largest memory and data-dir size seen.
-#[derive(Default)]
+/// A point's medians over its rounds on one system.
+struct Summary {
+    qps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// One system's results: every round of every point, each node's peak
+/// memory after the write points, and its data dirs at the end.
 struct Results {
-    points: Vec<Option<Measured>>,
+    points: Vec<Vec<Measured>>,
     peak_rss_kib: Vec<u64>,
     data_bytes: Vec<u64>,
 }
 
 impl Results {
-    fn merge(&mut self, round: Vec<Measured>, rss: Vec<u64>, data: Vec<u64>) {
-        self.points.resize(round.len(), None);
-        for (best, m) in self.points.iter_mut().zip(round) {
-            let better = match best {
-                None => true,
-                Some(b) => m.qps > b.qps,
-            };
-            if better {
-                // p99 is kept per round with its QPS, not mixed across rounds.
-                *best = Some(m);
-            }
+    fn new() -> Results {
+        Results {
+            points: MATRIX.iter().map(|_| Vec::new()).collect(),
+            peak_rss_kib: Vec::new(),
+            data_bytes: Vec::new(),
         }
-        let max = |a: &mut Vec<u64>, b: Vec<u64>| {
-            a.resize(b.len().max(a.len()), 0);
-            for (x, y) in a.iter_mut().zip(b) {
-                *x = (*x).max(y);
-            }
-        };
-        max(&mut self.peak_rss_kib, rss);
-        max(&mut self.data_bytes, data);
     }
+
+    /// Point `i`'s medians over its rounds; each metric's own median.
+    fn summary(&self, i: usize) -> Option<Summary> {
+        let rounds = &self.points[i];
+        if rounds.is_empty() {
+            return None;
+        }
+        let of = |f: fn(&Measured) -> f64| median(rounds.iter().map(f).collect());
+        Some(Summary {
+            qps: of(|m| m.qps),
+            p50_ms: of(|m| m.p50_ms),
+            p99_ms: of(|m| m.p99_ms),
+            errors: rounds.iter().map(|m| m.errors).sum(),
+        })
+    }
+}
+
+/// Point `i`'s raftkv/etcd QPS ratio: the median of each round's ratio.
+fn ratio(raftkv: &Results, etcd: &Results, i: usize) -> Option<f64> {
+    let pairs: Vec<f64> = raftkv.points[i]
+        .iter()
+        .zip(&etcd.points[i])
+        .map(|(r, e)| r.qps / e.qps.max(1e-9))
+        .collect();
+    (!pairs.is_empty()).then(|| median(pairs))
 }
 
 /// Three server processes and their data dirs; killed when dropped, on
 /// panic too.
 struct Cluster {
+    system: System,
     children: Vec<Child>,
     dirs: Vec<PathBuf>,
     endpoints: Vec<String>,
@@ -217,6 +253,7 @@ impl Cluster {
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut cluster = Cluster {
+            system,
             children: Vec::new(),
             dirs: Vec::new(),
             endpoints: client.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
@@ -379,37 +416,63 @@ fn bench_args(p: &Point, total: usize) -> BenchArgs {
     }
 }
 
-/// One round against one system: a fresh cluster, a warm-up, the matrix.
-async fn round(system: System, args: &Args) -> anyhow::Result<(Vec<Measured>, Vec<u64>, Vec<u64>)> {
-    let mut cluster = Cluster::start(system, args)?;
-    cluster.wait_ready().await?;
-    let timeouts = Timeouts::default();
-    let scaled = |n: usize| ((n as f64 * args.scale) as usize).max(100);
+/// One run of point `p` against `cluster`.
+async fn measure(cluster: &Cluster, p: &Point, args: &Args) -> anyhow::Result<Measured> {
+    let total = ((p.total as f64 * args.scale) as usize).max(100);
+    let report = bench::run(
+        &cluster.endpoints,
+        Timeouts::default(),
+        &bench_args(p, total),
+    )
+    .await?;
+    let m = Measured::from_report(&report);
+    eprintln!(
+        "    {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        cluster.system.name(),
+        m.qps,
+        m.p50_ms,
+        m.p99_ms,
+        m.errors
+    );
+    Ok(m)
+}
+
+/// Both clusters up, warmed up, then every point's rounds, alternating
+/// which system goes first.
+async fn run_matrix(args: &Args) -> anyhow::Result<(Results, Results)> {
+    let mut clusters = [
+        Cluster::start(System::Raftkv, args)?,
+        Cluster::start(System::Etcd, args)?,
+    ];
+    for c in &mut clusters {
+        c.wait_ready().await?;
+    }
+    let mut results = [Results::new(), Results::new()];
     // Warm up connections and allocators; not measured.
-    let warm = bench_args(&MATRIX[1], scaled(2_000));
-    bench::run(&cluster.endpoints, timeouts, &warm).await?;
-    let mut measured = Vec::new();
-    let mut rss = Vec::new();
-    for p in &MATRIX {
-        eprintln!("  {}: {}", system.name(), p.name);
-        let report = bench::run(
-            &cluster.endpoints,
-            timeouts,
-            &bench_args(p, scaled(p.total)),
-        )
-        .await?;
-        let m = Measured::from_report(&report);
-        eprintln!(
-            "    {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-            m.qps, m.p50_ms, m.p99_ms, m.errors
-        );
-        measured.push(m);
+    let warm = bench_args(&MATRIX[1], ((2_000.0 * args.scale) as usize).max(100));
+    for c in &clusters {
+        bench::run(&c.endpoints, Timeouts::default(), &warm).await?;
+    }
+    for (i, p) in MATRIX.iter().enumerate() {
+        eprintln!("{}", p.name);
+        for r in 0..args.rounds {
+            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for s in order {
+                let m = measure(&clusters[s], p, args).await?;
+                results[s].points[i].push(m);
+            }
+        }
         if p.kind != BenchKind::Range {
-            rss = cluster.peak_rss_kib();
+            for (c, res) in clusters.iter().zip(&mut results) {
+                res.peak_rss_kib = c.peak_rss_kib();
+            }
         }
     }
-    let data = cluster.data_bytes();
-    Ok((measured, rss, data))
+    for (c, res) in clusters.iter().zip(&mut results) {
+        res.data_bytes = c.data_bytes();
+    }
+    let [raftkv, etcd] = results;
+    Ok((raftkv, etcd))
 }
 
 fn etcd_version(etcd: &Path) -> String {
@@ -456,7 +519,7 @@ fn render(
 ) -> String {
     let mut out = String::new();
     out += &format!(
-        "Machine: {} CPUs ({}), {} GiB. etcd: {}. Best of {} round(s) per point.\n\n",
+        "Machine: {} CPUs ({}), {} GiB. etcd: {}. Medians of {} alternating round(s) per point; the ratio is the median of each round's ratio.\n\n",
         machine["cpus"],
         machine["cpu_model"].as_str().unwrap_or(""),
         machine["mem_gib"],
@@ -466,19 +529,14 @@ fn render(
     out += "| point | raftkv QPS | p50 ms | p99 ms | etcd QPS | p50 ms | p99 ms | QPS ratio |\n";
     out += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for (i, p) in MATRIX.iter().enumerate() {
-        let (Some(r), Some(e)) = (&raftkv.points[i], &etcd.points[i]) else {
+        let (Some(r), Some(e), Some(ratio)) =
+            (raftkv.summary(i), etcd.summary(i), ratio(raftkv, etcd, i))
+        else {
             continue;
         };
         out += &format!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2}x |\n",
-            p.name,
-            r.qps,
-            r.p50_ms,
-            r.p99_ms,
-            e.qps,
-            e.p50_ms,
-            e.p99_ms,
-            r.qps / e.qps.max(1e-9)
+            p.name, r.qps, r.p50_ms, r.p99_ms, e.qps, e.p50_ms, e.p99_ms, ratio
         );
     }
     let per_node = |v: &[u64], div: f64| {
@@ -511,18 +569,15 @@ fn render(
 }
 
 fn targets(raftkv: &Results, etcd: &Results) -> Vec<Value> {
-    let point = |r: &Results, i: usize| r.points[i].clone();
     let mut out = Vec::new();
-    if let (Some(r), Some(e)) = (point(raftkv, 2), point(etcd, 2)) {
-        let ratio = r.qps / e.qps.max(1e-9);
+    if let Some(ratio) = ratio(raftkv, etcd, 2) {
         out.push(json!({"target": "write QPS at 256 clients >= 1.5x etcd", "measured": format!("{ratio:.2}x"), "met": ratio >= 1.5}));
     }
-    if let (Some(r), Some(e)) = (point(raftkv, 0), point(etcd, 0)) {
+    if let (Some(r), Some(e)) = (raftkv.summary(0), etcd.summary(0)) {
         out.push(json!({"target": "write p99 at 1 client <= etcd's", "measured": format!("{:.2} ms vs {:.2} ms", r.p99_ms, e.p99_ms), "met": r.p99_ms <= e.p99_ms}));
     }
     for (i, what) in [(3, "linearizable"), (4, "serializable")] {
-        if let (Some(r), Some(e)) = (point(raftkv, i), point(etcd, i)) {
-            let ratio = r.qps / e.qps.max(1e-9);
+        if let Some(ratio) = ratio(raftkv, etcd, i) {
             out.push(json!({"target": format!("{what} read QPS at 256 clients >= etcd's"), "measured": format!("{ratio:.2}x"), "met": ratio >= 1.0}));
         }
     }
@@ -537,13 +592,16 @@ fn targets(raftkv: &Results, etcd: &Results) -> Vec<Value> {
 
 fn to_json(r: &Results) -> Value {
     json!({
-        "points": MATRIX.iter().zip(&r.points).map(|(p, m)| json!({
+        "points": MATRIX.iter().enumerate().map(|(i, p)| json!({
             "name": p.name,
             "kind": format!("{:?}", p.kind).to_lowercase(),
             "clients": p.clients,
             "conns": p.conns,
             "consistency": p.consistency,
-            "result": m.as_ref().map(|m| m.report.clone()),
+            "median": r.summary(i).map(|m| json!({
+                "qps": m.qps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "errors": m.errors,
+            })),
+            "rounds": r.points[i].iter().map(|m| m.report.clone()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "peak_rss_kib": r.peak_rss_kib,
         "data_dir_bytes": r.data_bytes,
@@ -574,23 +632,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let started = Instant::now();
-    let mut raftkv = Results::default();
-    let mut etcd = Results::default();
-    for r in 0..args.rounds {
-        let order = if r % 2 == 0 {
-            [System::Raftkv, System::Etcd]
-        } else {
-            [System::Etcd, System::Raftkv]
-        };
-        for system in order {
-            eprintln!("round {}/{}: {}", r + 1, args.rounds, system.name());
-            let (m, rss, data) = rt.block_on(round(system, &args))?;
-            match system {
-                System::Raftkv => raftkv.merge(m, rss, data),
-                System::Etcd => etcd.merge(m, rss, data),
-            }
-        }
-    }
+    let (raftkv, etcd) = rt.block_on(run_matrix(&args))?;
     let machine = machine();
     let table = render(&raftkv, &etcd, &machine, &etcd_version, args.rounds);
     println!("\n{table}");
