@@ -358,20 +358,13 @@ impl Node {
     }
 
     /// Runs a transaction that only reads against this member's applied
-    /// state, without proposing it; returns the revision it read at.
+    /// state, without proposing it; returns the revision it read at, or
+    /// `None` if the transaction writes (it needs a proposal).
     pub fn read_only_txn(
         &self,
         txn: &Txn,
-    ) -> Result<(Revision, std::result::Result<TxnResult, Rejection>)> {
-        // The transaction runs through a `Writer` (the one code path for
-        // transactions), so this takes the write lock while it runs. The
-        // caller checked it only reads, so nothing changes: there is no
-        // rollback to rely on.
-        let mut batch = self.store.batch()?;
-        let revision = batch.revision();
-        let mut w = batch.write();
-        let result = crate::store::apply_txn(&mut w, txn)?;
-        Ok((revision, result))
+    ) -> Option<(Revision, std::result::Result<TxnResult, Rejection>)> {
+        self.store.read_txn(txn)
     }
 
     /// Proposes `cmd` on this member, which must be the leader, batched

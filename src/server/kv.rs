@@ -141,14 +141,15 @@ impl KvService {
         check_size(&req, self.max_request_bytes)?;
         let serializable = txn::is_serializable(&req);
         let t = txn::from_pb(req, self.max_txn_ops)?;
-        if txn::is_read_only(&t) {
+        if crate::store::txn_is_read_only(&t) {
             // Reads only: no proposal, just a read barrier, as etcd does.
             if !serializable {
                 self.node.read_barrier().await?;
             }
-            let (revision, result) = self.node.read_only_txn(&t)?;
-            let result = result.map_err(rejected)?;
-            return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
+            if let Some((revision, result)) = self.node.read_only_txn(&t) {
+                let result = result.map_err(rejected)?;
+                return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
+            }
         }
         match self.node.write(Command::Txn(t)).await? {
             Applied::Txn { revision, result } => {

@@ -153,18 +153,6 @@ fn check_intervals(ops: &[TxnOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange>)> 
     Ok((puts, dels))
 }
 
-/// Whether a transaction only reads, so it can be served without Raft.
-pub fn is_read_only(txn: &Txn) -> bool {
-    let ops_read_only = |ops: &[TxnOp]| {
-        ops.iter().all(|op| match op {
-            TxnOp::Range(_) => true,
-            TxnOp::Txn(inner) => is_read_only(inner),
-            _ => false,
-        })
-    };
-    ops_read_only(&txn.success) && ops_read_only(&txn.failure)
-}
-
 /// Whether every read in it is serializable.
 pub fn is_serializable(req: &pb::TxnRequest) -> bool {
     use pb::request_op::Request;

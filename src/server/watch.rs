@@ -300,19 +300,19 @@ impl WatchStream {
                 };
                 return Ok(self.send(response).await.ok().map(|_| seen));
             }
-            let events = store.events(w.next, EVENT_BYTES_PER_READ)?;
-            let Some(last) = events.last().map(|e| e.kv.mod_revision) else {
+            let wanted = |key: &[u8], kind| {
+                let kind_wanted = match kind {
+                    EventKind::Put => !w.no_put,
+                    EventKind::Delete => !w.no_delete,
+                };
+                kind_wanted && w.range.contains(key)
+            };
+            let (events, last) = store.events(w.next, EVENT_BYTES_PER_READ, wanted)?;
+            let Some(last) = last else {
                 break;
             };
             let mut out = Vec::new();
             for e in events {
-                let wanted = match e.kind {
-                    EventKind::Put => !w.no_put,
-                    EventKind::Delete => !w.no_delete,
-                };
-                if !wanted || !w.range.contains(&e.kv.key) {
-                    continue;
-                }
                 let prev_kv = match w.prev_kv {
                     true => store
                         .version_before(&e.kv.key, e.kv.mod_revision)?

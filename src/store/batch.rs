@@ -55,10 +55,13 @@ impl<'a> WriteBatch<'a> {
         // For each key, of the versions at or before `revision` only the
         // newest stays (reads at `revision` need only that one), and not
         // even that if it is a delete from before `revision`.
+        let mut kept = 0;
         st.history.retain(|_, versions| {
             versions.compact(revision);
+            kept += versions.len();
             !versions.is_empty()
         });
+        st.versions = kept;
         st.events = st.events.split_off(&(revision, 0));
         st.compacted = revision;
         Ok(Ok(()))
@@ -90,6 +93,16 @@ pub struct Writer<'b> {
     sub: u32,
 }
 
+impl super::txn::Reads for Writer<'_> {
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        get_current(self.st, key)
+    }
+
+    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+        read(self.st, q)
+    }
+}
+
 impl Writer<'_> {
     /// One key's current version, including this revision's changes.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
@@ -111,7 +124,9 @@ impl Writer<'_> {
             None => st.history.entry(key.to_vec()).or_default(),
         };
         let was_live = versions.is_live();
-        versions.insert(self.rev, version);
+        if versions.insert(self.rev, version) {
+            st.versions += 1;
+        }
         match (was_live, versions.is_live()) {
             (false, true) => st.live += 1,
             (true, false) => st.live -= 1,

@@ -108,9 +108,16 @@ pub enum EventKind {
 const EVENT_OVERHEAD: usize = 32;
 
 impl KvStore {
-    /// The changes at revisions `>= from`, in revision order: whole
-    /// revisions, until about `max_bytes` of keys and values are read.
-    pub fn events(&self, from: Revision, max_bytes: usize) -> Result<Vec<Event>> {
+    /// The changes at revisions `>= from` that `wanted` picks (by key and
+    /// kind), in revision order, and the newest revision read: whole
+    /// revisions, until about `max_bytes` of keys and values are read. Only
+    /// the changes picked are copied.
+    pub fn events(
+        &self,
+        from: Revision,
+        max_bytes: usize,
+        wanted: impl Fn(&[u8], EventKind) -> bool,
+    ) -> Result<(Vec<Event>, Option<Revision>)> {
         let st = self.read();
         let mut events: Vec<Event> = Vec::new();
         let mut bytes = 0;
@@ -120,9 +127,17 @@ impl KvStore {
                 break;
             }
             last_rev = Some(rev);
+            bytes += EVENT_OVERHEAD + key.len();
             let Some(version) = st.history.get(key).and_then(|v| v.get(rev)) else {
                 continue;
             };
+            let kind = match version {
+                Version::Put { .. } => EventKind::Put,
+                Version::Delete => EventKind::Delete,
+            };
+            if !wanted(key, kind) {
+                continue;
+            }
             let event = match put_pair(key, rev, version) {
                 Some(kv) => Event {
                     kind: EventKind::Put,
@@ -139,10 +154,10 @@ impl KvStore {
                     },
                 },
             };
-            bytes += EVENT_OVERHEAD + event.kv.key.len() + event.kv.value.len();
+            bytes += event.kv.value.len();
             events.push(event);
         }
-        Ok(events)
+        Ok((events, last_rev))
     }
 
     /// `key` as it was just before `revision`, if it existed then and that

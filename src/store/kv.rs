@@ -274,7 +274,7 @@ impl KvStore {
 
     /// How many key versions the history holds (bounded by compaction).
     pub fn version_count(&self) -> Result<i64> {
-        Ok(self.read().history.values().map(|v| v.len() as i64).sum())
+        Ok(self.read().versions as i64)
     }
 
     /// One key's current version, if present.
@@ -331,6 +331,20 @@ impl KvStore {
                 .write()
                 .expect("invariant: state lock is never poisoned"),
         ))
+    }
+
+    /// Runs a transaction that only reads against the applied state, under
+    /// the read lock; returns the revision it read at. `None` if `txn`
+    /// writes (those go through Raft).
+    pub fn read_txn(
+        &self,
+        txn: &super::txn::Txn,
+    ) -> Option<(
+        Revision,
+        std::result::Result<super::txn::TxnResult, Rejection>,
+    )> {
+        let st = self.read();
+        super::txn::read_only(&st, txn).map(|result| (st.revision, result))
     }
 
     /// A copy of the whole state, for a snapshot.

@@ -26,8 +26,8 @@ pub use kv::{
 pub use state::{Revision, State};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use txn::{
-    apply as apply_txn, compare_one, Compare, CompareResult, CompareTarget, OpResult, Txn, TxnOp,
-    TxnResult,
+    apply as apply_txn, compare_one, is_read_only as txn_is_read_only, Compare, CompareResult,
+    CompareTarget, OpResult, Txn, TxnOp, TxnResult,
 };
 
 #[cfg(test)]

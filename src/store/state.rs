@@ -103,13 +103,20 @@ impl Versions {
         self.at_or_before(rev.saturating_sub(1))
     }
 
-    /// Records `version` at `rev`, replacing one already there.
-    pub fn insert(&mut self, rev: Revision, version: Version) {
+    /// Records `version` at `rev`, replacing one already there; returns
+    /// whether the key has one version more.
+    pub fn insert(&mut self, rev: Revision, version: Version) -> bool {
         match self.0.last() {
             Some((last, _)) if *last >= rev => {
                 match self.0.binary_search_by_key(&rev, |(r, _)| *r) {
-                    Ok(i) => self.0[i].1 = version,
-                    Err(i) => self.0.insert(i, (rev, version)),
+                    Ok(i) => {
+                        self.0[i].1 = version;
+                        false
+                    }
+                    Err(i) => {
+                        self.0.insert(i, (rev, version));
+                        true
+                    }
                 }
             }
             _ => {
@@ -118,6 +125,7 @@ impl Versions {
                     self.0.reserve_exact((self.0.len() / 2).max(1));
                 }
                 self.0.push((rev, version));
+                true
             }
         }
     }
@@ -149,6 +157,9 @@ pub struct State {
     pub history: BTreeMap<Vec<u8>, Versions>,
     /// How many keys of `history` are live (kept by every write).
     pub live: usize,
+    /// How many versions `history` holds in all (kept by every write and
+    /// compaction).
+    pub versions: usize,
     pub events: BTreeMap<(Revision, u32), Vec<u8>>,
     pub members: BTreeMap<u64, MemberInfo>,
     /// Metadata owned by the caller (the Raft adapter's applied log id and
@@ -163,6 +174,7 @@ impl Default for State {
             compacted: 0,
             history: BTreeMap::new(),
             live: 0,
+            versions: 0,
             events: BTreeMap::new(),
             members: BTreeMap::new(),
             meta: BTreeMap::new(),
@@ -240,11 +252,13 @@ impl<'de> Deserialize<'de> for State {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = StateIn::deserialize(d)?;
         let live = s.history.values().filter(|v| v.is_live()).count();
+        let versions = s.history.values().map(Versions::len).sum();
         Ok(State {
             revision: s.revision,
             compacted: s.compacted,
             history: s.history,
             live,
+            versions,
             events: s.events,
             members: s.members,
             meta: s.meta,

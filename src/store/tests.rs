@@ -47,6 +47,11 @@ fn del(s: &KvStore, key: &str, end: &str) -> Vec<KeyValue> {
     }
 }
 
+/// Every change from `from` on, within `max_bytes`.
+fn all_events(s: &KvStore, from: Revision, max_bytes: usize) -> Vec<Event> {
+    s.events(from, max_bytes, |_, _| true).unwrap().0
+}
+
 fn keys(r: &RangeResult) -> Vec<String> {
     r.kvs
         .iter()
@@ -130,7 +135,7 @@ fn deleting_nothing_changes_nothing() {
     assert!(del(&s, "missing", "").is_empty());
     assert!(del(&s, "x", "\0").is_empty());
     assert_eq!(s.revision().unwrap(), 2);
-    assert!(s.events(3, 10).unwrap().is_empty());
+    assert!(all_events(&s, 3, 10).is_empty());
 }
 
 #[test]
@@ -144,7 +149,7 @@ fn a_range_delete_shares_one_revision() {
     assert_eq!(s.revision().unwrap(), 6);
     assert_eq!(s.key_count().unwrap(), 1);
     assert_eq!(keys(&range(&s, "\0", b"\0")), vec!["q"]);
-    let events = s.events(6, 100).unwrap();
+    let events = all_events(&s, 6, 100);
     assert_eq!(events.len(), 3);
     assert!(events
         .iter()
@@ -332,8 +337,7 @@ fn compaction_drops_history_below_it_and_keeps_what_it_needs() {
     assert_eq!(s.version_count().unwrap(), 3);
     // Events from the compacted revision on are kept.
     assert_eq!(
-        s.events(1, 100)
-            .unwrap()
+        all_events(&s, 1, 100)
             .iter()
             .map(|e| e.kv.mod_revision)
             .collect::<Vec<_>>(),
@@ -359,7 +363,7 @@ fn events_carry_versions_and_previous_versions() {
     put(&s, "k", "1"); // 2
     put(&s, "k", "2"); // 3
     del(&s, "k", ""); // 4
-    let events = s.events(2, 100).unwrap();
+    let events = all_events(&s, 2, 100);
     assert_eq!(events.len(), 3);
     assert_eq!(
         (
@@ -398,8 +402,8 @@ fn events_carry_versions_and_previous_versions() {
             prev_kv: false,
         },
     ); // 6: x, (k gone)
-    assert_eq!(s.events(5, 1).unwrap().len(), 1);
-    assert_eq!(s.events(6, 1).unwrap().len(), 1);
+    assert_eq!(all_events(&s, 5, 1).len(), 1);
+    assert_eq!(all_events(&s, 6, 1).len(), 1);
 }
 
 #[test]
@@ -475,7 +479,7 @@ fn a_snapshot_restores_everything() {
         values(&range_at(&b, "\0", b"\0", 2).unwrap()),
         vec![("x".into(), "1".into())]
     );
-    assert_eq!(b.events(2, 1 << 20).unwrap().len(), 2);
+    assert_eq!(all_events(&b, 2, 1 << 20).len(), 2);
 }
 
 /// The layout snapshots had while live keys were kept in a map of their own.
@@ -528,7 +532,7 @@ fn snapshots_keep_the_layout_with_a_map_of_live_keys() {
 }
 
 #[test]
-fn the_key_count_follows_puts_deletes_and_compaction() {
+fn key_and_version_counts_follow_puts_deletes_and_compaction() {
     let s = store();
     let counted = |s: &KvStore| {
         let n = s.key_count().unwrap();
@@ -537,6 +541,8 @@ fn the_key_count_follows_puts_deletes_and_compaction() {
             ..query("\0", b"\0")
         };
         assert_eq!(s.range(&all).unwrap().unwrap().count, n, "range agrees");
+        let versions: usize = s.read().history.values().map(|v| v.len()).sum();
+        assert_eq!(s.version_count().unwrap(), versions as i64);
         n
     };
     for k in ["a", "b", "c"] {
@@ -665,7 +671,7 @@ fn a_txn_is_one_revision_and_reads_its_own_writes() {
         OpResult::Range(r) => assert_eq!(r.kvs[0].value, b"2"),
         other => panic!("{other:?}"),
     }
-    let events = s.events(3, 100).unwrap();
+    let events = all_events(&s, 3, 100);
     assert_eq!(events.len(), 2, "both puts share revision 3");
     assert_eq!(s.get(b"other").unwrap().unwrap().mod_revision, 3);
     // Again: the compare now fails; a read-only branch changes nothing.
@@ -766,4 +772,93 @@ fn a_txn_deleting_nothing_does_not_bump_the_revision() {
     };
     assert_eq!(run_txn(&s, t).0, 1);
     assert_eq!(s.revision().unwrap(), 1);
+}
+
+#[test]
+fn a_txn_that_only_reads_runs_on_the_applied_state_as_a_proposed_one_would() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "2"); // 3
+    let at = |rev| {
+        TxnOp::Range(RangeQuery {
+            revision: rev,
+            ..query("a", b"")
+        })
+    };
+    let reads = Txn {
+        compare: vec![cmp(
+            "a",
+            CompareTarget::Value(b"1".to_vec()),
+            CompareResult::Equal,
+        )],
+        success: vec![
+            txn_get("b"),
+            at(2),
+            TxnOp::Txn(Txn {
+                compare: vec![cmp("b", CompareTarget::Version(5), CompareResult::Equal)],
+                success: vec![txn_get("a")],
+                failure: vec![txn_get("missing"), txn_get("b")],
+            }),
+        ],
+        failure: vec![txn_get("a")],
+    };
+    assert!(txn_is_read_only(&reads));
+    let (revision, read) = s.read_txn(&reads).expect("it only reads");
+    let read = read.unwrap();
+    assert_eq!(revision, 3);
+    // The same transaction through a `Writer` answers alike (and, only
+    // reading, does not move the revision either).
+    let (proposed_revision, proposed) = run_txn(&s, reads.clone());
+    assert_eq!((revision, &read), (proposed_revision, &proposed));
+    assert!(read.succeeded);
+    match &read.responses[2] {
+        OpResult::Txn(inner) => {
+            assert!(!inner.succeeded);
+            assert_eq!(inner.responses.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A read it cannot serve refuses the whole transaction.
+    let future = Txn {
+        success: vec![at(9)],
+        ..Txn::default()
+    };
+    assert_eq!(
+        s.read_txn(&future).unwrap().1,
+        Err(Rejection::FutureRevision)
+    );
+    // One that writes anywhere, even in the branch not taken, is not run.
+    let writes = Txn {
+        failure: vec![TxnOp::Txn(Txn {
+            success: vec![txn_put("a", "x")],
+            ..Txn::default()
+        })],
+        ..reads
+    };
+    assert!(!txn_is_read_only(&writes));
+    assert!(s.read_txn(&writes).is_none());
+    assert_eq!(s.get(b"a").unwrap().unwrap().value, b"1");
+}
+
+#[test]
+fn events_copy_only_what_the_filter_picks_and_still_say_how_far_they_read() {
+    let s = store();
+    put(&s, "app/a", "1"); // 2
+    put(&s, "other", "x"); // 3
+    del(&s, "app/a", ""); // 4
+    put(&s, "other", "y"); // 5
+    let app = KeyRange::new(b"app/", b"app0");
+    let (events, last) = s.events(2, 1 << 20, |key, _| app.contains(key)).unwrap();
+    let got: Vec<_> = events.iter().map(|e| (e.kind, e.kv.mod_revision)).collect();
+    assert_eq!(got, [(EventKind::Put, 2), (EventKind::Delete, 4)]);
+    assert_eq!(last, Some(5), "read past the changes it skipped");
+    let (puts, _) = s
+        .events(2, 1 << 20, |_, kind| kind == EventKind::Put)
+        .unwrap();
+    assert_eq!(puts.len(), 3);
+    // Nothing picked: no events, but the read still went to the end.
+    let (none, last) = s.events(3, 1 << 20, |_, _| false).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(last, Some(5));
+    assert_eq!(s.events(6, 1 << 20, |_, _| true).unwrap().1, None);
 }

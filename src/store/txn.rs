@@ -7,6 +7,10 @@
 //! revision, a put that keeps the value of a missing key) are checked, so a
 //! refused transaction changes nothing. Then the chosen ops run in order,
 //! each seeing the earlier ones' writes.
+//!
+//! A transaction that only reads runs against the applied state under its
+//! read lock (`read_only`), not through a `Writer`: it holds up neither
+//! writers nor other readers.
 
 use std::cmp::Ordering;
 
@@ -15,7 +19,28 @@ use serde::{Deserialize, Serialize};
 use super::batch::Writer;
 use super::command::Rejection;
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
+use super::state::State;
 use crate::error::Result;
+
+/// What choosing a transaction's branches needs to read: the state as a
+/// `Writer` sees it (with its revision's changes so far), or the applied
+/// state itself for a transaction that only reads.
+pub(super) trait Reads {
+    /// One key's current version.
+    fn get(&self, key: &[u8]) -> Option<KeyValue>;
+    /// A range with etcd's semantics (see `history::read`).
+    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection>;
+}
+
+impl Reads for State {
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        super::history::get_current(self, key)
+    }
+
+    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+        super::history::read(self, q)
+    }
+}
 
 /// A transaction: `compare`s, then `success` or `failure`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -135,68 +160,60 @@ pub fn compare_one(kv: Option<&KeyValue>, c: &Compare) -> bool {
     holds(actual, c.result)
 }
 
-fn compare_holds(w: &Writer<'_>, c: &Compare) -> Result<bool> {
-    let kvs = match w.range(&RangeQuery::new(c.range.clone()))? {
+fn compare_holds(r: &impl Reads, c: &Compare) -> bool {
+    let kvs = match r.range(&RangeQuery::new(c.range.clone())) {
         Ok(r) => r.kvs,
-        Err(_) => return Ok(false),
+        Err(_) => return false,
     };
     if kvs.is_empty() {
-        return Ok(compare_one(None, c));
+        return compare_one(None, c);
     }
-    Ok(kvs.iter().all(|kv| compare_one(Some(kv), c)))
+    kvs.iter().all(|kv| compare_one(Some(kv), c))
 }
 
-fn choose(w: &Writer<'_>, txn: &Txn) -> Result<Path> {
-    let mut succeeded = true;
-    for c in &txn.compare {
-        if !compare_holds(w, c)? {
-            succeeded = false;
-            break;
-        }
-    }
-    let mut nested = Vec::new();
-    for op in txn.branch(succeeded) {
-        if let TxnOp::Txn(inner) = op {
-            nested.push(choose(w, inner)?);
-        }
-    }
-    Ok(Path { succeeded, nested })
+fn choose(r: &impl Reads, txn: &Txn) -> Path {
+    let succeeded = txn.compare.iter().all(|c| compare_holds(r, c));
+    let nested = txn
+        .branch(succeeded)
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Txn(inner) => Some(choose(r, inner)),
+            _ => None,
+        })
+        .collect();
+    Path { succeeded, nested }
 }
 
 /// Refuses the transaction, before it changes anything, if a request on its
 /// path would be refused.
-fn precheck(w: &Writer<'_>, txn: &Txn, path: &Path) -> Result<std::result::Result<(), Rejection>> {
+fn precheck(r: &impl Reads, txn: &Txn, path: &Path) -> std::result::Result<(), Rejection> {
     let mut nested = path.nested.iter();
     for op in txn.branch(path.succeeded) {
         match op {
             TxnOp::Range(q) if q.revision > 0 => {
-                if let Err(r) = w.range(&RangeQuery {
+                r.range(&RangeQuery {
                     count_only: true,
                     ..q.clone()
-                })? {
-                    return Ok(Err(r));
-                }
+                })?;
             }
             TxnOp::Put {
                 key,
                 value,
                 must_exist,
                 ..
-            } if (*must_exist || value.is_none()) && w.get(key)?.is_none() => {
-                return Ok(Err(Rejection::KeyNotFound));
+            } if (*must_exist || value.is_none()) && r.get(key).is_none() => {
+                return Err(Rejection::KeyNotFound);
             }
             TxnOp::Txn(inner) => {
                 let p = nested
                     .next()
                     .expect("invariant: a path entry per nested txn");
-                if let Err(r) = precheck(w, inner, p)? {
-                    return Ok(Err(r));
-                }
+                precheck(r, inner, p)?;
             }
             _ => {}
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn execute(
@@ -249,9 +266,54 @@ fn execute(
 /// Runs `txn` as the changes of `w`'s revision. A refused transaction
 /// changes nothing.
 pub fn apply(w: &mut Writer<'_>, txn: &Txn) -> Result<std::result::Result<TxnResult, Rejection>> {
-    let path = choose(w, txn)?;
-    if let Err(r) = precheck(w, txn, &path)? {
+    let path = choose(w, txn);
+    if let Err(r) = precheck(w, txn, &path) {
         return Ok(Err(r));
     }
     execute(w, txn, &path)
+}
+
+/// Whether `txn` only reads, in every branch and nested transaction, so
+/// it can run without a proposal (etcd runs such transactions the same way).
+pub fn is_read_only(txn: &Txn) -> bool {
+    txn.success.iter().chain(&txn.failure).all(|op| match op {
+        TxnOp::Range(_) => true,
+        TxnOp::Txn(inner) => is_read_only(inner),
+        TxnOp::Put { .. } | TxnOp::DeleteRange { .. } => false,
+    })
+}
+
+/// Runs `txn` against `st`; a transaction that writes is refused with
+/// `None` (see `is_read_only`), as nothing here can change.
+pub(super) fn read_only(
+    st: &State,
+    txn: &Txn,
+) -> Option<std::result::Result<TxnResult, Rejection>> {
+    if !is_read_only(txn) {
+        return None;
+    }
+    let path = choose(st, txn);
+    Some(precheck(st, txn, &path).and_then(|()| read_branches(st, txn, &path)))
+}
+
+fn read_branches(st: &State, txn: &Txn, path: &Path) -> std::result::Result<TxnResult, Rejection> {
+    let mut nested = path.nested.iter();
+    let mut responses = Vec::new();
+    for op in txn.branch(path.succeeded) {
+        responses.push(match op {
+            TxnOp::Range(q) => OpResult::Range(st.range(q)?),
+            TxnOp::Txn(inner) => {
+                let p = nested
+                    .next()
+                    .expect("invariant: a path entry per nested txn");
+                OpResult::Txn(read_branches(st, inner, p)?)
+            }
+            // `read_only` checked there are none.
+            TxnOp::Put { .. } | TxnOp::DeleteRange { .. } => continue,
+        });
+    }
+    Ok(TxnResult {
+        succeeded: path.succeeded,
+        responses,
+    })
 }
