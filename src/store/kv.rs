@@ -347,9 +347,12 @@ impl KvStore {
         super::txn::read_only(&st, txn).map(|result| (st.revision, result))
     }
 
-    /// A copy of the whole state, for a snapshot.
-    pub fn snapshot(&self) -> State {
-        self.read().clone()
+    /// The whole state, encoded for a snapshot. Encoded under the read
+    /// lock rather than copied first: encoding is quicker than a deep copy
+    /// and needs only the encoded bytes beside the state, not a second
+    /// state.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        Ok(crate::codec::encode(&*self.read())?)
     }
 
     /// Replaces the whole state, from a snapshot.

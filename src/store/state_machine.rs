@@ -150,7 +150,7 @@ impl StateMachine {
             codec::encode(&meta.last_membership)?,
         );
         let data = codec::encode(&state)?;
-        save_snapshot(&self.snapshots, meta, data)?;
+        save_snapshot(&self.snapshots, meta, &data)?;
         self.disk.sync().await?;
         self.kv.restore(state);
         self.publish_revision()?;
@@ -160,7 +160,7 @@ impl StateMachine {
     }
 }
 
-fn save_snapshot(tree: &sled::Tree, meta: &SnapshotMeta, data: Vec<u8>) -> crate::Result<()> {
+fn save_snapshot(tree: &sled::Tree, meta: &SnapshotMeta, data: &[u8]) -> crate::Result<()> {
     let mut batch = sled::Batch::default();
     batch.insert(SNAPSHOT_META_KEY, codec::encode(meta)?);
     batch.insert(SNAPSHOT_DATA_KEY, data);
@@ -192,12 +192,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.apply_entries(entries).map_err(sm_error)
     }
 
-    /// Copies the state here, while no entry is being applied, so the
-    /// snapshot is consistent; encoding and saving happen in the builder.
+    /// Encodes the state here, while no entry is being applied, so the
+    /// snapshot is consistent; saving happens in the builder.
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let captured = self
             .read_applied()
-            .map(|(applied, membership)| (applied, membership, self.kv.snapshot()));
+            .and_then(|(applied, membership)| Ok((applied, membership, self.kv.encode()?)));
         SnapshotBuilder {
             disk: self.disk.clone(),
             snapshots: self.snapshots.clone(),
@@ -227,8 +227,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// A consistent copy of the state: last applied log id, membership, pairs.
-type Captured = (Option<LogId>, StoredMembership, State);
+/// A consistent capture of the state: last applied log id, membership, and
+/// the encoded state.
+type Captured = (Option<LogId>, StoredMembership, Vec<u8>);
 
 /// Turns a captured copy of the state into a stored snapshot.
 pub struct SnapshotBuilder {
@@ -245,8 +246,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let captured = self.captured.take().ok_or_else(|| {
             snapshot_error(crate::Error::Raft("snapshot builder used twice".into()))
         })?;
-        let (applied, membership, state) = captured.map_err(snapshot_error)?;
-        let data = codec::encode(&state).map_err(|e| snapshot_error(e.into()))?;
+        let (applied, membership, data) = captured.map_err(snapshot_error)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -260,7 +260,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: membership,
             snapshot_id,
         };
-        save_snapshot(&self.snapshots, &meta, data.clone()).map_err(snapshot_error)?;
+        save_snapshot(&self.snapshots, &meta, &data).map_err(snapshot_error)?;
         // The snapshot must be on disk before openraft purges the log
         // behind it.
         self.disk.sync().await.map_err(snapshot_error)?;
