@@ -54,14 +54,28 @@ impl<'a> WriteBatch<'a> {
         }
         // For each key, of the versions at or before `revision` only the
         // newest stays (reads at `revision` need only that one), and not
-        // even that if it is a delete from before `revision`.
-        let mut kept = 0;
-        st.history.retain(|_, versions| {
+        // even that if it is a delete from before `revision`. Only keys
+        // changed since the last compaction can have anything to drop: any
+        // other key holds at most its one version from before that point,
+        // a put (the last compaction dropped older deletes, and a delete at
+        // that very point has its event there). So this walks the events
+        // since then, not every key.
+        let changed: std::collections::BTreeSet<&[u8]> = st
+            .events
+            .range((st.compacted, 0)..=(revision, u32::MAX))
+            .map(|(_, key)| key.as_slice())
+            .collect();
+        for key in changed {
+            let Some(versions) = st.history.get_mut(key) else {
+                continue;
+            };
+            let before = versions.len();
             versions.compact(revision);
-            kept += versions.len();
-            !versions.is_empty()
-        });
-        st.versions = kept;
+            st.versions -= before - versions.len();
+            if versions.is_empty() {
+                st.history.remove(key);
+            }
+        }
         st.events = st.events.split_off(&(revision, 0));
         st.compacted = revision;
         Ok(Ok(()))

@@ -61,13 +61,19 @@ pub(super) fn read_at(st: &State, q: &RangeQuery) -> std::result::Result<RangeRe
     let Some(bounds) = q.range.bounds() else {
         return Ok(RangeResult::default());
     };
+    let fetch = q.fetch();
     let mut kvs = Vec::new();
+    let mut count = 0;
     for (key, versions) in st.history.range::<[u8], _>(bounds) {
-        if let Some((rev, version)) = versions.at_or_before(q.revision) {
-            kvs.extend(put_pair(key, rev, version));
+        let Some((rev, version @ Version::Put { .. })) = versions.at_or_before(q.revision) else {
+            continue;
+        };
+        count += 1;
+        if q.count_only || fetch.is_some_and(|n| kvs.len() >= n) {
+            continue;
         }
+        kvs.extend(put_pair(key, rev, version));
     }
-    let count = kvs.len() as i64;
     Ok(q.shape(kvs, count))
 }
 

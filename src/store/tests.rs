@@ -305,6 +305,26 @@ fn reads_at_past_revisions_see_the_state_of_then() {
     assert_eq!(range_at(&s, "a", b"", 7), Err(Rejection::FutureRevision));
     // Count at a past revision counts the keys of then.
     assert_eq!(range_at(&s, "\0", b"\0", 5).unwrap().count, 1);
+    let past = |limit, count_only| {
+        s.range(&RangeQuery {
+            revision: 4,
+            limit,
+            count_only,
+            ..query("\0", b"\0")
+        })
+        .unwrap()
+        .unwrap()
+    };
+    let limited = past(1, false);
+    assert_eq!(
+        (values(&limited), limited.count, limited.more),
+        (vec![("a".into(), "2".into())], 2, true)
+    );
+    let counted = past(0, true);
+    assert_eq!(
+        (counted.kvs.len(), counted.count, counted.more),
+        (0, 2, false)
+    );
 }
 
 #[test]
@@ -861,4 +881,61 @@ fn events_copy_only_what_the_filter_picks_and_still_say_how_far_they_read() {
     assert!(none.is_empty());
     assert_eq!(last, Some(5));
     assert_eq!(s.events(6, 1 << 20, |_, _| true).unwrap().1, None);
+}
+
+/// Compaction walks only the keys changed since the last one; over a long
+/// random run of puts, deletes and compactions it must leave exactly what
+/// compacting every key would.
+#[test]
+fn compaction_of_changed_keys_matches_compacting_every_key() {
+    let s = store();
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut compactions = 0;
+    for step in 0..3000 {
+        let key = format!("k{}", next(40));
+        match next(10) {
+            0..=5 => {
+                put(&s, &key, &step.to_string());
+            }
+            6 | 7 => {
+                del(&s, &key, "");
+            }
+            8 => {
+                // A range delete: several keys at one revision.
+                let end = format!("k{}", next(40));
+                del(&s, &key, &end);
+            }
+            _ => {
+                let (compacted, current) = (s.compacted().unwrap(), s.revision().unwrap());
+                if current <= compacted {
+                    continue;
+                }
+                let revision = compacted + 1 + next((current - compacted) as u64) as Revision;
+                let mut expected = s.read().history.clone();
+                expected.retain(|_, v| {
+                    v.compact(revision);
+                    !v.is_empty()
+                });
+                assert!(matches!(
+                    run(&s, Command::Compact { revision }),
+                    Response::Compacted { .. }
+                ));
+                let st = s.read();
+                assert_eq!(
+                    st.history, expected,
+                    "step {step}: compaction at {revision}"
+                );
+                let versions: usize = expected.values().map(|v| v.len()).sum();
+                assert_eq!(st.versions, versions, "step {step}");
+                compactions += 1;
+            }
+        }
+    }
+    assert!(compactions > 100, "only {compactions} compactions ran");
 }
