@@ -91,7 +91,11 @@ impl Node {
         let disk = Disk::open(&cfg.data_dir.join("raftkv.sled"))?;
         let cluster_id = load_identity(&disk, cfg).await?;
         let metrics = Arc::new(Metrics::new());
-        let sm = StateMachine::open(&disk, metrics.clone())?;
+        let sm = StateMachine::open(
+            &disk,
+            &cfg.data_dir.join(crate::store::SNAPSHOT_DIR),
+            metrics.clone(),
+        )?;
         let store = sm.store();
         let revisions = sm.revisions();
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());

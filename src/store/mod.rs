@@ -6,13 +6,14 @@
 //! at past revisions and watch events; `batch` the writes; `txn`
 //! transactions; `apply` one command; `command` the data that goes through
 //! Raft; `state_machine` the openraft adapter, which persists the state as
-//! snapshots in sled. The store never calls Raft or the server.
+//! snapshots (`snapshot_file`, one file replaced whole). The store never calls Raft or the server.
 
 mod apply;
 mod batch;
 mod command;
 mod history;
 mod kv;
+mod snapshot_file;
 mod state;
 mod state_machine;
 mod txn;
@@ -24,6 +25,9 @@ pub use kv::{
     fnv1a_of, KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, SortOrder, SortTarget,
 };
 pub use state::{Revision, State};
+
+/// The directory, in a data dir, that holds the latest snapshot.
+pub const SNAPSHOT_DIR: &str = "snapshot";
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use txn::{
     apply as apply_txn, compare_one, is_read_only as txn_is_read_only, Compare, CompareResult,

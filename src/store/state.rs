@@ -1,6 +1,7 @@
 //! The replicated state, in memory: what every applied command changes and
-//! every read reads. It is made durable as snapshots in sled, with the Raft
-//! log holding everything after the last one (see `state_machine.rs`).
+//! every read reads. It is made durable as snapshots (a file of their own),
+//! with the Raft log holding everything after the last one (see
+//! `state_machine.rs`).
 //!
 //! - `history`: every version of every key until compaction, by key then
 //!   revision: the MVCC history for reads at past revisions. A key is live

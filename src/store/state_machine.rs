@@ -2,14 +2,19 @@
 //!
 //! The only store file that knows about openraft. Applies each group of
 //! committed entries in one `WriteBatch` together with the last applied log
-//! id. The state lives in memory and is made durable as snapshots in sled:
-//! the Raft log (synced before anything is acknowledged) holds every entry
-//! after the last snapshot, and on restart the state machine starts from
-//! that snapshot while openraft re-applies the entries after it. A snapshot
-//! is synced to disk (`Disk::sync`) before openraft hears of it (and may
-//! purge the log behind it).
+//! id. The state lives in memory and is made durable as snapshots, in a
+//! file of their own (`snapshot_file.rs`): the Raft log (synced before
+//! anything is acknowledged) holds every entry after the last snapshot, and
+//! on restart the state machine starts from that snapshot while openraft
+//! re-applies the entries after it. A snapshot is on disk, synced, before
+//! openraft hears of it (and may purge the log behind it).
+//!
+//! Data dirs written before snapshots had their own file keep the snapshot
+//! in sled's `snapshot` tree; opening moves it into the file (synced first,
+//! then the tree emptied).
 
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +24,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::apply;
 use super::command::Response;
 use super::kv::KvStore;
+use super::snapshot_file::SnapshotFile;
 use super::state::{Revision, State};
 use crate::codec;
 use crate::disk::Disk;
@@ -27,6 +33,7 @@ use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, Store
 use crate::raft::TypeConfig;
 use tokio::sync::watch;
 
+/// Where snapshots were kept before they had their own file.
 const SNAPSHOT_TREE: &str = "snapshot";
 const SNAPSHOT_META_KEY: &str = "meta";
 const SNAPSHOT_DATA_KEY: &str = "data";
@@ -35,26 +42,40 @@ const MEMBERSHIP_META: &str = "membership";
 
 /// The replicated state machine of one node.
 pub struct StateMachine {
-    disk: Disk,
     kv: KvStore,
-    snapshots: sled::Tree,
+    snapshots: SnapshotFile,
     metrics: Arc<Metrics>,
     /// The applied store revision, for watchers.
     revision: watch::Sender<Revision>,
 }
 
 impl StateMachine {
-    /// Opens the state machine stored on `disk`: the state of its last
-    /// snapshot, if any.
-    pub fn open(disk: &Disk, metrics: Arc<Metrics>) -> crate::Result<Self> {
-        let snapshots = disk.db().open_tree(SNAPSHOT_TREE)?;
-        let state = match snapshots.get(SNAPSHOT_DATA_KEY)? {
-            Some(data) => codec::decode::<State>(&data)?,
+    /// Opens the state machine whose snapshots live in `dir`: the state of
+    /// its last snapshot, if any. A snapshot still in `disk`'s sled tree
+    /// from an older data dir moves into `dir` first.
+    pub fn open(disk: &Disk, dir: &Path, metrics: Arc<Metrics>) -> crate::Result<Self> {
+        let snapshots = SnapshotFile::open(dir)?;
+        let mut stored = snapshots.load()?;
+        let tree = disk.db().open_tree(SNAPSHOT_TREE)?;
+        if stored.is_none() {
+            if let (Some(meta), Some(data)) =
+                (tree.get(SNAPSHOT_META_KEY)?, tree.get(SNAPSHOT_DATA_KEY)?)
+            {
+                snapshots.save(&meta, &data)?;
+                stored = Some((meta.to_vec(), data.to_vec()));
+            }
+        }
+        if !tree.is_empty() {
+            // The file holds this snapshot (or a newer one) now.
+            tree.clear()?;
+            disk.sync_blocking()?;
+        }
+        let state = match stored {
+            Some((_, data)) => codec::decode::<State>(&data)?,
             None => State::default(),
         };
         let (revision, _) = watch::channel(state.revision);
         Ok(StateMachine {
-            disk: disk.clone(),
             kv: KvStore::new(state),
             snapshots,
             metrics,
@@ -125,15 +146,10 @@ impl StateMachine {
     }
 
     fn read_snapshot(&self) -> crate::Result<Option<Snapshot>> {
-        let Some(meta) = self.snapshots.get(SNAPSHOT_META_KEY)? else {
+        let Some((meta, data)) = self.snapshots.load()? else {
             return Ok(None);
         };
         let meta: SnapshotMeta = codec::decode(&meta)?;
-        let data = self
-            .snapshots
-            .get(SNAPSHOT_DATA_KEY)?
-            .map(|d| d.to_vec())
-            .unwrap_or_default();
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -150,8 +166,7 @@ impl StateMachine {
             codec::encode(&meta.last_membership)?,
         );
         let data = codec::encode(&state)?;
-        save_snapshot(&self.snapshots, meta, &data)?;
-        self.disk.sync().await?;
+        save_snapshot(&self.snapshots, meta, data).await?;
         self.kv.restore(state);
         self.publish_revision()?;
         self.metrics.snapshots_installed.inc();
@@ -160,12 +175,18 @@ impl StateMachine {
     }
 }
 
-fn save_snapshot(tree: &sled::Tree, meta: &SnapshotMeta, data: &[u8]) -> crate::Result<()> {
-    let mut batch = sled::Batch::default();
-    batch.insert(SNAPSHOT_META_KEY, codec::encode(meta)?);
-    batch.insert(SNAPSHOT_DATA_KEY, data);
-    tree.apply_batch(batch)?;
-    Ok(())
+/// Stores a snapshot durably (off the async threads) and hands its data
+/// back.
+async fn save_snapshot(
+    file: &SnapshotFile,
+    meta: &SnapshotMeta,
+    data: Vec<u8>,
+) -> crate::Result<Vec<u8>> {
+    let meta = codec::encode(meta)?;
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.save(&meta, &data).map(|()| data))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn sm_error(e: crate::Error) -> StorageError {
@@ -199,7 +220,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .read_applied()
             .and_then(|(applied, membership)| Ok((applied, membership, self.kv.encode()?)));
         SnapshotBuilder {
-            disk: self.disk.clone(),
             snapshots: self.snapshots.clone(),
             metrics: self.metrics.clone(),
             started: Instant::now(),
@@ -233,8 +253,7 @@ type Captured = (Option<LogId>, StoredMembership, Vec<u8>);
 
 /// Turns a captured copy of the state into a stored snapshot.
 pub struct SnapshotBuilder {
-    disk: Disk,
-    snapshots: sled::Tree,
+    snapshots: SnapshotFile,
     metrics: Arc<Metrics>,
     /// When the state was captured: the start of the build.
     started: Instant,
@@ -260,10 +279,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: membership,
             snapshot_id,
         };
-        save_snapshot(&self.snapshots, &meta, &data).map_err(snapshot_error)?;
         // The snapshot must be on disk before openraft purges the log
-        // behind it.
-        self.disk.sync().await.map_err(snapshot_error)?;
+        // behind it: this returns once it is synced.
+        let data = save_snapshot(&self.snapshots, &meta, data)
+            .await
+            .map_err(snapshot_error)?;
         self.metrics
             .snapshot_save
             .observe(self.started.elapsed().as_secs_f64());
@@ -272,5 +292,66 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Command;
+
+    /// A state with one key, and snapshot metadata naming log index 7.
+    fn a_snapshot() -> (SnapshotMeta, Vec<u8>) {
+        let kv = KvStore::default();
+        let mut batch = kv.batch().unwrap();
+        apply::apply(
+            &mut batch,
+            Command::Put {
+                key: b"moved".to_vec(),
+                value: Some(b"yes".to_vec()),
+                must_exist: false,
+                prev_kv: false,
+            },
+        )
+        .unwrap();
+        batch.commit().unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 7)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "1-7-0".into(),
+        };
+        (meta, kv.encode().unwrap())
+    }
+
+    #[test]
+    fn a_snapshot_kept_in_sled_moves_to_its_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, data) = a_snapshot();
+        {
+            // As an older build left it.
+            let disk = Disk::open(&dir.path().join("db")).unwrap();
+            let tree = disk.db().open_tree(SNAPSHOT_TREE).unwrap();
+            tree.insert(SNAPSHOT_META_KEY, codec::encode(&meta).unwrap())
+                .unwrap();
+            tree.insert(SNAPSHOT_DATA_KEY, data.clone()).unwrap();
+            disk.sync_blocking().unwrap();
+        }
+        for _ in 0..2 {
+            let disk = Disk::open(&dir.path().join("db")).unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let sm = StateMachine::open(&disk, &dir.path().join("snap"), metrics).unwrap();
+            assert_eq!(sm.store().get(b"moved").unwrap().unwrap().value, b"yes");
+            let current = sm.read_snapshot().unwrap().expect("a snapshot");
+            assert_eq!(current.meta, meta);
+            assert_eq!(current.snapshot.into_inner(), data);
+            assert!(disk.db().open_tree(SNAPSHOT_TREE).unwrap().is_empty());
+        }
+        let (stored_meta, stored) = SnapshotFile::open(&dir.path().join("snap"))
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(codec::decode::<SnapshotMeta>(&stored_meta).unwrap(), meta);
+        assert_eq!(stored, data);
     }
 }

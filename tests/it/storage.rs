@@ -20,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
         let metrics = Arc::new(Metrics::new());
         let log = LogStore::open(&disk, &dir.path().join("log"), metrics.clone())
             .expect("open log store");
-        let sm = StateMachine::open(&disk, metrics).expect("open state machine");
+        let sm = StateMachine::open(&disk, &dir.path().join("snapshot"), metrics)
+            .expect("open state machine");
         Ok((dir, log, sm))
     }
 }
