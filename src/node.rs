@@ -95,11 +95,14 @@ impl Node {
             &disk,
             &cfg.data_dir.join(crate::store::SNAPSHOT_DIR),
             metrics.clone(),
-        )?;
+        )
+        .map_err(unreadable(&cfg.data_dir, "snapshot"))?;
         let store = sm.store();
         let revisions = sm.revisions();
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
-        let (raft, floor) = raft::start(cfg, &disk, sm, peers.clone(), metrics.clone()).await?;
+        let (raft, floor) = raft::start(cfg, &disk, sm, peers.clone(), metrics.clone())
+            .await
+            .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
         let proposer = Proposer::start(raft.clone());
         let forwarder = Forwarder::start(raft.clone(), peers.clone());
         let reads = {
@@ -479,6 +482,18 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// Reads this data dir's identity, or records it on first start. Refuses a
 /// data dir that belongs to another node id.
+/// Names the part of `data_dir` whose bytes could not be decoded: they were
+/// written in a format this build does not read.
+fn unreadable<'a>(data_dir: &'a Path, what: &'a str) -> impl FnOnce(Error) -> Error + 'a {
+    move |e| match e {
+        Error::Codec(e) => Error::DataDir(format!(
+            "{}: cannot decode its {what} ({e}); was it written by an incompatible raftkv version?",
+            data_dir.display()
+        )),
+        other => other,
+    }
+}
+
 async fn load_identity(disk: &Disk, cfg: &NodeConfig) -> Result<u64> {
     let tree = disk.db().open_tree(IDENTITY_TREE)?;
     let read_u64 = |key: &str| -> Result<Option<u64>> {

@@ -95,7 +95,7 @@ pub struct TestCluster {
 }
 
 /// Reserves `n` distinct free loopback ports.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
