@@ -61,7 +61,7 @@ build:
 run: build
 	@mkdir -p $(DATA)
 	@echo "raftkv: nodes 1-3 on 127.0.0.1:2379,22379,32379 (data in $(DATA)); Ctrl-C stops them"
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(call kvd,1) & $(call kvd,2) & $(call kvd,3) & \
 	wait
 
