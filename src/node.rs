@@ -480,8 +480,6 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Reads this data dir's identity, or records it on first start. Refuses a
-/// data dir that belongs to another node id.
 /// Names the part of `data_dir` whose bytes could not be decoded: they were
 /// written in a format this build does not read.
 fn unreadable<'a>(data_dir: &'a Path, what: &'a str) -> impl FnOnce(Error) -> Error + 'a {
@@ -494,6 +492,8 @@ fn unreadable<'a>(data_dir: &'a Path, what: &'a str) -> impl FnOnce(Error) -> Er
     }
 }
 
+/// Reads this data dir's identity, or records it on first start. Refuses a
+/// data dir that belongs to another node id.
 async fn load_identity(disk: &Disk, cfg: &NodeConfig) -> Result<u64> {
     let tree = disk.db().open_tree(IDENTITY_TREE)?;
     let read_u64 = |key: &str| -> Result<Option<u64>> {

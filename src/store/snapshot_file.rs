@@ -7,10 +7,15 @@
 //! LE), a crc32 of metadata then data (u32 LE), the metadata, the data. A
 //! file that does not check out is an error, not an empty snapshot: the Raft
 //! log behind it may already be purged.
+//!
+//! Saves are serialized (a snapshot being built and one being installed
+//! may finish at the same time), and the caller decides from the stored
+//! metadata whether a new snapshot replaces it: an older one never does.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -23,6 +28,8 @@ const TEMP_NAME: &str = "snapshot.tmp";
 #[derive(Debug, Clone)]
 pub struct SnapshotFile {
     dir: PathBuf,
+    /// Held while a snapshot is written, so two never share the temp file.
+    saving: Arc<Mutex<()>>,
 }
 
 impl SnapshotFile {
@@ -36,6 +43,7 @@ impl SnapshotFile {
         }
         Ok(SnapshotFile {
             dir: dir.to_path_buf(),
+            saving: Arc::default(),
         })
     }
 
@@ -67,9 +75,56 @@ impl SnapshotFile {
         Ok(Some((meta, bytes)))
     }
 
-    /// Replaces the stored snapshot with `meta` and `data`, durably: when
-    /// this returns, a crash leaves the new snapshot.
+    /// The stored snapshot's metadata only, without reading its data (the
+    /// whole file is checked when it is loaded).
+    fn stored_meta(&self) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(NAME);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut header = [0u8; HEADER];
+        file.read_exact(&mut header)?;
+        if &header[..8] != MAGIC {
+            return Err(Error::DataDir(format!(
+                "{}: not a raftkv snapshot",
+                path.display()
+            )));
+        }
+        let meta_len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let mut meta = Vec::new();
+        file.take(meta_len).read_to_end(&mut meta)?;
+        Ok(Some(meta))
+    }
+
+    /// Replaces the stored snapshot with `meta` and `data`, durably (when
+    /// this returns, a crash leaves the new snapshot), unless `keep` says,
+    /// from the stored snapshot's metadata, that the stored one is to stay.
+    /// Returns whether it replaced it.
+    pub fn save_unless(
+        &self,
+        meta: &[u8],
+        data: &[u8],
+        keep: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<bool> {
+        let _saving = self
+            .saving
+            .lock()
+            .expect("invariant: the snapshot lock is never poisoned");
+        if self.stored_meta()?.is_some_and(|stored| keep(&stored)) {
+            return Ok(false);
+        }
+        self.write(meta, data)?;
+        Ok(true)
+    }
+
+    /// Replaces the stored snapshot with `meta` and `data`, durably.
     pub fn save(&self, meta: &[u8], data: &[u8]) -> Result<()> {
+        self.save_unless(meta, data, |_| false).map(|_| ())
+    }
+
+    fn write(&self, meta: &[u8], data: &[u8]) -> Result<()> {
         let temp = self.dir.join(TEMP_NAME);
         let mut crc = crc32fast::Hasher::new();
         crc.update(meta);
@@ -131,5 +186,23 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
         fs::write(&path, b"junk").unwrap();
         assert!(file.load().is_err());
+    }
+
+    #[test]
+    fn the_caller_can_keep_the_stored_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SnapshotFile::open(dir.path()).unwrap();
+        // Nothing stored: it saves whatever `keep` would say.
+        assert!(file.save_unless(b"5", b"five", |_| true).unwrap());
+        let newer = |stored: &[u8]| stored > b"3".as_slice();
+        assert!(!file.save_unless(b"3", b"three", newer).unwrap());
+        assert_eq!(
+            file.load().unwrap().unwrap(),
+            (b"5".to_vec(), b"five".to_vec())
+        );
+        assert!(file
+            .save_unless(b"7", b"seven", |s| s > b"7".as_slice())
+            .unwrap());
+        assert_eq!(file.load().unwrap().unwrap().1, b"seven");
     }
 }

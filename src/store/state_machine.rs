@@ -176,17 +176,24 @@ impl StateMachine {
 }
 
 /// Stores a snapshot durably (off the async threads) and hands its data
-/// back.
+/// back. A stored snapshot that covers more of the log stays: a snapshot
+/// built from an older state can finish after a newer one was installed.
 async fn save_snapshot(
     file: &SnapshotFile,
     meta: &SnapshotMeta,
     data: Vec<u8>,
 ) -> crate::Result<Vec<u8>> {
+    let last = meta.last_log_id;
     let meta = codec::encode(meta)?;
     let file = file.clone();
-    tokio::task::spawn_blocking(move || file.save(&meta, &data).map(|()| data))
-        .await
-        .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || {
+        let newer = |stored: &[u8]| {
+            codec::decode::<SnapshotMeta>(stored).is_ok_and(|s| s.last_log_id > last)
+        };
+        file.save_unless(&meta, &data, newer).map(|_| data)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn sm_error(e: crate::Error) -> StorageError {
