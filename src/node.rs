@@ -292,9 +292,11 @@ impl Node {
         let deadline = Instant::now() + self.request_timeout;
         let mut applied = self.revisions.clone();
         loop {
-            applied.borrow_and_update();
-            let revision_ok = self.store.revision().map_or(true, |r| r >= revision);
-            let compacted_ok = self.store.compacted().map_or(true, |c| c >= compacted);
+            // The applied revision as published after each applied batch:
+            // no store lock on this path, which every write takes.
+            let revision_ok = *applied.borrow_and_update() >= revision;
+            let compacted_ok =
+                compacted == 0 || self.store.compacted().map_or(true, |c| c >= compacted);
             if revision_ok && compacted_ok {
                 return;
             }

@@ -11,9 +11,9 @@
 use std::sync::RwLockWriteGuard;
 
 use super::command::{MemberInfo, Rejection};
-use super::history::{get_current, read};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
 use super::state::{Revision, State, Version};
+use super::txn::Reads;
 use crate::error::Result;
 
 /// Changes to the state, under its write lock until committed.
@@ -107,28 +107,19 @@ pub struct Writer<'b> {
     sub: u32,
 }
 
-impl super::txn::Reads for Writer<'_> {
+/// Reads through a `Writer` see this revision's changes so far; a read as
+/// of `q.revision` must name an earlier revision.
+impl Reads for Writer<'_> {
     fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        get_current(self.st, key)
+        self.st.get(key)
     }
 
     fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
-        read(self.st, q)
+        self.st.range(q)
     }
 }
 
 impl Writer<'_> {
-    /// One key's current version, including this revision's changes.
-    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        Ok(get_current(self.st, key))
-    }
-
-    /// A range of the current state including this revision's changes so
-    /// far, or as of `q.revision` (which must precede this revision).
-    pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        Ok(read(self.st, q))
-    }
-
     /// Adds `version` of `key` at this revision (the key is copied only
     /// when new), its event, and keeps the live-key count.
     fn record(&mut self, key: &[u8], version: Version) {
@@ -202,7 +193,7 @@ impl Writer<'_> {
         let mut deleted = Vec::new();
         for key in &keys {
             if prev_kv {
-                deleted.extend(self.get(key)?);
+                deleted.extend(self.st.get(key));
             }
             self.record(key, Version::Delete);
         }

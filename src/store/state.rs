@@ -150,7 +150,7 @@ impl Versions {
 }
 
 /// Everything the state machine holds.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct State {
     pub revision: Revision,
     /// History before this revision is gone; 0 if never compacted.

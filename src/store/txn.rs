@@ -225,7 +225,7 @@ fn execute(
     let mut responses = Vec::new();
     for op in txn.branch(path.succeeded) {
         let response = match op {
-            TxnOp::Range(q) => match w.range(q)? {
+            TxnOp::Range(q) => match w.range(q) {
                 Ok(r) => OpResult::Range(r),
                 Err(r) => return Ok(Err(r)),
             },
