@@ -413,6 +413,7 @@ fn bench_args(p: &Point, total: usize) -> BenchArgs {
         target_leader: false,
         rate: 0,
         duration: None,
+        key_prefix: Vec::new(),
     }
 }
 

@@ -69,6 +69,18 @@ pub struct BenchArgs {
     /// Run for this long instead of `--total` requests (with `--rate`).
     #[arg(long, value_parser = super::args::parse_duration)]
     pub duration: Option<Duration>,
+    /// Put before every key (`check perf` keeps to a prefix of its own).
+    #[arg(skip)]
+    pub key_prefix: Vec<u8>,
+}
+
+impl BenchArgs {
+    /// The key with index `i`: the prefix, then `--key-size` digits.
+    fn key(&self, i: usize) -> Vec<u8> {
+        let mut k = self.key_prefix.clone();
+        k.extend_from_slice(&key(i, self.key_size));
+        k
+    }
 }
 
 /// What a run measured.
@@ -264,7 +276,7 @@ pub async fn run(
         let mut kv = KvClient::new(conns[0].clone());
         for i in 0..a.key_space_size.max(1) {
             let put = pb::PutRequest {
-                key: key(i, a.key_size),
+                key: a.key(i),
                 value: value.clone(),
                 ..Default::default()
             };
@@ -327,7 +339,7 @@ pub async fn run(
                 } else {
                     rng.below(a.key_space_size)
                 };
-                let k = key(k, a.key_size);
+                let k = a.key(k);
                 let t = Instant::now();
                 let result = match a.kind {
                     BenchKind::Put => kv
@@ -457,9 +469,14 @@ fn load(name: &str) -> (u64, usize) {
     }
 }
 
+/// Where `kvctl check perf` writes: its keys and nothing else are deleted
+/// afterwards (etcdctl's check uses `/etcdctl-check-perf/` the same way).
+pub const CHECK_PERF_PREFIX: &[u8] = b"/kvctl-check-perf/";
+
 /// `kvctl check perf`: a fixed load of puts for a fixed time, judged as
 /// etcdctl judges it: throughput at least 90% of the target, slowest request
-/// under 500 ms, standard deviation under 100 ms. Cleans up its keys.
+/// under 500 ms, standard deviation under 100 ms. Deletes its own keys (under
+/// `CHECK_PERF_PREFIX`) afterwards.
 pub async fn check_perf(
     endpoints: &[String],
     timeouts: Timeouts,
@@ -480,13 +497,14 @@ pub async fn check_perf(
         target_leader: false,
         rate,
         duration: Some(duration),
+        key_prefix: CHECK_PERF_PREFIX.to_vec(),
     };
     let report = run(endpoints, timeouts, &args).await?;
-    // Remove what the check wrote (its keys are the 8-digit ones).
+    // Remove what the check wrote: its prefix, never the user's keys.
     if let Ok(ch) = connect(&endpoints[0], timeouts).await {
         let del = pb::DeleteRangeRequest {
-            key: key(0, 8),
-            range_end: key(99_999_999, 8),
+            key: CHECK_PERF_PREFIX.to_vec(),
+            range_end: super::args::prefix_end(CHECK_PERF_PREFIX),
             prev_kv: false,
         };
         let _ = KvClient::new(ch).delete_range(del).await;
@@ -551,5 +569,27 @@ mod tests {
     fn keys_have_the_asked_size() {
         assert_eq!(key(42, 8), b"00000042");
         assert_eq!(key(123_456_789, 4), b"6789");
+    }
+
+    #[test]
+    fn check_perf_keys_stay_under_its_prefix() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let mut a = <Cli as clap::Parser>::try_parse_from(["bench", "put"])
+            .unwrap()
+            .args;
+        a.key_size = 8;
+        a.key_prefix = CHECK_PERF_PREFIX.to_vec();
+        let end = super::super::args::prefix_end(CHECK_PERF_PREFIX);
+        for i in [0, 42, 99_999_999, usize::MAX] {
+            let k = a.key(i);
+            assert!(k.starts_with(CHECK_PERF_PREFIX), "{k:?}");
+            assert!(k.as_slice() < end.as_slice());
+        }
+        // A user's key that starts with a digit is outside the range.
+        assert!(!(CHECK_PERF_PREFIX..end.as_slice()).contains(&&b"2024/report"[..]));
     }
 }

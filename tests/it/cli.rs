@@ -431,3 +431,41 @@ async fn kvctl_bench_measures_real_writes_and_reads() {
         assert!(human.contains(section), "no {section:?} in:\n{human}");
     }
 }
+
+/// Scenario: `kvctl check perf` cleans up only what it wrote. A user's keys
+/// that start with digits (as the check's own keys do after its prefix) are
+/// there before and after a short run; none of the check's keys remain.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_check_perf_touches_only_its_own_keys() {
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+    ok(&eps, &["put", "2024/report", "quarterly"]);
+    ok(&eps, &["put", "00000042", "user-owned"]);
+    let (rc, out, err) = kvctl(&eps, &["check", "perf", "--duration", "2s"]);
+    assert!(
+        out.contains("PASS") || out.contains("FAIL"),
+        "no verdict (exit {rc}): {out}{err}"
+    );
+    assert_eq!(
+        ok(&eps, &["get", "2024/report"]),
+        "2024/report\nquarterly\n"
+    );
+    assert_eq!(ok(&eps, &["get", "00000042"]), "00000042\nuser-owned\n");
+    let left = ok(
+        &eps,
+        &[
+            "get",
+            "/kvctl-check-perf/",
+            "--prefix",
+            "--count-only",
+            "-w",
+            "json",
+        ],
+    );
+    let left: serde_json::Value = serde_json::from_str(&left).unwrap();
+    assert_eq!(left["count"].as_i64().unwrap_or(0), 0, "{left}");
+    let all = ok(&eps, &["get", "", "--prefix", "--count-only", "-w", "json"]);
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["count"].as_i64(), Some(2), "{all}");
+}
