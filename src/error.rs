@@ -40,6 +40,31 @@ pub enum Error {
     /// A transaction with more operations than `--max-txn-ops`.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
+    /// Transactions nested deeper than `store::MAX_TXN_DEPTH`.
+    #[error(
+        "raftkv: transactions nested deeper than {} levels",
+        crate::store::MAX_TXN_DEPTH
+    )]
+    TxnTooDeep,
+    /// A forwarded write that no client could have sent (`what` it was).
+    #[error("raftkv: a {0} is not a client write")]
+    NotAClientWrite(&'static str),
+    /// A member announced attributes outside the limits.
+    #[error("raftkv: invalid member announcement: {0}")]
+    InvalidMember(&'static str),
+    /// The leader refused a forwarded write as malformed; its message.
+    #[error("{0}")]
+    RefusedByLeader(String),
+    /// A peer message that contradicts itself or Raft's rules.
+    #[error("raftkv: refused peer message: {0}")]
+    BadPeerMessage(String),
+    /// A vote or another leader's message while this member's leader
+    /// (`{0}`) is known to lead.
+    #[error("raftkv: refused: member {0} leads and was heard from just now")]
+    LeaderLeaseHeld(u64),
+    /// A peer message claiming to come from a node outside the membership.
+    #[error("raftkv: node {0} is not a member of this cluster")]
+    NotAMember(u64),
     /// A transaction that writes a key twice in one branch.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
@@ -82,6 +107,9 @@ pub enum Error {
     /// The data directory belongs to another node or is damaged.
     #[error("data dir: {0}")]
     DataDir(String),
+    /// A committed log entry could not be applied: the member cannot go on.
+    #[error("applying raft log entry {index}: {reason}")]
+    Apply { index: u64, reason: String },
     /// Raft reported a failure that is not one of the above.
     #[error("raft: {0}")]
     Raft(String),

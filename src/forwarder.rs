@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::batching::{self, Limits};
 use crate::error::{Error, Result};
-use crate::leader::{self, PeerError};
+use crate::leader::{self, ForwardRequest, PeerError};
 use crate::raft::{NodeId, PeerClients, Raft};
 use crate::store::{Command, Response};
 
@@ -25,8 +25,9 @@ use crate::store::{Command, Response};
 const MAX_IN_FLIGHT: usize = 4;
 /// Most writes in one call.
 const MAX_BATCH: usize = 2048;
-/// Roughly the most key and value bytes in one call.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A call stops taking writes once their encoding passes this; the write
+/// that crosses it still joins.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 struct Pending {
     leader: NodeId,
@@ -42,8 +43,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts forwarding over `peers`, finding members' addresses in `raft`.
-    pub fn start(raft: Raft, peers: PeerClients) -> Forwarder {
+    /// Starts forwarding over `peers` for member `me`, finding members'
+    /// addresses in `raft`.
+    pub fn start(me: NodeId, raft: Raft, peers: PeerClients) -> Forwarder {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
         let limits = Limits {
             in_flight: MAX_IN_FLIGHT,
@@ -53,12 +55,12 @@ impl Forwarder {
         tokio::spawn(batching::run(
             rx,
             limits,
-            |p: &Pending| p.cmd.payload_size(),
+            |p: &Pending| crate::codec::encoded_len(&p.cmd),
             // One call goes to one leader.
             |a, b| a.leader == b.leader,
             move |batch| {
                 let (raft, peers) = (raft.clone(), peers.clone());
-                async move { send(&raft, &peers, batch).await }
+                async move { send(me, &raft, &peers, batch).await }
             },
         ));
         Forwarder { tx }
@@ -84,7 +86,7 @@ impl Forwarder {
     }
 }
 
-async fn send(raft: &Raft, peers: &PeerClients, batch: Vec<Pending>) {
+async fn send(me: NodeId, raft: &Raft, peers: &PeerClients, batch: Vec<Pending>) {
     let leader = batch[0].leader;
     // The call lasts as long as its most patient write; the others stop
     // waiting at their own deadlines.
@@ -95,7 +97,8 @@ async fn send(raft: &Raft, peers: &PeerClients, batch: Vec<Pending>) {
         .expect("invariant: a batch is never empty");
     let (cmds, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    match leader::forward(raft, peers, leader, &cmds, deadline).await {
+    let request = ForwardRequest { from: me, cmds };
+    match leader::forward(raft, peers, leader, &request, deadline).await {
         Ok(results) => {
             let mut results = results.into_iter();
             for reply in replies {

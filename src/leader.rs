@@ -29,6 +29,9 @@ pub enum PeerError {
     Unreachable(String),
     /// A call was lost in flight.
     Lost,
+    /// The leader refused the write as malformed (its limits may differ
+    /// from this member's); the message says why.
+    Invalid(String),
     Other(String),
 }
 
@@ -41,6 +44,15 @@ impl From<&Error> for PeerError {
             Error::Stopped => PeerError::Stopped,
             Error::LeaderUnreachable(why) => PeerError::Unreachable(why.clone()),
             Error::LeaderLost => PeerError::Lost,
+            Error::EmptyKey
+            | Error::RequestTooLarge
+            | Error::NotUtf8 { .. }
+            | Error::TooManyOps
+            | Error::TxnTooDeep
+            | Error::DuplicateKey
+            | Error::NotAClientWrite(_)
+            | Error::InvalidMember(_)
+            | Error::NotAMember(_) => PeerError::Invalid(e.to_string()),
             other => PeerError::Other(other.to_string()),
         }
     }
@@ -56,6 +68,7 @@ impl From<PeerError> for Error {
             // The leader stopped or the call was lost mid-request: a write
             // may have been committed.
             PeerError::Stopped | PeerError::Lost => Error::LeaderLost,
+            PeerError::Invalid(msg) => Error::RefusedByLeader(msg),
             PeerError::Other(msg) => Error::Raft(msg),
         }
     }
@@ -96,21 +109,30 @@ fn call_failure(status: &tonic::Status) -> Error {
     }
 }
 
+/// What a follower sends the leader: writes its clients made, and who it
+/// is (a follower may announce only itself as a member).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub from: NodeId,
+    pub cmds: Vec<Command>,
+}
+
 /// What the leader answers for each forwarded write, in order.
 pub type ForwardResults = Vec<std::result::Result<Response, PeerError>>;
 
-/// Hands `cmds` to the leader to propose in one call; returns what applying
-/// each produced. An error fails the whole call (see `call_failure`).
+/// Hands `request`'s writes to the leader to propose in one call; returns
+/// what applying each produced. An error fails the whole call (see
+/// `call_failure`).
 pub async fn forward(
     raft: &Raft,
     peers: &PeerClients,
     leader: NodeId,
-    cmds: &[Command],
+    request: &ForwardRequest,
     deadline: Instant,
 ) -> Result<ForwardResults> {
     let mut client = peer_client(raft, peers, leader)?;
     let reply = client
-        .forward(peer_request(codec::encode(&cmds)?, deadline))
+        .forward(peer_request(codec::encode(request)?, deadline))
         .await
         .map_err(|s| call_failure(&s))?;
     Ok(codec::decode(&reply.into_inner().data)?)

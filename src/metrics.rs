@@ -35,6 +35,7 @@ pub struct Metrics {
     pub versions: IntGauge,
     pub current_revision: IntGauge,
     pub compact_revision: IntGauge,
+    pub peer_refused: IntCounterVec,
 }
 
 /// Labels of the gRPC metrics, as go-grpc-prometheus (and so etcd) has them.
@@ -180,6 +181,17 @@ impl Metrics {
                 &r,
                 "etcd_debugging_mvcc_compact_revision",
                 "The revision history was compacted at.",
+            ),
+            peer_refused: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "raftkv_peer_messages_refused_total",
+                        "Peer messages refused before Raft saw them, by RPC.",
+                    ),
+                    &["rpc"],
+                )
+                .expect("invariant: valid metric"),
             ),
             registry: r,
         }

@@ -28,11 +28,11 @@ use crate::leader;
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::raft::typ::RaftMetrics;
-use crate::raft::{self, NodeId, PeerClients, Raft};
+use crate::raft::{self, Inbound, NodeId, PeerClients, Raft};
 use crate::read_index::ReadIndex;
 use crate::store::{
-    fnv1a_of, Command, KvStore, MemberInfo, Rejection, Response, Revision, StateMachine, Txn,
-    TxnResult,
+    check_member_info, check_write, fnv1a_of, Command, KvStore, Limits, MemberInfo, Rejection,
+    Response, Revision, StateMachine, Txn, TxnResult,
 };
 
 /// How long to wait before retrying a request that was not proposed.
@@ -80,6 +80,10 @@ pub struct Node {
     forwarder: Forwarder,
     /// Shared read-index rounds for linearizable reads.
     reads: ReadIndex,
+    /// What a write may carry, for clients' and forwarded writes alike.
+    limits: Limits,
+    /// Admission of peers' Raft messages.
+    inbound: Inbound,
 }
 
 impl Node {
@@ -99,12 +103,16 @@ impl Node {
         .map_err(unreadable(&cfg.data_dir, "snapshot"))?;
         let store = sm.store();
         let revisions = sm.revisions();
-        let peers = PeerClients::new(cfg.peer_dial_overrides.clone());
+        let limits = Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+        };
+        let peers = PeerClients::new(cfg.peer_dial_overrides.clone(), peer_message_limit(&limits));
         let (raft, floor) = raft::start(cfg, &disk, sm, peers.clone(), metrics.clone())
             .await
             .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
         let proposer = Proposer::start(raft.clone());
-        let forwarder = Forwarder::start(raft.clone(), peers.clone());
+        let forwarder = Forwarder::start(cfg.id, raft.clone(), peers.clone());
         let reads = {
             let (raft, peers, me, timeout) =
                 (raft.clone(), peers.clone(), cfg.id, cfg.request_timeout);
@@ -119,18 +127,26 @@ impl Node {
         let node = Arc::new(Node {
             id: cfg.id,
             cluster_id,
-            raft,
             store,
             disk,
             data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
-            metrics,
+            metrics: metrics.clone(),
             revisions,
             election_timeout: cfg.election_timeout,
             watch_progress_interval: cfg.watch_progress_notify_interval,
             proposer,
             forwarder,
             reads,
+            limits,
+            inbound: Inbound::new(
+                raft.clone(),
+                cfg.id,
+                cfg.initial_cluster.keys().copied().collect(),
+                cfg.election_timeout,
+                metrics.clone(),
+            ),
+            raft,
         });
         tokio::spawn(watch_leader(
             node.id,
@@ -166,6 +182,12 @@ impl Node {
         &self.raft
     }
 
+    /// Where peers' Raft messages are admitted (or refused) before Raft
+    /// sees them.
+    pub fn inbound(&self) -> &Inbound {
+        &self.inbound
+    }
+
     /// Follows the applied store revision.
     pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
         self.revisions.clone()
@@ -179,6 +201,28 @@ impl Node {
     /// Whether this member knows a leader right now.
     pub fn has_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    /// The limits every write is checked against.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The largest message the peer service accepts.
+    pub fn peer_message_limit(&self) -> usize {
+        peer_message_limit(&self.limits)
+    }
+
+    /// Whether `id` is in this member's view of the Raft membership
+    /// (voters and learners).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
     }
 
     /// The configured election timeout.
@@ -382,10 +426,40 @@ impl Node {
         self.proposer.propose(cmd).await
     }
 
-    /// Proposes writes a follower forwarded together; each one's outcome,
-    /// in order.
-    pub async fn propose_many(&self, cmds: Vec<Command>) -> Vec<Result<Response>> {
-        self.proposer.propose_many(cmds).await
+    /// Proposes the writes member `from` forwarded together; each one's
+    /// outcome, in order. Each is checked as the client services check
+    /// writes (the peer port is trusted no more than the client port), and a
+    /// member may announce only itself. Refused as a whole if `from` is not
+    /// a member.
+    pub async fn propose_forwarded(
+        &self,
+        from: NodeId,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Result<Response>>> {
+        if !self.is_member(from) {
+            return Err(Error::NotAMember(from));
+        }
+        let checks: Vec<Result<()>> = cmds
+            .iter()
+            .map(|cmd| match cmd {
+                Command::PublishMember { id, info } if *id == from => check_member_info(info),
+                other => check_write(other, &self.limits),
+            })
+            .collect();
+        let valid: Vec<Command> = cmds
+            .into_iter()
+            .zip(&checks)
+            .filter(|(_, check)| check.is_ok())
+            .map(|(cmd, _)| cmd)
+            .collect();
+        let mut proposed = self.proposer.propose_many(valid).await.into_iter();
+        Ok(checks
+            .into_iter()
+            .map(|check| match check {
+                Ok(()) => proposed.next().unwrap_or(Err(Error::Stopped)),
+                Err(e) => Err(e),
+            })
+            .collect())
     }
 
     /// The read index this member, as leader, confirms for a follower's
@@ -465,6 +539,25 @@ impl Node {
         }
         Ok(members.into_values().collect())
     }
+}
+
+/// The largest message a member sends or accepts on the peer port: the
+/// largest of an AppendEntries (entries up to `APPEND_BATCH_BYTES`, or one
+/// entry: a proposal batch plus the write that crossed its limit), a
+/// snapshot chunk, and a follower's batch of forwarded writes; plus room for
+/// what travels with them (votes, log ids, the membership). Every member
+/// derives it from `--max-request-bytes`, which should match across the
+/// cluster.
+pub fn peer_message_limit(limits: &Limits) -> usize {
+    const ENVELOPE: usize = 1 << 20;
+    let command = limits.max_command_bytes();
+    let entry = crate::proposer::MAX_BATCH_BYTES.saturating_add(command);
+    let forward = crate::forwarder::MAX_BATCH_BYTES.saturating_add(command);
+    entry
+        .max(raft::APPEND_BATCH_BYTES)
+        .max(raft::SNAPSHOT_CHUNK_BYTES as usize)
+        .max(forward)
+        .saturating_add(ENVELOPE)
 }
 
 /// Total size of the files under `dir`.

@@ -21,8 +21,9 @@ use crate::store::{Command, Response};
 const MAX_IN_FLIGHT: usize = 2;
 /// Most writes in one entry.
 const MAX_BATCH: usize = 4096;
-/// Roughly the most key and value bytes in one entry.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// An entry stops taking writes once their encoding passes this; the write
+/// that crosses it still joins, so an entry is at most this plus one write.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 struct Pending {
     cmd: Command,
@@ -47,7 +48,7 @@ impl Proposer {
         tokio::spawn(batching::run(
             rx,
             limits,
-            |p: &Pending| p.cmd.payload_size(),
+            |p: &Pending| crate::codec::encoded_len(&p.cmd),
             |_, _| true,
             move |batch| {
                 let raft = raft.clone();

@@ -12,6 +12,7 @@
 //!
 //! Caveats: membership changes (adding or removing nodes) are not exposed.
 
+mod inbound;
 mod log_store;
 mod network;
 mod types;
@@ -23,8 +24,11 @@ use std::sync::Arc;
 use openraft::error::InitializeError;
 use openraft::{BasicNode, SnapshotPolicy};
 
+pub use inbound::{check_term, Inbound, MAX_TERM};
 pub use log_store::LogStore;
-pub use network::{is_connect_error, PeerClients, PeerNetwork, PEER_MAX_MESSAGE_BYTES};
+pub use network::{
+    is_connect_error, PeerClients, PeerNetwork, APPEND_BATCH_BYTES, SNAPSHOT_CHUNK_BYTES,
+};
 pub use types::{typ, Node, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
@@ -57,6 +61,7 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
         election_timeout_max: election * 3 / 4,
         // A snapshot chunk is a few MiB; give it far more than a heartbeat.
         install_snapshot_timeout: (election * 4).max(2000),
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
         // Keep some entries behind a snapshot so a follower that is only a
         // little behind catches up from the log, not a whole snapshot.

@@ -18,37 +18,49 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::inbound::MAX_TERM;
 use super::typ::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
-    InstallSnapshotResponse, RPCError, RaftError, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, Entry, InstallSnapshotError,
+    InstallSnapshotRequest, InstallSnapshotResponse, RPCError, RaftError, Vote, VoteRequest,
+    VoteResponse,
 };
 use super::{Node, NodeId, TypeConfig};
 use crate::codec;
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 
-/// Largest peer message either side accepts: a batch of entries or a snapshot
-/// chunk may be far over tonic's 4 MiB default.
-pub const PEER_MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// An AppendEntries stops taking entries once their encoding passes this
+/// (it always takes one): openraft hands over up to 300 entries at a time,
+/// and each may hold a whole proposal batch.
+pub const APPEND_BATCH_BYTES: usize = 4 << 20;
+/// The largest snapshot chunk sent (openraft's `snapshot_max_chunk_size`).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 3 << 20;
+/// Largest reply taken from a peer this member dialed itself (a forwarded
+/// write's reply carries what it read or deleted, with no other bound).
+const MAX_REPLY_BYTES: usize = 1 << 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Long-lived channels to peers, keyed by node id. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     /// Addresses to dial instead of a peer's advertised one (tests route
     /// peer traffic through a fault-injecting proxy this way).
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
+    /// The largest message a peer accepts (see `server::serve`).
+    max_message_bytes: usize,
 }
 
 impl PeerClients {
-    /// A pool that dials peer `id` at `dial_overrides[id]` when present.
-    pub fn new(dial_overrides: BTreeMap<NodeId, String>) -> Self {
+    /// A pool that dials peer `id` at `dial_overrides[id]` when present and
+    /// sends messages of up to `max_message_bytes`.
+    pub fn new(dial_overrides: BTreeMap<NodeId, String>, max_message_bytes: usize) -> Self {
         PeerClients {
             channels: Arc::default(),
             dial_overrides: Arc::new(dial_overrides),
+            max_message_bytes,
         }
     }
 
@@ -79,8 +91,8 @@ impl PeerClients {
             }
         };
         Ok(PeerClient::new(channel)
-            .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES))
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+            .max_encoding_message_size(self.max_message_bytes))
     }
 }
 
@@ -106,6 +118,19 @@ pub fn is_connect_error(status: &tonic::Status) -> bool {
         source = err.source();
     }
     false
+}
+
+/// How many of `entries`, from the first, fit in `budget` encoded bytes;
+/// at least one.
+fn fitting_entries(entries: &[Entry], budget: usize) -> usize {
+    let mut total = 0usize;
+    for (i, entry) in entries.iter().enumerate() {
+        total = total.saturating_add(codec::encoded_len(entry));
+        if total > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
 }
 
 /// Creates a `PeerConnection` per replication target.
@@ -154,7 +179,7 @@ impl PeerConnection {
     ) -> Result<Resp, RPCError<E>>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + Reply,
         E: StdError + DeserializeOwned,
     {
         let mut client = self
@@ -178,7 +203,40 @@ impl PeerConnection {
         })?;
         let result: Result<Resp, RaftError<E>> = codec::decode(&reply.into_inner().data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let resp = result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
+        // A reply's higher vote becomes ours: never one whose term could
+        // overflow (see `inbound`).
+        if let Some(vote) = resp.vote().filter(|v| v.leader_id.term >= MAX_TERM) {
+            let e = std::io::Error::other(format!("a reply with an out-of-range vote {vote}"));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        Ok(resp)
+    }
+}
+
+/// A reply that may carry the peer's vote.
+trait Reply {
+    fn vote(&self) -> Option<&Vote>;
+}
+
+impl Reply for AppendEntriesResponse {
+    fn vote(&self) -> Option<&Vote> {
+        match self {
+            openraft::raft::AppendEntriesResponse::HigherVote(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Reply for VoteResponse {
+    fn vote(&self) -> Option<&Vote> {
+        Some(&self.vote)
+    }
+}
+
+impl Reply for InstallSnapshotResponse {
+    fn vote(&self) -> Option<&Vote> {
+        Some(&self.vote)
     }
 }
 
@@ -186,10 +244,23 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     #[tracing::instrument(level = "trace", skip_all, fields(target = self.target))]
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        let sent = fitting_entries(&rpc.entries, APPEND_BATCH_BYTES);
+        if sent == rpc.entries.len() {
+            return self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await;
+        }
+        // Send what fits; openraft sends the rest next.
+        rpc.entries.truncate(sent);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self
+            .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
+            .await?
+        {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     #[tracing::instrument(level = "trace", skip_all, fields(target = self.target))]

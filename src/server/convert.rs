@@ -39,20 +39,6 @@ pub fn check_size(req: &impl Message, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// A key must be present and UTF-8.
-pub fn check_key(key: &[u8]) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::EmptyKey);
-    }
-    check_utf8(key, "key")
-}
-
-pub fn check_utf8(bytes: &[u8], what: &'static str) -> Result<()> {
-    std::str::from_utf8(bytes)
-        .map(|_| ())
-        .map_err(|_| Error::NotUtf8 { what })
-}
-
 fn sort_order(order: i32) -> SortOrder {
     match pb::range_request::SortOrder::try_from(order) {
         Ok(pb::range_request::SortOrder::Ascend) => SortOrder::Ascend,

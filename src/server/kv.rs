@@ -6,21 +6,20 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{
-    check_key, check_size, check_utf8, header, key_value, range_query, range_response,
-};
+use super::convert::{check_size, header, key_value, range_query, range_response};
 use super::txn;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
 use crate::pb::kv_server::Kv;
-use crate::store::{Command, Rejection, Response as Applied};
+use crate::store::{
+    check_key, check_txn, check_utf8, check_write, Command, Limits, Rejection, Response as Applied,
+};
 
 /// The `etcdserverpb.KV` service of one node.
 pub struct KvService {
     node: Arc<Node>,
-    max_request_bytes: usize,
-    max_txn_ops: usize,
+    limits: Limits,
 }
 
 /// A put's key and value after etcd's checks: `(key, value or None to keep
@@ -67,16 +66,20 @@ fn unexpected(response: Applied) -> Error {
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>, max_request_bytes: usize, max_txn_ops: usize) -> Self {
-        KvService {
-            node,
-            max_request_bytes,
-            max_txn_ops,
-        }
+    pub fn new(node: Arc<Node>) -> Self {
+        let limits = node.limits();
+        KvService { node, limits }
+    }
+
+    /// Checks a write with the rules forwarded writes follow too, then
+    /// commits it.
+    async fn write(&self, cmd: Command) -> Result<Applied> {
+        check_write(&cmd, &self.limits)?;
+        self.node.write(cmd).await
     }
 
     async fn serve_range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
-        check_size(&req, self.max_request_bytes)?;
+        check_size(&req, self.limits.max_request_bytes)?;
         check_key(&req.key)?;
         if !req.serializable {
             self.node.read_barrier().await?;
@@ -89,7 +92,7 @@ impl KvService {
     }
 
     async fn serve_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
-        check_size(&req, self.max_request_bytes)?;
+        check_size(&req, self.limits.max_request_bytes)?;
         let (key, value, must_exist) = put_fields(
             req.key,
             req.value,
@@ -103,7 +106,7 @@ impl KvService {
             must_exist,
             prev_kv: req.prev_kv,
         };
-        match self.node.write(cmd).await? {
+        match self.write(cmd).await? {
             Applied::Put { revision, prev_kv } => Ok(pb::PutResponse {
                 header: header(&self.node, revision),
                 prev_kv: prev_kv.map(key_value),
@@ -116,14 +119,13 @@ impl KvService {
         &self,
         req: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse> {
-        check_size(&req, self.max_request_bytes)?;
-        check_key(&req.key)?;
+        check_size(&req, self.limits.max_request_bytes)?;
         let cmd = Command::DeleteRange {
             key: req.key,
             range_end: req.range_end,
             prev_kv: req.prev_kv,
         };
-        match self.node.write(cmd).await? {
+        match self.write(cmd).await? {
             Applied::DeleteRange {
                 revision,
                 deleted,
@@ -138,9 +140,10 @@ impl KvService {
     }
 
     async fn serve_txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse> {
-        check_size(&req, self.max_request_bytes)?;
+        check_size(&req, self.limits.max_request_bytes)?;
         let serializable = txn::is_serializable(&req);
-        let t = txn::from_pb(req, self.max_txn_ops)?;
+        let t = txn::from_pb(req)?;
+        check_txn(&t, &self.limits)?;
         if crate::store::txn_is_read_only(&t) {
             // Reads only: no proposal, just a read barrier, as etcd does.
             if !serializable {
@@ -151,6 +154,7 @@ impl KvService {
                 return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
             }
         }
+        // Checked above (the read-only path needs the same checks).
         match self.node.write(Command::Txn(t)).await? {
             Applied::Txn { revision, result } => {
                 Ok(txn::to_pb(result, revision, header(&self.node, revision)))
@@ -161,7 +165,6 @@ impl KvService {
 
     async fn serve_compact(&self, req: pb::CompactionRequest) -> Result<pb::CompactionResponse> {
         match self
-            .node
             .write(Command::Compact {
                 revision: req.revision,
             })

@@ -31,7 +31,6 @@ use crate::config::NodeConfig;
 use crate::error::Result;
 use crate::node::Node;
 use crate::pb;
-use crate::raft::PEER_MAX_MESSAGE_BYTES;
 
 /// Headroom over `--max-request-bytes` that gRPC itself accepts, as etcd's
 /// 2 MiB receive limit over its 1.5 MiB request limit.
@@ -70,13 +69,9 @@ pub async fn serve(
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
         .add_service(health_service)
         .add_service(
-            pb::kv_server::KvServer::new(kv::KvService::new(
-                node.clone(),
-                cfg.max_request_bytes,
-                cfg.max_txn_ops,
-            ))
-            .max_decoding_message_size(recv_limit)
-            .max_encoding_message_size(usize::MAX),
+            pb::kv_server::KvServer::new(kv::KvService::new(node.clone()))
+                .max_decoding_message_size(recv_limit)
+                .max_encoding_message_size(usize::MAX),
         )
         .add_service(
             pb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
@@ -100,8 +95,8 @@ pub async fn serve(
     let peer_server = Server::builder()
         .add_service(
             pb::peer::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
-                .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(node.peer_message_limit())
+                .max_encoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
 

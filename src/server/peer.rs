@@ -12,12 +12,11 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::leader::{ForwardResults, PeerError};
+use crate::leader::{ForwardRequest, ForwardResults, PeerError};
 use crate::node::Node;
 use crate::pb::peer::peer_server::Peer;
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use crate::store::Command;
 
 /// The `raftkv.peer.Peer` service of one node.
 pub struct PeerService {
@@ -44,12 +43,12 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: AppendEntriesRequest = decode(request)?;
-        reply(&self.node.raft().append_entries(rpc).await)
+        reply(&self.node.inbound().append_entries(rpc).await?)
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: VoteRequest = decode(request)?;
-        reply(&self.node.raft().vote(rpc).await)
+        reply(&self.node.inbound().vote(rpc).await?)
     }
 
     async fn install_snapshot(
@@ -57,15 +56,15 @@ impl Peer for PeerService {
         request: Request<Payload>,
     ) -> Result<Response<Payload>, Status> {
         let rpc: InstallSnapshotRequest = decode(request)?;
-        reply(&self.node.raft().install_snapshot(rpc).await)
+        reply(&self.node.inbound().install_snapshot(rpc).await?)
     }
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let cmds: Vec<Command> = decode(request)?;
+        let request: ForwardRequest = decode(request)?;
         let results: ForwardResults = self
             .node
-            .propose_many(cmds)
-            .await
+            .propose_forwarded(request.from, request.cmds)
+            .await?
             .into_iter()
             .map(|r| r.map_err(|e| PeerError::from(&e)))
             .collect();

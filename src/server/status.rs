@@ -15,7 +15,14 @@ impl From<Error> for Status {
             | Error::ValueProvided
             | Error::LeaseProvided
             | Error::TooManyOps
+            | Error::TxnTooDeep
+            | Error::NotAClientWrite(_)
+            | Error::RefusedByLeader(_)
+            | Error::InvalidMember(_)
             | Error::DuplicateKey => Code::InvalidArgument,
+            Error::NotAMember(_) => Code::PermissionDenied,
+            Error::BadPeerMessage(_) => Code::InvalidArgument,
+            Error::LeaderLeaseHeld(_) => Code::FailedPrecondition,
             Error::LeaseNotFound => Code::NotFound,
             Error::FutureRevision | Error::Compacted => Code::OutOfRange,
             Error::NoLeader
@@ -30,6 +37,7 @@ impl From<Error> for Status {
             | Error::Codec(_)
             | Error::DataDir(_)
             | Error::Raft(_)
+            | Error::Apply { .. }
             | Error::Io(_) => Code::Internal,
         };
         if code == Code::Internal {

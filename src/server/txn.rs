@@ -1,10 +1,9 @@
-//! etcd `TxnRequest`s in and `TxnResponse`s out: validation with etcd's
-//! rules and messages (operation limit, empty keys, a key written twice in a
-//! branch), and conversion to and from the store's `Txn`.
+//! etcd `TxnRequest`s in and `TxnResponse`s out: conversion to and from the
+//! store's `Txn`. etcd's rules for a transaction (operation limit, empty
+//! keys, a key written twice in a branch) are `store::check_txn`'s, shared
+//! with writes a follower forwards.
 
-use std::collections::BTreeSet;
-
-use super::convert::{check_key, key_value, range_query, range_response};
+use super::convert::{key_value, range_query, range_response};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::compare::{CompareResult as PbResult, CompareTarget as PbTarget, TargetUnion};
@@ -12,34 +11,16 @@ use crate::store::{
     Compare, CompareResult, CompareTarget, KeyRange, OpResult, Revision, Txn, TxnOp, TxnResult,
 };
 
-/// Converts and validates a request; `max_ops` bounds each list.
-pub fn from_pb(req: pb::TxnRequest, max_ops: usize) -> Result<Txn> {
-    let txn = convert(req, max_ops)?;
-    check_intervals(&txn.success)?;
-    check_intervals(&txn.failure)?;
-    Ok(txn)
-}
-
-fn convert(req: pb::TxnRequest, max_ops: usize) -> Result<Txn> {
-    if req
-        .compare
-        .len()
-        .max(req.success.len())
-        .max(req.failure.len())
-        > max_ops
-    {
-        return Err(Error::TooManyOps);
-    }
+/// Converts a request, with the checks only its wire form allows (an
+/// empty request op, a put's lease fields); the rules every write follows
+/// are `store::check_txn`'s.
+pub fn from_pb(req: pb::TxnRequest) -> Result<Txn> {
     let compare = req
         .compare
         .into_iter()
         .map(compare)
         .collect::<Result<_>>()?;
-    let ops = |ops: Vec<pb::RequestOp>| {
-        ops.into_iter()
-            .map(|op| request_op(op, max_ops))
-            .collect::<Result<Vec<_>>>()
-    };
+    let ops = |ops: Vec<pb::RequestOp>| ops.into_iter().map(request_op).collect::<Result<Vec<_>>>();
     Ok(Txn {
         compare,
         success: ops(req.success)?,
@@ -48,7 +29,6 @@ fn convert(req: pb::TxnRequest, max_ops: usize) -> Result<Txn> {
 }
 
 fn compare(c: pb::Compare) -> Result<Compare> {
-    check_key(&c.key)?;
     let result = match PbResult::try_from(c.result).unwrap_or(PbResult::Equal) {
         PbResult::Equal => CompareResult::Equal,
         PbResult::Greater => CompareResult::Greater,
@@ -80,14 +60,11 @@ fn compare(c: pb::Compare) -> Result<Compare> {
     })
 }
 
-fn request_op(op: pb::RequestOp, max_ops: usize) -> Result<TxnOp> {
+fn request_op(op: pb::RequestOp) -> Result<TxnOp> {
     use pb::request_op::Request;
     match op.request {
         None => Err(Error::KeyNotFound),
-        Some(Request::RequestRange(r)) => {
-            check_key(&r.key)?;
-            Ok(TxnOp::Range(range_query(&r)))
-        }
+        Some(Request::RequestRange(r)) => Ok(TxnOp::Range(range_query(&r))),
         Some(Request::RequestPut(p)) => {
             let (key, value, must_exist) =
                 super::kv::put_fields(p.key, p.value, p.lease, p.ignore_value, p.ignore_lease)?;
@@ -98,59 +75,12 @@ fn request_op(op: pb::RequestOp, max_ops: usize) -> Result<TxnOp> {
                 prev_kv: p.prev_kv,
             })
         }
-        Some(Request::RequestDeleteRange(d)) => {
-            check_key(&d.key)?;
-            Ok(TxnOp::DeleteRange {
-                range: KeyRange::new(&d.key, &d.range_end),
-                prev_kv: d.prev_kv,
-            })
-        }
-        Some(Request::RequestTxn(t)) => Ok(TxnOp::Txn(convert(t, max_ops)?)),
+        Some(Request::RequestDeleteRange(d)) => Ok(TxnOp::DeleteRange {
+            range: KeyRange::new(&d.key, &d.range_end),
+            prev_kv: d.prev_kv,
+        }),
+        Some(Request::RequestTxn(t)) => Ok(TxnOp::Txn(from_pb(t)?)),
     }
-}
-
-/// etcd's rule for a branch: a key is put at most once, and never inside a
-/// range the branch deletes, nested transactions included (their two
-/// branches exclude each other, so a key may appear in both). Returns the
-/// branch's puts and deletes.
-fn check_intervals(ops: &[TxnOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange>)> {
-    let mut dels: Vec<KeyRange> = ops
-        .iter()
-        .filter_map(|op| match op {
-            TxnOp::DeleteRange { range, .. } => Some(range.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut puts: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let deleted = |dels: &[KeyRange], key: &[u8]| dels.iter().any(|r| r.contains(key));
-    for op in ops {
-        if let TxnOp::Txn(inner) = op {
-            let (puts_then, dels_then) = check_intervals(&inner.success)?;
-            let (puts_else, dels_else) = check_intervals(&inner.failure)?;
-            for k in &puts_then {
-                if puts.contains(k) || deleted(&dels, k) {
-                    return Err(Error::DuplicateKey);
-                }
-            }
-            for k in &puts_else {
-                if (puts.contains(k) && !puts_then.contains(k)) || deleted(&dels, k) {
-                    return Err(Error::DuplicateKey);
-                }
-            }
-            puts.extend(puts_then);
-            puts.extend(puts_else);
-            dels.extend(dels_then);
-            dels.extend(dels_else);
-        }
-    }
-    for op in ops {
-        if let TxnOp::Put { key, .. } = op {
-            if !puts.insert(key.clone()) || deleted(&dels, key) {
-                return Err(Error::DuplicateKey);
-            }
-        }
-    }
-    Ok((puts, dels))
 }
 
 /// Whether every read in it is serializable.
@@ -246,6 +176,17 @@ mod tests {
         pb::RequestOp {
             request: Some(pb::request_op::Request::RequestTxn(t)),
         }
+    }
+
+    /// Converts and checks `t` as the KV service does.
+    fn from_pb(t: pb::TxnRequest, max_txn_ops: usize) -> Result<Txn> {
+        let limits = crate::store::Limits {
+            max_request_bytes: usize::MAX,
+            max_txn_ops,
+        };
+        let txn = super::from_pb(t)?;
+        crate::store::check_txn(&txn, &limits)?;
+        Ok(txn)
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kv::KeyValue;
+use super::kv::{KeyRange, KeyValue};
 use super::state::Revision;
-use super::txn::{Txn, TxnResult};
+use super::txn::{CompareTarget, Txn, TxnOp, TxnResult};
 
 /// A change to the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,24 +40,62 @@ pub enum Command {
     /// Drop the history before `revision`.
     Compact { revision: Revision },
     /// Several commands in one Raft entry (group commit), applied in order,
-    /// each as if it were an entry of its own.
-    Batch(Vec<Command>),
+    /// each as if it were an entry of its own. Only the leader's proposer
+    /// makes one, never of batches; decoding bounds the nesting.
+    Batch(#[serde(deserialize_with = "crate::codec::nested")] Vec<Command>),
     /// A member announces its name and client URLs, as etcd members publish
     /// their attributes. Does not change the key-value revision.
     PublishMember { id: u64, info: MemberInfo },
 }
 
 impl Command {
-    /// Roughly how many key and value bytes the command carries, to bound
-    /// batches (transactions and others count as a small constant).
+    /// How many key and value bytes the command carries: what
+    /// `--max-request-bytes` bounds, and what bounds batches.
     pub fn payload_size(&self) -> usize {
         match self {
             Command::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
             Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
+            Command::Txn(txn) => txn_size(txn),
+            Command::Compact { .. } => 8,
             Command::Batch(cmds) => cmds.iter().map(Command::payload_size).sum(),
-            _ => 64,
+            Command::PublishMember { info, .. } => {
+                info.name.len() + info.client_urls.iter().map(String::len).sum::<usize>()
+            }
         }
     }
+}
+
+fn range_size(range: &KeyRange) -> usize {
+    match range {
+        KeyRange::Single(key) => key.len(),
+        KeyRange::Span { start, end } => start.len() + end.as_ref().map_or(0, Vec::len),
+    }
+}
+
+fn txn_size(txn: &Txn) -> usize {
+    let compares: usize = txn
+        .compare
+        .iter()
+        .map(|c| {
+            range_size(&c.range)
+                + match &c.target {
+                    CompareTarget::Value(v) => v.len(),
+                    _ => 8,
+                }
+        })
+        .sum();
+    let ops: usize = txn
+        .success
+        .iter()
+        .chain(&txn.failure)
+        .map(|op| match op {
+            TxnOp::Range(q) => range_size(&q.range),
+            TxnOp::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            TxnOp::DeleteRange { range, .. } => range_size(range),
+            TxnOp::Txn(inner) => txn_size(inner),
+        })
+        .sum();
+    compares + ops
 }
 
 /// What a member tells the others about itself.
@@ -104,7 +142,7 @@ pub enum Response {
     /// changed nothing.
     Rejected(Rejection),
     /// The responses to a `Batch`'s commands, in order.
-    Batch(Vec<Response>),
+    Batch(#[serde(deserialize_with = "crate::codec::nested")] Vec<Response>),
     /// An entry that does not touch keys (a member announcement, a Raft
     /// membership or blank entry); `revision` is the current revision.
     Applied { revision: Revision },

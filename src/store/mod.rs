@@ -5,8 +5,10 @@
 //! events); `kv` the key-value types and the shared handle; `history` reads
 //! at past revisions and watch events; `batch` the writes; `txn`
 //! transactions; `apply` one command; `command` the data that goes through
-//! Raft; `state_machine` the openraft adapter, which persists the state as
-//! snapshots (`snapshot_file`, one file replaced whole). The store never calls Raft or the server.
+//! Raft; `validate` what makes a client write well-formed; `state_machine`
+//! the openraft adapter, which persists the state as snapshots
+//! (`snapshot_file`, one file replaced whole). The store never calls Raft or
+//! the server.
 
 mod apply;
 mod batch;
@@ -17,6 +19,7 @@ mod snapshot_file;
 mod state;
 mod state_machine;
 mod txn;
+mod validate;
 
 pub use batch::{WriteBatch, Writer};
 pub use command::{Command, MemberInfo, Rejection, Response};
@@ -32,6 +35,9 @@ pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use txn::{
     apply as apply_txn, compare_one, is_read_only as txn_is_read_only, Compare, CompareResult,
     CompareTarget, OpResult, Txn, TxnOp, TxnResult,
+};
+pub use validate::{
+    check_key, check_member_info, check_txn, check_utf8, check_write, Limits, MAX_TXN_DEPTH,
 };
 
 #[cfg(test)]

@@ -130,7 +130,12 @@ impl StateMachine {
                         revision: batch.revision(),
                     }
                 }
-                EntryPayload::Normal(cmd) => apply::apply(&mut batch, cmd)?,
+                EntryPayload::Normal(cmd) => {
+                    apply::apply(&mut batch, cmd).map_err(|e| crate::Error::Apply {
+                        index: entry.log_id.index,
+                        reason: e.to_string(),
+                    })?
+                }
             };
             responses.push(response);
         }

@@ -92,7 +92,8 @@ pub enum TxnOp {
         range: KeyRange,
         prev_kv: bool,
     },
-    Txn(Txn),
+    /// A nested transaction; decoding bounds how deep (`codec::nested`).
+    Txn(#[serde(deserialize_with = "crate::codec::nested")] Txn),
 }
 
 /// What a transaction did.
@@ -113,7 +114,7 @@ pub enum OpResult {
         deleted: i64,
         prev_kvs: Vec<KeyValue>,
     },
-    Txn(TxnResult),
+    Txn(#[serde(deserialize_with = "crate::codec::nested")] TxnResult),
 }
 
 /// The branches a transaction takes: its own, and those of the nested

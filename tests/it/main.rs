@@ -8,6 +8,7 @@ mod cluster;
 mod compose;
 mod etcdctl;
 mod failover;
+mod hostile;
 mod kv;
 mod ops;
 mod storage;
