@@ -28,7 +28,7 @@ use crate::leader;
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::raft::typ::RaftMetrics;
-use crate::raft::{self, Inbound, NodeId, PeerClients, Raft};
+use crate::raft::{self, Acks, Inbound, NodeId, PeerClients, Raft};
 use crate::read_index::ReadIndex;
 use crate::store::{
     check_member_info, check_write, fnv1a_of, Command, KvStore, Limits, MemberInfo, Rejection,
@@ -108,9 +108,11 @@ impl Node {
             max_txn_ops: cfg.max_txn_ops,
         };
         let peers = PeerClients::new(cfg.peer_dial_overrides.clone(), peer_message_limit(&limits));
-        let (raft, floor) = raft::start(cfg, &disk, sm, peers.clone(), metrics.clone())
-            .await
-            .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
+        let acks = Acks::default();
+        let (raft, floor) =
+            raft::start(cfg, &disk, sm, peers.clone(), acks.clone(), metrics.clone())
+                .await
+                .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
         let proposer = Proposer::start(raft.clone());
         let forwarder = Forwarder::start(cfg.id, raft.clone(), peers.clone());
         let reads = {
@@ -144,6 +146,7 @@ impl Node {
                 cfg.id,
                 cfg.initial_cluster.keys().copied().collect(),
                 cfg.election_timeout,
+                acks,
                 metrics.clone(),
             ),
             raft,

@@ -38,7 +38,7 @@ use super::typ::{
     AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse, LogId, RaftMetrics,
     Vote, VoteRequest, VoteResponse,
 };
-use super::{NodeId, Raft};
+use super::{Acks, NodeId, Raft};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -67,6 +67,8 @@ pub struct Inbound {
     contact: Mutex<Option<Contact>>,
     /// The snapshot being received: its id and how many bytes arrived.
     receiving: Mutex<Option<(String, u64)>>,
+    /// Followers' acknowledgements, while this member leads.
+    acks: Acks,
     metrics: Arc<Metrics>,
 }
 
@@ -95,13 +97,15 @@ fn check_log_id(log_id: Option<&LogId>, term: u64, what: &str) -> Result<()> {
 
 impl Inbound {
     /// Admission for member `me` of `raft`; `bootstrap` are the
-    /// `--initial-cluster` ids, `election_timeout` the configured one.
-    /// Refusals are counted in `metrics`.
+    /// `--initial-cluster` ids, `election_timeout` the configured one,
+    /// `acks` what the network saw of followers. Refusals are counted in
+    /// `metrics`.
     pub fn new(
         raft: Raft,
         me: NodeId,
         bootstrap: BTreeSet<NodeId>,
         election_timeout: Duration,
+        acks: Acks,
         metrics: Arc<Metrics>,
     ) -> Self {
         Inbound {
@@ -111,6 +115,7 @@ impl Inbound {
             quiet: election_timeout / 2,
             contact: Mutex::new(None),
             receiving: Mutex::new(None),
+            acks,
             metrics,
         }
     }
@@ -142,8 +147,12 @@ impl Inbound {
     /// own vote gets through.
     fn check_lease(&self, m: &RaftMetrics, vote: &Vote) -> Result<()> {
         let leading_with_quorum = m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| Duration::from_millis(ms) < self.quiet);
+            && self.acks.quorum_within(
+                self.me,
+                &m.vote,
+                m.membership_config.membership(),
+                self.quiet,
+            );
         if leading_with_quorum && *vote != m.vote {
             return Err(Error::LeaderLeaseHeld(m.id));
         }

@@ -165,10 +165,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
+        let committed = self
             .read_meta::<Option<LogId>>(COMMITTED_KEY)
             .map_err(read_err)?
-            .flatten())
+            .flatten();
+        // Opening may have cut a torn record the cluster had committed
+        // (the disk lost a synced write): entries up to the log's end are
+        // still committed ones, and the leader sends the rest again.
+        let last = std::cmp::max(
+            self.wal.last_log_id(),
+            self.last_purged().map_err(read_err)?,
+        );
+        Ok(match (committed, last) {
+            (Some(c), Some(l)) if c.index > l.index => {
+                tracing::warn!(committed = %c, last = %l, "the raft log ends before its commit point; catching up from the leader");
+                Some(l)
+            }
+            (Some(_), None) => None,
+            (committed, _) => committed,
+        })
     }
 
     async fn append<I>(

@@ -12,6 +12,7 @@
 //!
 //! Caveats: membership changes (adding or removing nodes) are not exposed.
 
+mod acks;
 mod inbound;
 mod log_store;
 mod network;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use openraft::error::InitializeError;
 use openraft::{BasicNode, SnapshotPolicy};
 
+pub use acks::Acks;
 pub use inbound::{check_term, Inbound, MAX_TERM};
 pub use log_store::LogStore;
 pub use network::{
@@ -79,12 +81,13 @@ pub async fn start(
     disk: &Disk,
     sm: StateMachine,
     peers: PeerClients,
+    acks: Acks,
     metrics: Arc<Metrics>,
 ) -> Result<(Raft, ReadFloor)> {
     let config = Arc::new(raft_config(cfg)?);
     let log_store = LogStore::open(disk, &cfg.data_dir.join(RAFT_LOG_DIR), metrics)?;
     let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
-    let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers), log_store, sm)
+    let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers, acks), log_store, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
 

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::acks::Acks;
 use super::inbound::MAX_TERM;
 use super::typ::{
     AppendEntriesRequest, AppendEntriesResponse, Entry, InstallSnapshotError,
@@ -136,11 +137,13 @@ fn fitting_entries(entries: &[Entry], budget: usize) -> usize {
 /// Creates a `PeerConnection` per replication target.
 pub struct PeerNetwork {
     clients: PeerClients,
+    acks: Acks,
 }
 
 impl PeerNetwork {
-    pub fn new(clients: PeerClients) -> Self {
-        PeerNetwork { clients }
+    /// Sends over `clients`; stamps followers' acknowledgements in `acks`.
+    pub fn new(clients: PeerClients, acks: Acks) -> Self {
+        PeerNetwork { clients, acks }
     }
 }
 
@@ -152,6 +155,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.addr.clone(),
             clients: self.clients.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -161,6 +165,7 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     clients: PeerClients,
+    acks: Acks,
 }
 
 /// Which peer RPC to invoke.
@@ -247,18 +252,20 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        let sent = fitting_entries(&rpc.entries, APPEND_BATCH_BYTES);
-        if sent == rpc.entries.len() {
-            return self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await;
-        }
         // Send what fits; openraft sends the rest next.
-        rpc.entries.truncate(sent);
-        let last = rpc.entries.last().map(|e| e.log_id);
-        match self
+        let all = rpc.entries.len();
+        rpc.entries
+            .truncate(fitting_entries(&rpc.entries, APPEND_BATCH_BYTES));
+        let reply = self
             .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
-            .await?
-        {
-            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            .await?;
+        if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
+            self.acks.record(self.target, rpc.vote);
+        }
+        match reply {
+            AppendEntriesResponse::Success if rpc.entries.len() < all => Ok(
+                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|e| e.log_id)),
+            ),
             other => Ok(other),
         }
     }

@@ -12,11 +12,16 @@
 //! each payload one encoded `Entry`; a new segment starts once the current
 //! one passes `SEGMENT_BYTES`. In memory: where each entry is, by index.
 //!
-//! Opening reads every segment back. A record cut short or failing its CRC at
-//! the end of the last segment is a write that never finished (so was never
-//! acknowledged): the segment is cut there. Anywhere else it is corruption,
-//! and opening fails rather than guess. Entries at or below the purge point
-//! are skipped; whole segments behind it are deleted by `purge`.
+//! Opening reads every segment back before it changes anything. Only an
+//! append that never finished (so was never acknowledged) is cut off, where
+//! the last segment ends in one: zeros, a record cut short by the end of the
+//! file, or a record part of which was never written (a sector of zeros).
+//! Anything else that does not check out is damage: a whole record whose
+//! bytes changed (a flipped bit in its payload, checksum or length), a bad
+//! record that valid ones follow, a bad record in an earlier segment. Then
+//! opening fails naming the file and offset, and leaves every file as it
+//! was, rather than guess (see `judge_tail`). Entries at or below the purge
+//! point are skipped; whole segments behind it are deleted by `purge`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -83,6 +88,198 @@ fn corrupt(path: &Path, offset: u64, why: &str) -> Error {
     ))
 }
 
+/// Where a segment's whole records end, and what follows them.
+struct SegmentEnd {
+    /// Bytes of whole, valid records.
+    len: u64,
+    /// What follows them, if anything.
+    torn: Option<Tail>,
+}
+
+/// The bytes after a segment's last valid record.
+struct Tail {
+    /// What is wrong with the first record there.
+    why: &'static str,
+    /// Why these bytes cannot be an append that never finished, if they
+    /// cannot: then they are damage, and nothing may be cut.
+    damage: Option<&'static str>,
+}
+
+/// Sector size for telling a torn write from damage: a write cut short
+/// leaves whole sectors unwritten (zero), a flipped bit does not.
+const SECTOR: usize = 512;
+/// The least run of zeros, within one sector, that counts as unwritten.
+const MIN_ZERO_RUN: usize = 16;
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    /// Fewer bytes than a header are left.
+    HeaderCut,
+    /// The header promises more bytes than are left.
+    PayloadCut,
+    /// The payload does not match the checksum.
+    Checksum,
+    /// Length 0 and checksum 0: zeros where a header should be.
+    Empty,
+}
+
+impl Bad {
+    fn describe(self) -> &'static str {
+        match self {
+            Bad::HeaderCut => "a record header cut short",
+            Bad::PayloadCut => "a record cut short",
+            Bad::Checksum => "a record failing its checksum",
+            Bad::Empty => "an empty record",
+        }
+    }
+}
+
+/// The header at `offset` of `data`: payload length and checksum.
+fn header_at(data: &[u8], offset: usize) -> Option<(usize, u32)> {
+    let header = data.get(offset..offset.checked_add(HEADER_BYTES)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    Some((len, crc))
+}
+
+/// The payload of the record at `offset` of `data`, if it is whole.
+fn record_at(data: &[u8], offset: usize) -> std::result::Result<&[u8], Bad> {
+    let (len, crc) = header_at(data, offset).ok_or(Bad::HeaderCut)?;
+    let start = offset + HEADER_BYTES;
+    let payload = data.get(start..start + len).ok_or(Bad::PayloadCut)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(Bad::Checksum);
+    }
+    if payload.is_empty() {
+        return Err(Bad::Empty);
+    }
+    Ok(payload)
+}
+
+/// Whether some sector-aligned piece of `data[range]` (clipped to `data`)
+/// of at least `MIN_ZERO_RUN` bytes is all zeros: part of it was never
+/// written.
+fn has_unwritten_sector(data: &[u8], range: std::ops::Range<usize>) -> bool {
+    let end = range.end.min(data.len());
+    let mut at = range.start;
+    while at < end {
+        let next = (at / SECTOR + 1) * SECTOR;
+        let piece = &data[at..next.min(end)];
+        if piece.len() >= MIN_ZERO_RUN && piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
+}
+
+/// Judges the bytes from `offset`, where the first bad record of the last
+/// segment starts. They are an append that never finished (and may be cut)
+/// only if no valid record of a later entry follows them, and they are all
+/// zeros, or the record is cut short by the end of the file, or part of it
+/// was never written. A whole record whose bytes changed is damage (a
+/// flipped bit in its payload, its checksum or its length), and so is
+/// anything a valid record follows. `last` is the last entry before it.
+fn judge_tail(data: &[u8], offset: usize, bad: Bad, last: Option<u64>) -> Tail {
+    let why = bad.describe();
+    let torn = Tail { why, damage: None };
+    let damage = |d| Tail {
+        why,
+        damage: Some(d),
+    };
+    if data[offset..].iter().all(|&b| b == 0) {
+        return torn;
+    }
+    let later_record = (offset + 1..data.len()).any(|p| {
+        record_at(data, p).is_ok_and(|payload| {
+            codec::decode::<Entry>(payload).is_ok_and(|e| last.is_none_or(|l| e.log_id.index > l))
+        })
+    });
+    if later_record {
+        return damage("valid records follow it");
+    }
+    let start = offset + HEADER_BYTES;
+    match bad {
+        Bad::HeaderCut => torn,
+        Bad::PayloadCut => {
+            // A record whose rest, to the end of the file, matches its
+            // checksum is whole: only its length changed.
+            let (_, crc) = header_at(data, offset).expect("a whole header");
+            if crc32fast::hash(&data[start..]) == crc {
+                damage("the record is whole but its length changed")
+            } else {
+                torn
+            }
+        }
+        Bad::Checksum => {
+            let (len, _) = header_at(data, offset).expect("a whole header");
+            if has_unwritten_sector(data, offset..start + len) {
+                torn
+            } else {
+                damage("the record is whole but its bytes changed")
+            }
+        }
+        Bad::Empty => {
+            if has_unwritten_sector(data, offset..offset + SECTOR) {
+                torn
+            } else {
+                damage("an empty record before other bytes")
+            }
+        }
+    }
+}
+
+/// Reads the records of segment `seq` (`data`, from `path`) into `locs`,
+/// skipping entries at or below `purged`; says where its whole records end.
+fn scan_segment(
+    path: &Path,
+    seq: u64,
+    data: &[u8],
+    purged: Option<u64>,
+    locs: &mut BTreeMap<u64, Loc>,
+) -> Result<SegmentEnd> {
+    let mut offset = 0usize;
+    while offset < data.len() {
+        let last = locs.last_key_value().map(|(&i, _)| i);
+        let payload = match record_at(data, offset) {
+            Ok(payload) => payload,
+            Err(bad) => {
+                return Ok(SegmentEnd {
+                    len: offset as u64,
+                    torn: Some(judge_tail(data, offset, bad, last)),
+                })
+            }
+        };
+        let entry: Entry =
+            codec::decode(payload).map_err(|e| corrupt(path, offset as u64, &e.to_string()))?;
+        let index = entry.log_id.index;
+        if purged.is_none_or(|p| index > p) {
+            if let Some(prev) = last.filter(|&prev| index <= prev) {
+                return Err(corrupt(
+                    path,
+                    offset as u64,
+                    &format!("entry {index} follows entry {prev}"),
+                ));
+            }
+            locs.insert(
+                index,
+                Loc {
+                    log_id: entry.log_id,
+                    seq,
+                    offset: offset as u64,
+                    len: payload.len() as u32,
+                },
+            );
+        }
+        offset += HEADER_BYTES + payload.len();
+    }
+    Ok(SegmentEnd {
+        len: offset as u64,
+        torn: None,
+    })
+}
+
 impl Wal {
     /// Opens the log in `dir` (created if missing); entries at or below
     /// `purged` are treated as gone.
@@ -101,69 +298,48 @@ impl Wal {
             }
         }
         seqs.sort_unstable();
-        let mut segments = Vec::new();
+        // Read everything first: a damaged log is refused before any file
+        // is touched.
+        let mut scanned = Vec::with_capacity(seqs.len());
         let mut locs: BTreeMap<u64, Loc> = BTreeMap::new();
         for (i, &seq) in seqs.iter().enumerate() {
             let path = segment_path(dir, seq);
-            let last = i + 1 == seqs.len();
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let data = std::fs::read(&path)?;
-            let mut offset = 0usize;
-            let mut torn = None;
-            while offset < data.len() {
-                let Some(header) = data.get(offset..offset + HEADER_BYTES) else {
-                    torn = Some("a record header cut short");
-                    break;
+            let end = scan_segment(&path, seq, &data, purged, &mut locs)?;
+            if let Some(torn) = &end.torn {
+                let damage = if i + 1 < seqs.len() {
+                    Some("a later segment follows it")
+                } else {
+                    torn.damage
                 };
-                let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-                let start = offset + HEADER_BYTES;
-                let Some(payload) = data.get(start..start + len) else {
-                    torn = Some("a record cut short");
-                    break;
-                };
-                if crc32fast::hash(payload) != crc {
-                    torn = Some("a record failing its checksum");
-                    break;
+                if let Some(damage) = damage {
+                    return Err(corrupt(
+                        &path,
+                        end.len,
+                        &format!("{} ({damage}); nothing was changed on disk", torn.why),
+                    ));
                 }
-                let entry: Entry = codec::decode(payload)
-                    .map_err(|e| corrupt(&path, offset as u64, &e.to_string()))?;
-                let index = entry.log_id.index;
-                if purged.is_none_or(|p| index > p) {
-                    if let Some((&prev, _)) = locs.last_key_value() {
-                        if index <= prev {
-                            return Err(corrupt(
-                                &path,
-                                offset as u64,
-                                &format!("entry {index} follows entry {prev}"),
-                            ));
-                        }
-                    }
-                    locs.insert(
-                        index,
-                        Loc {
-                            log_id: entry.log_id,
-                            seq,
-                            offset: offset as u64,
-                            len: len as u32,
-                        },
-                    );
-                }
-                offset = start + len;
             }
-            if let Some(why) = torn {
-                if !last {
-                    return Err(corrupt(&path, offset as u64, why));
-                }
+            scanned.push((seq, path, end));
+        }
+        let mut segments = Vec::with_capacity(scanned.len());
+        for (seq, path, end) in scanned {
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            if let Some(torn) = end.torn {
                 // An append that never finished, so never acknowledged.
-                tracing::warn!(segment = %path.display(), offset, why, "cutting an unfinished append off the raft log");
-                file.set_len(offset as u64)?;
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = end.len,
+                    why = torn.why,
+                    "cutting an unfinished append off the raft log"
+                );
+                file.set_len(end.len)?;
                 file.sync_all()?;
             }
             segments.push(Segment {
                 seq,
                 file: Arc::new(file),
-                len: offset as u64,
+                len: end.len,
             });
         }
         let wal = Wal {
@@ -425,13 +601,151 @@ mod tests {
         assert_eq!(ids(&wal, 0, 10), vec![(1, 0), (1, 1), (1, 2)]);
         wal.append(entries(1, 3..4)).unwrap().sync_data().unwrap();
         drop(wal);
-        // A whole record whose bytes do not match its checksum.
+        // A whole last record whose bytes do not match its checksum is
+        // damage, not an unfinished append: refused, and left as it is.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(wal.last_log_id().map(|l| l.index), Some(2));
+        let err = Wal::open(dir.path(), None).err().expect("damaged log");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    /// A log of `n` entries with distinct, zero-free payloads, one append
+    /// each, in segments of `segment_bytes`; the record boundaries of the
+    /// first segment.
+    fn written(dir: &Path, n: u64, segment_bytes: u64) -> Vec<u64> {
+        let wal = Wal::open_with(dir, None, segment_bytes).unwrap();
+        for i in 0..n {
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), i + 1),
+                payload: EntryPayload::Normal(crate::store::Command::Put {
+                    key: format!("key-{i}").into_bytes(),
+                    value: Some(vec![b'a' + (i % 26) as u8; 20 + (i as usize * 37) % 700]),
+                    must_exist: true,
+                    prev_kv: true,
+                }),
+            };
+            wal.append([entry]).unwrap().sync_data().unwrap();
+        }
+        let inner = wal.lock();
+        let mut bounds = vec![0];
+        bounds.extend(
+            inner
+                .locs
+                .values()
+                .filter(|l| l.seq == 1)
+                .map(|l| l.offset + HEADER_BYTES as u64 + l.len as u64),
+        );
+        bounds
+    }
+
+    fn indexes(wal: &Wal) -> Vec<u64> {
+        wal.read(0, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A log cut anywhere opens with every record that was whole before
+        /// the cut, nothing else, and the file cut back to them.
+        #[test]
+        fn a_cut_keeps_every_whole_record(n in 1u64..30, at in 0.0f64..1.0) {
+            let dir = tempfile::tempdir().unwrap();
+            let bounds = written(dir.path(), n, SEGMENT_BYTES);
+            let path = segment_path(dir.path(), 1);
+            let len = std::fs::metadata(&path).unwrap().len();
+            let cut = (len as f64 * at) as u64;
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+            let wal = Wal::open(dir.path(), None).unwrap();
+            let whole = bounds.iter().filter(|&&b| b <= cut).count() as u64 - 1;
+            prop_assert_eq!(indexes(&wal), (1..=whole).collect::<Vec<_>>());
+            prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), bounds[whole as usize]);
+        }
+
+        /// One flipped bit anywhere in a log, in any segment, is damage:
+        /// opening fails naming the file, and no file changes.
+        #[test]
+        fn a_flipped_bit_is_refused_and_left_alone(
+            n in 1u64..30,
+            small in any::<bool>(),
+            at in 0.0f64..1.0,
+            bit in 0u8..8,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            written(dir.path(), n, if small { 2048 } else { SEGMENT_BYTES });
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            let sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).collect();
+            let total: u64 = sizes.iter().sum();
+            let mut pos = (total as f64 * at) as u64;
+            let mut victim = 0;
+            while pos >= sizes[victim] {
+                pos -= sizes[victim];
+                victim += 1;
+            }
+            let mut bytes = std::fs::read(&files[victim]).unwrap();
+            bytes[pos as usize] ^= 1 << bit;
+            std::fs::write(&files[victim], &bytes).unwrap();
+            let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            let err = Wal::open(dir.path(), None).err().expect("a damaged log must not open");
+            prop_assert!(err.to_string().contains(&*files[victim].to_string_lossy()), "{}", err);
+            let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            prop_assert!(before == after, "a damaged log was modified");
+        }
+
+        /// A tail of zeros (a file extended but never written) is cut off;
+        /// so is a last record with a sector that was never written.
+        #[test]
+        fn unwritten_tails_are_cut(n in 1u64..30, zeros in 1usize..5000, hole in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let bounds = written(dir.path(), n, SEGMENT_BYTES);
+            let path = segment_path(dir.path(), 1);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last_start = bounds[bounds.len() - 2] as usize;
+            let kept = if hole && bytes.len() - last_start > HEADER_BYTES + 2 * SECTOR {
+                // Zero one whole sector inside the last record.
+                let from = (last_start + HEADER_BYTES).div_ceil(SECTOR) * SECTOR;
+                bytes[from..from + SECTOR].fill(0);
+                n - 1
+            } else {
+                bytes.resize(bytes.len() + zeros, 0);
+                n
+            };
+            std::fs::write(&path, &bytes).unwrap();
+            let wal = Wal::open(dir.path(), None).unwrap();
+            prop_assert_eq!(indexes(&wal), (1..=kept).collect::<Vec<_>>());
+            prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), bounds[kept as usize]);
+        }
+    }
+
+    /// Scenario: a flipped bit in the middle of the last segment, with 50
+    /// whole records after it. Opening refuses, naming the offset, and the
+    /// 50 records are still in the file.
+    #[test]
+    fn damage_followed_by_records_is_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounds = written(dir.path(), 100, SEGMENT_BYTES);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let victim = bounds[50] as usize + HEADER_BYTES + 3;
+        bytes[victim] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(dir.path(), None).err().expect("damaged log");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("at byte {}", bounds[50])), "{msg}");
+        assert!(msg.contains("valid records follow"), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]

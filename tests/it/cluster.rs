@@ -84,6 +84,17 @@ impl TestNode {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// The newest segment of this node's Raft log.
+    pub fn last_wal_segment(&self) -> PathBuf {
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(self.data_dir.join("raft-log"))
+            .expect("a raft log dir")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        segments.sort();
+        segments.pop().expect("a raft log segment")
+    }
 }
 
 /// A cluster of real `kvd` processes.
@@ -230,6 +241,23 @@ impl TestCluster {
             .child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until node `i`'s process exits by itself and returns its exit
+    /// code (-1 if a signal ended it); panics after `timeout`.
+    pub async fn wait_exit(&mut self, i: usize, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[i].child.as_mut().expect("node is running");
+            if let Some(status) = child.try_wait().expect("wait for kvd") {
+                self.nodes[i].child = None;
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() >= deadline {
+                panic!("node {} still running after {timeout:?}", self.nodes[i].id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts node `i` again on its existing data dir.

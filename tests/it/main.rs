@@ -11,5 +11,6 @@ mod failover;
 mod hostile;
 mod kv;
 mod ops;
+mod recovery;
 mod storage;
 mod watch;

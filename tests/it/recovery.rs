@@ -1,0 +1,101 @@
+//! A member's disk after a fault: a torn log record, a damaged log, a data
+//! dir wiped and rebuilt. The member recovers what it safely can, from the
+//! leader, and refuses (changing nothing) what it cannot.
+
+use std::time::Duration;
+
+use crate::cluster::{all_keys_local, eventually, put_req, Options, TestCluster, LIVENESS};
+
+/// How many keys node `i` serves from its own state (a serializable read),
+/// if it answers.
+async fn local_keys(cluster: &TestCluster, i: usize) -> Option<i64> {
+    let mut kv = cluster.kv(i).await;
+    let resp = tokio::time::timeout(Duration::from_secs(2), kv.range(all_keys_local()))
+        .await
+        .ok()?
+        .ok()?;
+    Some(resp.into_inner().count)
+}
+
+/// Scenario: a follower's last Raft log record, which the cluster had
+/// committed, is cut short on disk while the follower is down (a disk that
+/// lost a synced write). Restarted, the follower cuts the torn record,
+/// starts, fetches the entry again from the leader and serves all 50 keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_committed_record_is_fetched_again() {
+    let mut cluster = TestCluster::start_with(3, Options::default()).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
+    for i in 0..50 {
+        kv.put(put_req(&format!("k{i:02}"), "v")).await.unwrap();
+    }
+    let f = cluster.follower_of(leader);
+    eventually("the follower applied every write", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(50)).then_some(())
+    })
+    .await;
+    cluster.kill(f);
+    let segment = cluster.nodes[f].last_wal_segment();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    cluster.restart(f);
+    eventually("the follower serves every key again", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(50)).then_some(())
+    })
+    .await;
+    assert!(cluster.is_alive(f));
+    let log = cluster.nodes[f].log();
+    assert!(log.contains("cutting an unfinished append"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    kv.put(put_req("after", "torn")).await.unwrap();
+    eventually("the follower takes new writes", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(51)).then_some(())
+    })
+    .await;
+}
+
+/// Scenario: a bit flipped in the middle of a stopped follower's Raft log.
+/// kvd refuses to start, exits non-zero naming the file and offset, and
+/// leaves the file exactly as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_log_is_refused_and_left_alone() {
+    let mut cluster = TestCluster::start_with(3, Options::default()).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
+    for i in 0..50 {
+        kv.put(put_req(&format!("k{i:02}"), "some value"))
+            .await
+            .unwrap();
+    }
+    let f = cluster.follower_of(leader);
+    eventually("the follower applied every write", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(50)).then_some(())
+    })
+    .await;
+    cluster.kill(f);
+    let segment = cluster.nodes[f].last_wal_segment();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    cluster.restart(f);
+    let code = cluster.wait_exit(f, LIVENESS).await;
+    assert_ne!(code, 0);
+    let log = cluster.nodes[f].log();
+    assert!(
+        log.contains(&*segment.to_string_lossy()) && log.contains("damaged at byte"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "the log was modified"
+    );
+}
