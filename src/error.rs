@@ -110,6 +110,10 @@ pub enum Error {
     /// A committed log entry could not be applied: the member cannot go on.
     #[error("applying raft log entry {index}: {reason}")]
     Apply { index: u64, reason: String },
+    /// The member cannot go on (its Raft core stopped on a disk failure,
+    /// an entry it cannot apply): the process ends with it.
+    #[error("fatal: {0}")]
+    Fatal(String),
     /// Raft reported a failure that is not one of the above.
     #[error("raft: {0}")]
     Raft(String),

@@ -198,12 +198,44 @@ impl Node {
 
     /// Whether this member is the leader right now.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        leader_of(&self.raft.metrics().borrow()) == Some(self.id)
     }
 
     /// Whether this member knows a leader right now.
     pub fn has_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader.is_some()
+        leader_of(&self.raft.metrics().borrow()).is_some()
+    }
+
+    /// Whether this member's Raft core runs: false once it stopped on a
+    /// fatal error, until the process exits.
+    pub fn is_running(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_ok()
+    }
+
+    /// Refuses a read of this member's own state (a serializable read) once
+    /// its Raft core has stopped: nothing vouches for that state any more.
+    pub fn check_running(&self) -> Result<()> {
+        if self.is_running() {
+            Ok(())
+        } else {
+            Err(Error::Stopped)
+        }
+    }
+
+    /// Returns once this member's Raft core has stopped on a fatal error
+    /// (a disk that failed, a log entry that cannot be applied), with it;
+    /// never while it runs. The process should then end: the member cannot
+    /// serve, and a supervisor can restart it.
+    pub async fn failed(&self) -> Error {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_and_update().running_state {
+                return Error::Fatal(fatal.to_string());
+            }
+            if rx.changed().await.is_err() {
+                return Error::Fatal("the Raft core stopped".into());
+            }
+        }
     }
 
     /// The limits every write is checked against.
@@ -254,8 +286,9 @@ impl Node {
         {
             let raft = self.raft.metrics();
             let r = raft.borrow();
-            m.has_leader.set(r.current_leader.is_some() as i64);
-            m.is_leader.set((r.current_leader == Some(self.id)) as i64);
+            let leader = leader_of(&r);
+            m.has_leader.set(leader.is_some() as i64);
+            m.is_leader.set((leader == Some(self.id)) as i64);
             m.term.set(r.current_term as i64);
             m.applied_index
                 .set(r.last_applied.map_or(0, |l| l.index) as i64);
@@ -281,7 +314,10 @@ impl Node {
     /// Whether this member knows a leader and can serve a linearizable read
     /// within `timeout`; the reason if not.
     pub async fn check_health(&self, timeout: Duration) -> std::result::Result<(), String> {
-        if self.raft.metrics().borrow().current_leader.is_none() {
+        if !self.is_running() {
+            return Err("the Raft core has stopped".into());
+        }
+        if !self.has_leader() {
             return Err("no leader".into());
         }
         match tokio::time::timeout(timeout, self.read_barrier()).await {
@@ -495,7 +531,7 @@ impl Node {
     async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId> {
         let mut rx = self.raft.metrics();
         loop {
-            if let Some(leader) = rx.borrow_and_update().current_leader {
+            if let Some(leader) = leader_of(&rx.borrow_and_update()) {
                 return Ok(leader);
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -510,7 +546,7 @@ impl Node {
     pub fn status(&self) -> Result<NodeStatus> {
         let m = self.raft.metrics().borrow().clone();
         Ok(NodeStatus {
-            leader: m.current_leader,
+            leader: leader_of(&m),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
@@ -561,6 +597,12 @@ pub fn peer_message_limit(limits: &Limits) -> usize {
         .max(raft::SNAPSHOT_CHUNK_BYTES as usize)
         .max(forward)
         .saturating_add(ENVELOPE)
+}
+
+/// The leader `m` knows, if its Raft core runs: a stopped core's metrics
+/// keep the last leader it saw.
+pub fn leader_of(m: &RaftMetrics) -> Option<NodeId> {
+    m.running_state.as_ref().ok().and(m.current_leader)
 }
 
 /// Total size of the files under `dir`.

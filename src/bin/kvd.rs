@@ -244,11 +244,32 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     };
     let node = Node::start(&cfg).await?;
     tracing::info!(id = cfg.id, data_dir = %cfg.data_dir.display(), "kvd started");
-    raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal()).await?;
+    let serving = raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal());
+    tokio::select! {
+        served = serving => served?,
+        // A member whose Raft core stopped cannot serve: it ends here,
+        // rather than answer as if it were healthy.
+        fatal = node.failed() => return Err(fatal),
+    }
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
 }
+
+/// Ends the process on a panic in any thread or task, after saying where:
+/// a member that lost a task (Raft's core, a proposer, a listener) would
+/// otherwise go on looking healthy. A supervisor restarts it.
+fn exit_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(panic = %info, "fatal: a task panicked; exiting");
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
+}
+
+/// Exit code after a panic (as a Rust process that panics in `main`).
+const PANIC_EXIT_CODE: i32 = 101;
 
 /// Opts this process out of transparent huge pages. Where the kernel uses
 /// them for every mapping (`always`), the allocator's sparsely used arenas
@@ -286,6 +307,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&args.log_level, args.log_format);
+    exit_on_panic();
     for var in unknown {
         tracing::warn!(%var, "unrecognized environment variable; is it misspelled?");
     }
@@ -296,7 +318,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    let result = runtime.block_on(run(cfg));
+    // Blocking work (a sync on a failed disk) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kvd: {e}");

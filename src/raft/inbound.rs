@@ -264,13 +264,23 @@ impl Inbound {
         Ok(response)
     }
 
-    /// A candidate's VoteRequest, if admitted.
+    /// A candidate's VoteRequest, if admitted. While this member's leader
+    /// holds, the candidate gets a plain "no" (with this member's vote and
+    /// a log id it holds, as openraft would answer), so it waits rather
+    /// than logging an error.
     pub async fn vote(
         &self,
         req: VoteRequest,
     ) -> Result<std::result::Result<VoteResponse, super::typ::RaftError>> {
-        self.check_vote(&req).map_err(|e| self.refused("vote", e))?;
-        Ok(self.raft.vote(req).await)
+        match self.check_vote(&req) {
+            Ok(()) => Ok(self.raft.vote(req).await),
+            Err(Error::LeaderLeaseHeld(_)) => {
+                self.metrics.peer_refused.with_label_values(&["vote"]).inc();
+                let m = self.raft.metrics().borrow().clone();
+                Ok(Ok(VoteResponse::new(m.vote, m.last_applied, false)))
+            }
+            Err(e) => Err(self.refused("vote", e)),
+        }
     }
 
     /// A snapshot chunk from the leader, if admitted.

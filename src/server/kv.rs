@@ -81,7 +81,9 @@ impl KvService {
     async fn serve_range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
         check_key(&req.key)?;
-        if !req.serializable {
+        if req.serializable {
+            self.node.check_running()?;
+        } else {
             self.node.read_barrier().await?;
         }
         let store = self.node.store();
@@ -146,7 +148,9 @@ impl KvService {
         check_txn(&t, &self.limits)?;
         if crate::store::txn_is_read_only(&t) {
             // Reads only: no proposal, just a read barrier, as etcd does.
-            if !serializable {
+            if serializable {
+                self.node.check_running()?;
+            } else {
                 self.node.read_barrier().await?;
             }
             if let Some((revision, result)) = self.node.read_only_txn(&t) {

@@ -123,7 +123,7 @@ async fn report_grpc_health(node: Arc<Node>, reporter: tonic_health::server::Hea
     let mut rx = node.raft().metrics();
     let mut last = None;
     loop {
-        let status = if rx.borrow_and_update().current_leader.is_some() {
+        let status = if crate::node::leader_of(&rx.borrow_and_update()).is_some() {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing

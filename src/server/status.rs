@@ -38,6 +38,7 @@ impl From<Error> for Status {
             | Error::DataDir(_)
             | Error::Raft(_)
             | Error::Apply { .. }
+            | Error::Fatal(_)
             | Error::Io(_) => Code::Internal,
         };
         if code == Code::Internal {

@@ -68,6 +68,9 @@ pub struct TestNode {
     log_path: PathBuf,
     /// kvd flags for this node only.
     pub extra_args: Vec<String>,
+    /// Run on a data dir of this many bytes (a tmpfs of its own, in a
+    /// mount namespace of its own), to see it fill up.
+    pub disk_bytes: Option<u64>,
     child: Option<Child>,
 }
 
@@ -144,6 +147,7 @@ impl TestCluster {
                     data_dir: dir.path().join(format!("node{id}")),
                     log_path: dir.path().join(format!("node{id}.log")),
                     extra_args: Vec::new(),
+                    disk_bytes: None,
                     child: None,
                 }
             })
@@ -176,7 +180,19 @@ impl TestCluster {
             .append(true)
             .open(&node.log_path)
             .expect("open node log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvd"));
+        let mut cmd = match node.disk_bytes {
+            None => Command::new(env!("CARGO_BIN_EXE_kvd")),
+            Some(bytes) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                    .arg(r#"mkdir -p "$2" && mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(bytes.to_string())
+                    .arg(&node.data_dir)
+                    .arg(env!("CARGO_BIN_EXE_kvd"));
+                cmd
+            }
+        };
         cmd.arg("--id")
             .arg(node.id.to_string())
             .arg("--data-dir")
