@@ -20,6 +20,31 @@ pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// Default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 
+/// etcd's `--initial-cluster-state`: how a member on an empty data dir
+/// starts (see `bootstrap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// Form the cluster of `--initial-cluster` with the other members.
+    #[default]
+    New,
+    /// Join the cluster that runs; never form one.
+    Existing,
+}
+
+impl std::str::FromStr for ClusterState {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "new" => Ok(ClusterState::New),
+            "existing" => Ok(ClusterState::Existing),
+            other => Err(ConfigError(format!(
+                "--initial-cluster-state must be new or existing, not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// The configuration was rejected; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -45,6 +70,9 @@ pub struct NodeConfig {
     /// Members of a new cluster: id to peer address. Used only when the data
     /// dir is empty.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Whether a member on an empty data dir forms a new cluster or joins
+    /// a running one.
+    pub initial_cluster_state: ClusterState,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval: Duration,
     /// How long a follower waits without a heartbeat before it campaigns.
@@ -87,6 +115,7 @@ impl NodeConfig {
             advertise_client: listen_client.to_string(),
             advertise_peer: listen_peer.to_string(),
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
+            initial_cluster_state: ClusterState::New,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,

@@ -28,6 +28,7 @@
 //! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
 
 pub mod batching;
+pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod codec;

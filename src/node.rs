@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::NodeConfig;
+use crate::bootstrap::{self, ClusterInfo, Start};
+use crate::config::{ClusterState, NodeConfig};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::forwarder::Forwarder;
@@ -93,7 +94,29 @@ impl Node {
     pub async fn start(cfg: &NodeConfig) -> Result<Arc<Node>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let disk = Disk::open(&cfg.data_dir.join("raftkv.sled"))?;
-        let cluster_id = load_identity(&disk, cfg).await?;
+        let limits = Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+        };
+        let peers = PeerClients::new(cfg.peer_dial_overrides.clone(), peer_message_limit(&limits));
+        let (cluster_id, form) = match read_identity(&disk, cfg)? {
+            Some(cluster_id) => (cluster_id, cfg.initial_cluster_state == ClusterState::New),
+            None => {
+                let start = bootstrap::decide(
+                    cfg.initial_cluster_state,
+                    &peers,
+                    cfg.id,
+                    &cfg.initial_cluster,
+                )
+                .await?;
+                let (cluster_id, form) = match start {
+                    Start::Form => (cluster_id_of(&cfg.initial_cluster), true),
+                    Start::Join { cluster_id } => (cluster_id, false),
+                };
+                record_identity(&disk, cfg.id, cluster_id).await?;
+                (cluster_id, form)
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let sm = StateMachine::open(
             &disk,
@@ -103,16 +126,18 @@ impl Node {
         .map_err(unreadable(&cfg.data_dir, "snapshot"))?;
         let store = sm.store();
         let revisions = sm.revisions();
-        let limits = Limits {
-            max_request_bytes: cfg.max_request_bytes,
-            max_txn_ops: cfg.max_txn_ops,
-        };
-        let peers = PeerClients::new(cfg.peer_dial_overrides.clone(), peer_message_limit(&limits));
         let acks = Acks::default();
-        let (raft, floor) =
-            raft::start(cfg, &disk, sm, peers.clone(), acks.clone(), metrics.clone())
-                .await
-                .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
+        let (raft, floor) = raft::start(
+            cfg,
+            form,
+            &disk,
+            sm,
+            peers.clone(),
+            acks.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
         let proposer = Proposer::start(raft.clone());
         let forwarder = Forwarder::start(cfg.id, raft.clone(), peers.clone());
         let reads = {
@@ -555,6 +580,30 @@ impl Node {
         })
     }
 
+    /// What this member knows of its cluster, for a member starting on an
+    /// empty data dir (see `bootstrap`).
+    pub fn cluster_info(&self) -> Result<ClusterInfo> {
+        let published = self.store.members()?;
+        let members = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        Ok(ClusterInfo {
+            cluster_id: self.cluster_id,
+            members,
+            started: published
+                .into_iter()
+                .filter(|(_, info)| !info.client_urls.is_empty())
+                .map(|(id, _)| id)
+                .collect(),
+        })
+    }
+
     /// Every member: Raft's membership joined with what members published.
     pub fn members(&self) -> Result<Vec<MemberView>> {
         let published = self.store.members()?;
@@ -632,9 +681,9 @@ fn unreadable<'a>(data_dir: &'a Path, what: &'a str) -> impl FnOnce(Error) -> Er
     }
 }
 
-/// Reads this data dir's identity, or records it on first start. Refuses a
-/// data dir that belongs to another node id.
-async fn load_identity(disk: &Disk, cfg: &NodeConfig) -> Result<u64> {
+/// Reads this data dir's identity: its cluster's id, or `None` for an empty
+/// data dir. Refuses a data dir that belongs to another node id.
+fn read_identity(disk: &Disk, cfg: &NodeConfig) -> Result<Option<u64>> {
     let tree = disk.db().open_tree(IDENTITY_TREE)?;
     let read_u64 = |key: &str| -> Result<Option<u64>> {
         Ok(tree.get(key)?.map(|v| {
@@ -651,13 +700,19 @@ async fn load_identity(disk: &Disk, cfg: &NodeConfig) -> Result<u64> {
             )));
         }
         return read_u64("cluster_id")?
+            .map(Some)
             .ok_or_else(|| Error::DataDir("identity has no cluster id".into()));
     }
-    let cluster_id = cluster_id_of(&cfg.initial_cluster);
-    tree.insert("node_id", &cfg.id.to_be_bytes())?;
+    Ok(None)
+}
+
+/// Records that this data dir belongs to member `id` of cluster
+/// `cluster_id`, durably, before anything else is written to it.
+async fn record_identity(disk: &Disk, id: NodeId, cluster_id: u64) -> Result<()> {
+    let tree = disk.db().open_tree(IDENTITY_TREE)?;
+    tree.insert("node_id", &id.to_be_bytes())?;
     tree.insert("cluster_id", &cluster_id.to_be_bytes())?;
-    disk.sync().await?;
-    Ok(cluster_id)
+    disk.sync().await
 }
 
 /// A cluster id every member of a new cluster derives alike from

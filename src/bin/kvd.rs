@@ -48,6 +48,11 @@ struct Args {
     /// data dir holds Raft state. [default: just this member]
     #[arg(long, env = "KVD_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// On an empty data dir: `new` forms the cluster of --initial-cluster,
+    /// `existing` joins the running cluster (to rebuild a member whose
+    /// data was lost) and never forms one.
+    #[arg(long, env = "KVD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    initial_cluster_state: String,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "KVD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -127,6 +132,7 @@ impl Args {
         } else {
             cfg.initial_cluster = [(cfg.id, cfg.advertise_peer.clone())].into();
         }
+        cfg.initial_cluster_state = self.initial_cluster_state.parse()?;
         if let Some(overrides) = &self.peer_dial_override {
             cfg.peer_dial_overrides = config::parse_initial_cluster(overrides)?;
         }
@@ -226,6 +232,7 @@ fn config_json(cfg: &NodeConfig) -> serde_json::Value {
         "advertise_client": cfg.advertise_client,
         "advertise_peer": cfg.advertise_peer,
         "initial_cluster": initial_cluster,
+        "initial_cluster_state": format!("{:?}", cfg.initial_cluster_state).to_lowercase(),
         "heartbeat_interval_ms": cfg.heartbeat_interval.as_millis() as u64,
         "election_timeout_ms": cfg.election_timeout.as_millis() as u64,
         "request_timeout_ms": cfg.request_timeout.as_millis() as u64,

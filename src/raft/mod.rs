@@ -8,7 +8,9 @@
 //! Bootstrap: every node of a new cluster is started with the same
 //! `--initial-cluster` and calls `initialize` with exactly that membership,
 //! which openraft allows (identical configs agree). A node whose data dir
-//! already holds Raft state is initialized and ignores `--initial-cluster`.
+//! already holds Raft state is initialized and ignores `--initial-cluster`;
+//! one that joins a running cluster never initializes (`crate::bootstrap`
+//! decides which).
 //!
 //! Caveats: membership changes (adding or removing nodes) are not exposed.
 
@@ -74,10 +76,12 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
 }
 
 /// Starts this node's Raft instance over `disk` and, if the node has no Raft
-/// state yet, forms the cluster named by `--initial-cluster`. Also returns
-/// the read floor for a leadership resumed at startup.
+/// state yet and `form` says so, forms the cluster named by
+/// `--initial-cluster` (otherwise it waits for a leader to send it the
+/// log). Also returns the read floor for a leadership resumed at startup.
 pub async fn start(
     cfg: &NodeConfig,
+    form: bool,
     disk: &Disk,
     sm: StateMachine,
     peers: PeerClients,
@@ -97,6 +101,8 @@ pub async fn start(
         .map_err(|e| Error::Raft(e.to_string()))?;
     if initialized {
         tracing::info!("resuming from existing data dir; --initial-cluster is ignored");
+    } else if !form {
+        tracing::info!("joining a running cluster: waiting for the leader to send the log");
     } else {
         let members: BTreeMap<NodeId, BasicNode> = cfg
             .initial_cluster

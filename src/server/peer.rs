@@ -71,6 +71,10 @@ impl Peer for PeerService {
         reply(&results)
     }
 
+    async fn cluster_info(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        reply(&self.node.cluster_info()?)
+    }
+
     async fn read_index(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let result = self
             .node

@@ -88,6 +88,11 @@ impl TestNode {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Deletes everything in this node's data dir, as a replaced disk.
+    pub fn wipe_data_dir(&self) {
+        std::fs::remove_dir_all(&self.data_dir).expect("remove the data dir");
+    }
+
     /// The newest segment of this node's Raft log.
     pub fn last_wal_segment(&self) -> PathBuf {
         let mut segments: Vec<PathBuf> = std::fs::read_dir(self.data_dir.join("raft-log"))

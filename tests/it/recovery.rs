@@ -150,3 +150,93 @@ async fn a_member_whose_disk_fills_up_exits() {
         assert!(keys.contains(key), "acknowledged {key} is gone");
     }
 }
+
+/// The revision node `i` reports for a serializable read, and its key count.
+async fn local_state(cluster: &TestCluster, i: usize) -> Option<(i64, i64)> {
+    let mut kv = cluster.kv(i).await;
+    let resp = tokio::time::timeout(Duration::from_secs(2), kv.range(all_keys_local()))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some((resp.header?.revision, resp.count))
+}
+
+/// A cluster that snapshots every 100 entries and holds 500 keys, with a
+/// follower (returned) that has every one of them.
+async fn snapshotted_cluster() -> (TestCluster, usize) {
+    let opts = Options {
+        snapshot_count: 100,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
+    for i in 0..500 {
+        kv.put(put_req(&format!("k{i:03}"), "v")).await.unwrap();
+    }
+    let f = cluster.follower_of(leader);
+    eventually("the follower applied every write", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(500)).then_some(())
+    })
+    .await;
+    (cluster, f)
+}
+
+/// Scenario: a follower's disk is replaced (its data dir wiped) after the
+/// leader took snapshots and purged its log. Started again with
+/// `--initial-cluster-state existing`, it does not form a cluster: it waits
+/// for the leader, installs its snapshot and serves all 500 keys at the
+/// leader's revision; no member panics.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_member_rejoins_with_existing() {
+    let (mut cluster, f) = snapshotted_cluster().await;
+    cluster.kill(f);
+    cluster.nodes[f].wipe_data_dir();
+    cluster.nodes[f]
+        .extra_args
+        .extend(["--initial-cluster-state".into(), "existing".into()]);
+    let earlier = cluster.nodes[f].log().len();
+    cluster.restart(f);
+    let leader = cluster.wait_leader().await;
+    let li = cluster.index_of(leader);
+    let (revision, count) = local_state(&cluster, li).await.expect("the leader answers");
+    assert_eq!(count, 500);
+    eventually("the rebuilt member serves every key", LIVENESS, || async {
+        (local_state(&cluster, f).await == Some((revision, 500))).then_some(())
+    })
+    .await;
+    for node in &cluster.nodes {
+        assert!(
+            !node.log().contains("panicked"),
+            "node {}: {}",
+            node.id,
+            node.log()
+        );
+    }
+    assert!(cluster.is_alive(f));
+    let log = cluster.nodes[f].log()[earlier..].to_string();
+    assert!(log.contains("joining the running cluster"), "{log}");
+    let installed = crate::cluster::scrape(&cluster, f)["raftkv_snapshots_installed_total"];
+    assert!(installed >= 1.0, "caught up without a snapshot?");
+    assert!(!log.contains("forming a new cluster"), "{log}");
+}
+
+/// Scenario: the same wiped follower started as `new` (the default)
+/// refuses: the cluster knows it as started, so it exits non-zero telling
+/// the operator to use `--initial-cluster-state existing`, and the cluster
+/// carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_member_started_as_new_refuses() {
+    let (mut cluster, f) = snapshotted_cluster().await;
+    cluster.kill(f);
+    cluster.nodes[f].wipe_data_dir();
+    cluster.restart(f);
+    let code = cluster.wait_exit(f, LIVENESS).await;
+    assert_ne!(code, 0);
+    let log = cluster.nodes[f].log();
+    assert!(log.contains("--initial-cluster-state existing"), "{log}");
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
+    kv.put(put_req("after", "refusal")).await.unwrap();
+}
