@@ -113,15 +113,34 @@ pub struct TestCluster {
     _dir: TempDir,
 }
 
-/// Reserves `n` distinct free loopback ports.
+/// The first port `free_ports` hands out, and how many it cycles through:
+/// below the kernel's ephemeral range (32768 and up by default), from which
+/// every outbound connection takes its local port. A port picked from that
+/// range could be taken by some test's connection before its node binds it.
+const PORT_BASE: u16 = 10_000;
+const PORT_SPAN: u16 = 20_000;
+
+/// `n` distinct loopback ports that are free now and that this test process
+/// has not handed out before (up to `PORT_SPAN` of them).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test binary run starts somewhere else, so two runs at once
+    // rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % u32::from(PORT_SPAN)) as u16;
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..PORT_SPAN {
+        if ports.len() == n {
+            break;
+        }
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PORT_BASE + (offset + i % PORT_SPAN) % PORT_SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "not enough free ports");
+    ports
 }
 
 impl TestCluster {
