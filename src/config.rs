@@ -45,6 +45,24 @@ impl std::str::FromStr for ClusterState {
     }
 }
 
+/// TLS on the peer port (etcd's `--peer-*` TLS flags). Loaded and checked
+/// by `tls::PeerTls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsConfig {
+    /// This member's certificate, for serving and for dialing peers.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA whose certificates this member trusts.
+    pub trusted_ca_file: PathBuf,
+    /// Whether a peer must present a certificate from that CA.
+    pub client_cert_auth: bool,
+    /// If set, a peer certificate's common name must be one of these.
+    pub allowed_cn: Vec<String>,
+    /// If set, one of a peer certificate's DNS or IP names must be one of
+    /// these.
+    pub allowed_hostname: Vec<String>,
+}
+
 /// The configuration was rejected; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -73,6 +91,8 @@ pub struct NodeConfig {
     /// Whether a member on an empty data dir forms a new cluster or joins
     /// a running one.
     pub initial_cluster_state: ClusterState,
+    /// TLS for peer traffic, both ways; `None` is plaintext.
+    pub peer_tls: Option<PeerTlsConfig>,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval: Duration,
     /// How long a follower waits without a heartbeat before it campaigns.
@@ -116,6 +136,7 @@ impl NodeConfig {
             advertise_peer: listen_peer.to_string(),
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
             initial_cluster_state: ClusterState::New,
+            peer_tls: None,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
@@ -242,10 +263,20 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
     Ok(members)
 }
 
-/// Drops a leading `http://` and a trailing `/` from an address.
+/// Drops a leading `http://` or `https://` and a trailing `/` from an
+/// address (whether peers use TLS is `--peer-cert-file`'s to say).
 pub fn normalize_addr(addr: &str) -> String {
-    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    let addr = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
     addr.trim_end_matches('/').to_string()
+}
+
+/// The host of a `host:port` address, without an IPv6 literal's brackets.
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Checks that `addr` is `host:port` with a numeric port.
@@ -283,6 +314,9 @@ mod tests {
         let m = cfg().initial_cluster;
         assert_eq!(m.len(), 3);
         assert_eq!(m[&3], "127.0.0.1:32380");
+        assert_eq!(normalize_addr("https://node2:2380/"), "node2:2380");
+        assert_eq!(host_of("node2:2380"), "node2");
+        assert_eq!(host_of("[::1]:2380"), "::1");
         for bad in ["", "1", "x=a:1", "1=a", "1=a:b", "1=a:1,1=b:2", "1=:5"] {
             assert!(parse_initial_cluster(bad).is_err(), "{bad:?} should fail");
         }

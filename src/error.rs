@@ -55,6 +55,9 @@ pub enum Error {
     /// The leader refused a forwarded write as malformed; its message.
     #[error("{0}")]
     RefusedByLeader(String),
+    /// A peer's certificate fails `--peer-cert-allowed-cn/-hostname`.
+    #[error("raftkv: peer certificate refused: {0}")]
+    PeerCertificate(String),
     /// A peer message that contradicts itself or Raft's rules.
     #[error("raftkv: refused peer message: {0}")]
     BadPeerMessage(String),

@@ -46,6 +46,7 @@ pub mod raft;
 pub mod read_index;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -35,6 +35,7 @@ use crate::store::{
     check_member_info, check_write, fnv1a_of, Command, KvStore, Limits, MemberInfo, Rejection,
     Response, Revision, StateMachine, Txn, TxnResult,
 };
+use crate::tls::PeerTls;
 
 /// How long to wait before retrying a request that was not proposed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(20);
@@ -85,6 +86,8 @@ pub struct Node {
     limits: Limits,
     /// Admission of peers' Raft messages.
     inbound: Inbound,
+    /// TLS on the peer port, if configured.
+    peer_tls: Option<Arc<PeerTls>>,
 }
 
 impl Node {
@@ -98,7 +101,17 @@ impl Node {
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
         };
-        let peers = PeerClients::new(cfg.peer_dial_overrides.clone(), peer_message_limit(&limits));
+        let tls = cfg
+            .peer_tls
+            .as_ref()
+            .map(PeerTls::load)
+            .transpose()?
+            .map(Arc::new);
+        let peers = PeerClients::new(
+            cfg.peer_dial_overrides.clone(),
+            peer_message_limit(&limits),
+            tls.clone(),
+        );
         let (cluster_id, form) = match read_identity(&disk, cfg)? {
             Some(cluster_id) => (cluster_id, cfg.initial_cluster_state == ClusterState::New),
             None => {
@@ -175,6 +188,7 @@ impl Node {
                 metrics.clone(),
             ),
             raft,
+            peer_tls: tls,
         });
         tokio::spawn(watch_leader(
             node.id,
@@ -208,6 +222,11 @@ impl Node {
     /// The Raft instance, for the peer service.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// TLS on the peer port, if configured.
+    pub fn peer_tls(&self) -> Option<&PeerTls> {
+        self.peer_tls.as_deref()
     }
 
     /// Where peers' Raft messages are admitted (or refused) before Raft
@@ -611,6 +630,11 @@ impl Node {
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let scheme = if self.peer_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut members: BTreeMap<NodeId, MemberView> = BTreeMap::new();
         for (id, node) in membership.nodes() {
             let info = published.get(id).cloned().unwrap_or_default();
@@ -619,7 +643,7 @@ impl Node {
                 MemberView {
                     id: *id,
                     name: info.name,
-                    peer_urls: vec![format!("http://{}", node.addr)],
+                    peer_urls: vec![format!("{scheme}://{}", node.addr)],
                     client_urls: info.client_urls,
                     is_learner: learners.contains(id),
                 },

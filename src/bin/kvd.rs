@@ -53,6 +53,29 @@ struct Args {
     /// data was lost) and never forms one.
     #[arg(long, env = "KVD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
     initial_cluster_state: String,
+    /// Certificate (PEM) this member serves on the peer port and shows when
+    /// it dials peers. With --peer-key-file and --peer-trusted-ca-file, peer
+    /// traffic uses TLS.
+    #[arg(long, env = "KVD_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "KVD_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signs every member's peer certificate.
+    #[arg(long, env = "KVD_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Accept only peers that present a certificate signed by
+    /// --peer-trusted-ca-file.
+    #[arg(long, env = "KVD_PEER_CLIENT_CERT_AUTH")]
+    peer_client_cert_auth: bool,
+    /// Accept only peer certificates with one of these common names
+    /// (comma-separated).
+    #[arg(long, env = "KVD_PEER_CERT_ALLOWED_CN", value_delimiter = ',')]
+    peer_cert_allowed_cn: Vec<String>,
+    /// Accept only peer certificates naming one of these hosts (DNS or IP
+    /// subject alternative names, comma-separated).
+    #[arg(long, env = "KVD_PEER_CERT_ALLOWED_HOSTNAME", value_delimiter = ',')]
+    peer_cert_allowed_hostname: Vec<String>,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "KVD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -133,6 +156,7 @@ impl Args {
             cfg.initial_cluster = [(cfg.id, cfg.advertise_peer.clone())].into();
         }
         cfg.initial_cluster_state = self.initial_cluster_state.parse()?;
+        cfg.peer_tls = self.peer_tls()?;
         if let Some(overrides) = &self.peer_dial_override {
             cfg.peer_dial_overrides = config::parse_initial_cluster(overrides)?;
         }
@@ -152,6 +176,47 @@ impl Args {
             Duration::from_millis(self.watch_progress_notify_interval);
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+impl Args {
+    /// Peer TLS from the `--peer-*` flags, which must come together.
+    fn peer_tls(&self) -> Result<Option<config::PeerTlsConfig>, config::ConfigError> {
+        let fail = |msg: &str| Err(config::ConfigError(msg.into()));
+        let files = (
+            &self.peer_cert_file,
+            &self.peer_key_file,
+            &self.peer_trusted_ca_file,
+        );
+        let (cert_file, key_file, trusted_ca_file) = match files {
+            (Some(cert), Some(key), Some(ca)) => (cert.clone(), key.clone(), ca.clone()),
+            (None, None, None) => {
+                if self.peer_client_cert_auth
+                    || !self.peer_cert_allowed_cn.is_empty()
+                    || !self.peer_cert_allowed_hostname.is_empty()
+                {
+                    return fail("--peer-client-cert-auth and --peer-cert-allowed-* need peer TLS: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file");
+                }
+                return Ok(None);
+            }
+            _ => {
+                return fail("peer TLS needs all of --peer-cert-file, --peer-key-file and --peer-trusted-ca-file");
+            }
+        };
+        if !self.peer_client_cert_auth
+            && (!self.peer_cert_allowed_cn.is_empty()
+                || !self.peer_cert_allowed_hostname.is_empty())
+        {
+            return fail("--peer-cert-allowed-cn and --peer-cert-allowed-hostname need --peer-client-cert-auth");
+        }
+        Ok(Some(config::PeerTlsConfig {
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+            allowed_hostname: self.peer_cert_allowed_hostname.clone(),
+        }))
     }
 }
 
@@ -239,6 +304,14 @@ fn config_json(cfg: &NodeConfig) -> serde_json::Value {
         "snapshot_count": cfg.snapshot_count,
         "max_request_bytes": cfg.max_request_bytes,
         "auto_compaction": cfg.auto_compaction.map(|m| format!("{m:?}")),
+        "peer_tls": cfg.peer_tls.as_ref().map(|t| serde_json::json!({
+            "cert_file": t.cert_file,
+            "key_file": t.key_file,
+            "trusted_ca_file": t.trusted_ca_file,
+            "client_cert_auth": t.client_cert_auth,
+            "allowed_cn": t.allowed_cn,
+            "allowed_hostname": t.allowed_hostname,
+        })),
     })
 }
 

@@ -29,6 +29,7 @@ use super::{Node, NodeId, TypeConfig};
 use crate::codec;
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
+use crate::tls::PeerTls;
 
 /// An AppendEntries stops taking entries once their encoding passes this
 /// (it always takes one): openraft hands over up to 300 entries at a time,
@@ -52,16 +53,23 @@ pub struct PeerClients {
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
     /// The largest message a peer accepts (see `server::serve`).
     max_message_bytes: usize,
+    /// TLS to peers, if the peer port uses it.
+    tls: Option<Arc<PeerTls>>,
 }
 
 impl PeerClients {
-    /// A pool that dials peer `id` at `dial_overrides[id]` when present and
-    /// sends messages of up to `max_message_bytes`.
-    pub fn new(dial_overrides: BTreeMap<NodeId, String>, max_message_bytes: usize) -> Self {
+    /// A pool that dials peer `id` at `dial_overrides[id]` when present,
+    /// over `tls` if given, and sends messages of up to `max_message_bytes`.
+    pub fn new(
+        dial_overrides: BTreeMap<NodeId, String>,
+        max_message_bytes: usize,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Self {
         PeerClients {
             channels: Arc::default(),
             dial_overrides: Arc::new(dial_overrides),
             max_message_bytes,
+            tls,
         }
     }
 
@@ -72,6 +80,9 @@ impl PeerClients {
         id: NodeId,
         addr: &str,
     ) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        // A certificate names the address the peer advertises, whatever
+        // address it is dialed at.
+        let host = crate::config::host_of(addr);
         let addr = self.dial_overrides.get(&id).map_or(addr, String::as_str);
         let mut channels = self
             .channels
@@ -80,7 +91,12 @@ impl PeerClients {
         let channel = match channels.get(&id) {
             Some((known, channel)) if known == addr => channel.clone(),
             _ => {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                let endpoint = match &self.tls {
+                    Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?
+                        .tls_config(tls.client_config(host))?,
+                    None => Endpoint::from_shared(format!("http://{addr}"))?,
+                };
+                let channel = endpoint
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -92,12 +92,14 @@ pub async fn serve(
         )))
         .serve_with_incoming_shutdown(incoming(listeners.client), stopped(stop_rx.clone()));
 
-    let peer_server = Server::builder()
-        .add_service(
-            pb::peer::peer_server::PeerServer::new(peer::PeerService::new(node.clone()))
-                .max_decoding_message_size(node.peer_message_limit())
-                .max_encoding_message_size(usize::MAX),
-        )
+    let mut peer_builder = Server::builder();
+    if let Some(tls) = node.peer_tls() {
+        peer_builder = peer_builder
+            .tls_config(tls.server_config())
+            .map_err(|e| crate::Error::Io(std::io::Error::other(e.to_string())))?;
+    }
+    let peer_server = peer_builder
+        .add_service(peer::service(node.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
 
     let http_server = http::serve(node.clone(), listeners.metrics, stopped(stop_rx));

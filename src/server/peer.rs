@@ -2,19 +2,22 @@
 //! serves followers' forwarded writes and read-index requests on the leader.
 //!
 //! Served on the peer port only, never with the client services. Bytes that
-//! do not decode are answered with `INVALID_ARGUMENT`; nothing a peer sends
-//! can crash the node.
+//! do not decode are answered with `INVALID_ARGUMENT`; Raft messages pass
+//! `raft::Inbound`, forwarded writes the client API's checks; nothing a
+//! peer sends can crash the node. Under peer TLS every call first passes
+//! the certificate name checks (`tls::PeerTls::check_peer`).
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::leader::{ForwardRequest, ForwardResults, PeerError};
 use crate::node::Node;
-use crate::pb::peer::peer_server::Peer;
+use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
@@ -23,10 +26,22 @@ pub struct PeerService {
     node: Arc<Node>,
 }
 
-impl PeerService {
-    pub fn new(node: Arc<Node>) -> Self {
-        PeerService { node }
-    }
+/// The peer service of `node`, with its message size limit and, under
+/// peer TLS, the peer certificate name checks on every call.
+pub fn service(
+    node: Arc<Node>,
+) -> InterceptedService<PeerServer<PeerService>, impl Interceptor + Clone> {
+    let limit = node.peer_message_limit();
+    let checker = node.clone();
+    let server = PeerServer::new(PeerService { node })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    InterceptedService::new(server, move |request: Request<()>| {
+        if let Some(tls) = checker.peer_tls() {
+            tls.check_peer(request.peer_certs().as_deref().map(Vec::as_slice))?;
+        }
+        Ok(request)
+    })
 }
 
 fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<T, Status> {

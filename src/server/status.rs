@@ -20,7 +20,7 @@ impl From<Error> for Status {
             | Error::RefusedByLeader(_)
             | Error::InvalidMember(_)
             | Error::DuplicateKey => Code::InvalidArgument,
-            Error::NotAMember(_) => Code::PermissionDenied,
+            Error::NotAMember(_) | Error::PeerCertificate(_) => Code::PermissionDenied,
             Error::BadPeerMessage(_) => Code::InvalidArgument,
             Error::LeaderLeaseHeld(_) => Code::FailedPrecondition,
             Error::LeaseNotFound => Code::NotFound,

@@ -11,6 +11,7 @@ mod failover;
 mod hostile;
 mod kv;
 mod ops;
+mod peer_tls;
 mod recovery;
 mod storage;
 mod watch;
