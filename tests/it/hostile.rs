@@ -21,29 +21,34 @@ use tonic::Code;
 use crate::cluster::{all_keys, get_value, put_req, scrape, Options, TestCluster};
 
 /// A member id no cluster here has.
-const STRANGER: u64 = 99;
+pub(crate) const STRANGER: u64 = 99;
 
 /// An attacker's connection to node `i`'s peer port.
-async fn peer(cluster: &TestCluster, i: usize) -> PeerClient<Channel> {
-    let url = format!("http://{}", cluster.nodes[i].peer_addr);
-    PeerClient::connect(url)
+pub(crate) async fn peer(cluster: &TestCluster, i: usize) -> PeerClient<Channel> {
+    peer_at(&cluster.nodes[i].peer_addr)
         .await
         .expect("connect to a peer port")
-        .max_encoding_message_size(usize::MAX)
-        .max_decoding_message_size(usize::MAX)
 }
 
-fn payload<T: serde::Serialize>(value: &T) -> Payload {
+/// An attacker's connection to the peer port at `addr`.
+pub(crate) async fn peer_at(addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+    Ok(PeerClient::connect(format!("http://{addr}"))
+        .await?
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX))
+}
+
+pub(crate) fn payload<T: serde::Serialize>(value: &T) -> Payload {
     Payload {
         data: codec::encode(value).expect("encode"),
     }
 }
 
-fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
+pub(crate) fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, node), index)
 }
 
-fn heartbeat(term: u64, leader: u64) -> AppendEntriesRequest {
+pub(crate) fn heartbeat(term: u64, leader: u64) -> AppendEntriesRequest {
     AppendEntriesRequest {
         vote: Vote::new_committed(term, leader),
         prev_log_id: None,
@@ -52,7 +57,7 @@ fn heartbeat(term: u64, leader: u64) -> AppendEntriesRequest {
     }
 }
 
-fn put_entry(term: u64, leader: u64, index: u64) -> Entry {
+pub(crate) fn put_entry(term: u64, leader: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, leader, index),
         payload: EntryPayload::Normal(Command::Put {
@@ -257,11 +262,11 @@ async fn members(cluster: &TestCluster, i: usize) -> Vec<pb::Member> {
         .members
 }
 
-fn forward(from: u64, cmds: Vec<Command>) -> Payload {
+pub(crate) fn forward(from: u64, cmds: Vec<Command>) -> Payload {
     payload(&ForwardRequest { from, cmds })
 }
 
-fn put(key: &[u8], value: &[u8]) -> Command {
+pub(crate) fn put(key: &[u8], value: &[u8]) -> Command {
     Command::Put {
         key: key.to_vec(),
         value: Some(value.to_vec()),
@@ -272,7 +277,7 @@ fn put(key: &[u8], value: &[u8]) -> Command {
 
 /// A `Forward` of one batch nested `levels` deep, written byte by byte as
 /// an attacker would (encoding it through serde would itself recurse).
-fn nested_batch(from: u8, levels: usize) -> Payload {
+pub(crate) fn nested_batch(from: u8, levels: usize) -> Payload {
     let mut data = vec![from, 1]; // from, one command
     for _ in 0..levels {
         data.extend_from_slice(&[4, 1]); // Command::Batch of one command

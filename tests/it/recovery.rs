@@ -35,7 +35,7 @@ async fn a_torn_committed_record_is_fetched_again() {
     })
     .await;
     cluster.kill(f);
-    let segment = cluster.nodes[f].last_wal_segment();
+    let segment = cluster.nodes[f].last_wal_segment().expect("a log segment");
     let len = std::fs::metadata(&segment).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -79,7 +79,7 @@ async fn a_damaged_log_is_refused_and_left_alone() {
     })
     .await;
     cluster.kill(f);
-    let segment = cluster.nodes[f].last_wal_segment();
+    let segment = cluster.nodes[f].last_wal_segment().expect("a log segment");
     let mut bytes = std::fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x04;

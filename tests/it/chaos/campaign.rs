@@ -214,6 +214,9 @@ pub async fn run(cfg: &Config) -> Report {
 
     let convergence = converge(&cluster).await;
     let mut analysis = verify::analyze(&history);
+    analysis
+        .violations
+        .extend(nemesis.violations.iter().cloned());
     // The watchers stop once they have seen the converged revision.
     let last = convergence.as_ref().map_or(i64::MAX, |(rev, _)| *rev);
     let _ = watch_target.send(Some(last));
@@ -249,6 +252,7 @@ pub async fn run(cfg: &Config) -> Report {
         .collect();
     let total: usize = nemesis.counts.values().sum();
     let _ = writeln!(s, "faults injected: {total} ({})", faults.join(", "));
+    let _ = writeln!(s, "forged peer messages sent: {}", nemesis.forged);
     let _ = writeln!(s, "leader changes: {leader_changes}");
     for log in &watch_logs {
         let _ = writeln!(

@@ -10,6 +10,7 @@
 mod campaign;
 mod checker;
 mod history;
+mod intruder;
 mod nemesis;
 mod proxy;
 mod rng;

@@ -1,7 +1,10 @@
 //! The nemesis: faults on a seeded schedule. It kills nodes (the leader in
 //! particular) and restarts them, pauses them past the election timeout,
 //! cuts a node off from its peers while it runs, splits the cluster with the
-//! old leader in the minority, and restarts the whole cluster at once. Peer
+//! old leader in the minority, and restarts the whole cluster at once. It
+//! damages a follower's disk as a crash can: the data dir wiped (the member
+//! rejoins with `--initial-cluster-state existing`) or its last log record
+//! torn. And an intruder floods every peer port with forged messages. Peer
 //! traffic goes through a `proxy::Link` per direction of every peer pair, so
 //! partitions need no kernel support.
 
@@ -82,15 +85,21 @@ enum Fault {
     Isolate,
     SplitLeaderMinority,
     RestartAll,
+    WipeFollower,
+    TornTail,
+    Intruder,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 9] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::Pause,
     Fault::Isolate,
     Fault::SplitLeaderMinority,
     Fault::RestartAll,
+    Fault::WipeFollower,
+    Fault::TornTail,
+    Fault::Intruder,
 ];
 
 impl Fault {
@@ -102,8 +111,42 @@ impl Fault {
             Fault::Isolate => "isolate",
             Fault::SplitLeaderMinority => "split-leader-minority",
             Fault::RestartAll => "restart-all",
+            Fault::WipeFollower => "wipe-follower",
+            Fault::TornTail => "torn-tail",
+            Fault::Intruder => "intruder",
         }
     }
+}
+
+/// Waits (up to 10 s) until every running node but `except` has applied
+/// everything the leader had in its log when asked: then `except` holds
+/// nothing the others lack, and losing its disk loses no acknowledged write
+/// (as an operator replaces one member's disk only in a healthy cluster).
+async fn others_caught_up(cluster: &TestCluster, except: usize) -> bool {
+    let Some(leader) = current_leader(cluster).await else {
+        return false;
+    };
+    let Some(target) = cluster.status(leader).await.map(|s| s.raft_index) else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut all = true;
+        for i in (0..cluster.nodes.len()).filter(|&i| i != except) {
+            if cluster
+                .status(i)
+                .await
+                .is_none_or(|s| s.raft_applied_index < target)
+            {
+                all = false;
+            }
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Runs faults and remembers what it did.
@@ -114,6 +157,10 @@ pub struct Nemesis {
     pub log: Vec<String>,
     /// Faults injected, by kind.
     pub counts: BTreeMap<&'static str, usize>,
+    /// Forged messages the intruder sent.
+    pub forged: usize,
+    /// Forged messages a member accepted: each one fails the campaign.
+    pub violations: Vec<String>,
 }
 
 impl Nemesis {
@@ -123,6 +170,8 @@ impl Nemesis {
             clock,
             log: Vec::new(),
             counts: BTreeMap::new(),
+            forged: 0,
+            violations: Vec::new(),
         }
     }
 
@@ -155,7 +204,10 @@ impl Nemesis {
         let n = cluster.nodes.len();
         let random = self.rng.below(n);
         let leader = match fault {
-            Fault::KillLeader | Fault::SplitLeaderMinority => current_leader(cluster).await,
+            Fault::KillLeader
+            | Fault::SplitLeaderMinority
+            | Fault::WipeFollower
+            | Fault::TornTail => current_leader(cluster).await,
             _ => None,
         };
         match fault {
@@ -225,6 +277,69 @@ impl Nemesis {
                 for i in 0..n {
                     cluster.restart(i);
                 }
+            }
+            Fault::WipeFollower | Fault::TornTail => {
+                let Some(leader) = leader else {
+                    self.note(format!("{}: skipped, no leader", fault.name()));
+                    return;
+                };
+                let f = (leader + 1 + self.rng.below(n - 1)) % n;
+                if !others_caught_up(cluster, f).await {
+                    self.note(format!("{}: skipped, the others lag", fault.name()));
+                    return;
+                }
+                cluster.kill(f);
+                if matches!(fault, Fault::WipeFollower) {
+                    self.note(format!(
+                        "kill -9 node {}, wipe its data dir, rejoin with --initial-cluster-state existing after {hold:?}",
+                        f + 1
+                    ));
+                    cluster.nodes[f].wipe_data_dir();
+                    let existing = ["--initial-cluster-state", "existing"].map(String::from);
+                    if !cluster.nodes[f].extra_args.ends_with(&existing) {
+                        cluster.nodes[f].extra_args.extend(existing);
+                    }
+                } else {
+                    let cut = self.rng.range(1, 9);
+                    let segment = cluster.nodes[f].last_wal_segment();
+                    let len = segment.as_ref().and_then(|s| std::fs::metadata(s).ok());
+                    match (segment, len.map(|m| m.len())) {
+                        (Some(segment), Some(len)) if len > 0 => {
+                            self.note(format!(
+                                "kill -9 node {}, cut {cut} bytes off its last log record, restart after {hold:?}",
+                                f + 1
+                            ));
+                            let file = std::fs::OpenOptions::new().write(true).open(&segment);
+                            file.and_then(|f| f.set_len(len.saturating_sub(cut)))
+                                .expect("cut the log");
+                        }
+                        _ => self.note(format!(
+                            "kill -9 node {} (its log is empty: nothing to cut), restart after {hold:?}",
+                            f + 1
+                        )),
+                    }
+                }
+                tokio::time::sleep(hold).await;
+                self.note(format!("restart node {}", f + 1));
+                cluster.restart(f);
+            }
+            Fault::Intruder => {
+                let addrs = cluster.nodes.iter().map(|n| n.peer_addr.clone()).collect();
+                self.note(format!("an intruder floods every peer port for {hold:?}"));
+                let flood =
+                    super::intruder::flood(addrs, cluster.nodes[0].id, Instant::now() + hold).await;
+                self.note(format!(
+                    "the intruder sent {} forged messages; {} accepted",
+                    flood.sent,
+                    flood.accepted.len()
+                ));
+                self.forged += flood.sent;
+                self.violations.extend(
+                    flood
+                        .accepted
+                        .into_iter()
+                        .map(|what| format!("a forged message was accepted: {what}")),
+                );
             }
         }
     }
