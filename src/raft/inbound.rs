@@ -12,7 +12,8 @@
 //! - its term is at or above `MAX_TERM`, or more than `MAX_TERM_JUMP` above
 //!   this member's (no run of elections gets there in a lifetime);
 //! - its log ids contradict it (an entry from a later term than the leader's,
-//!   indexes that do not follow one another, a leader's vote not committed);
+//!   indexes that do not follow one another or reach `MAX_INDEX`, a leader's
+//!   vote not committed);
 //! - while this member has heard from its leader within half an election
 //!   timeout (or, as leader, from a quorum), it carries any vote other than
 //!   that leader's. This is Raft's rule against disruptive servers (thesis
@@ -48,6 +49,9 @@ use crate::metrics::Metrics;
 pub const MAX_TERM: u64 = 1 << 62;
 /// The most a message's term may be ahead of this member's.
 pub const MAX_TERM_JUMP: u64 = 1 << 32;
+/// Log indexes at or above this are refused: openraft counts on the next
+/// index after any it is given.
+pub const MAX_INDEX: u64 = 1 << 62;
 
 /// The leader this follower last heard from, and when.
 #[derive(Clone, Copy)]
@@ -77,7 +81,7 @@ fn bad(why: String) -> Error {
 }
 
 /// A term no message may carry, relative to this member's `current`.
-pub fn check_term(term: u64, current: u64) -> Result<()> {
+fn check_term(term: u64, current: u64) -> Result<()> {
     if term >= MAX_TERM || term > current.saturating_add(MAX_TERM_JUMP) {
         return Err(bad(format!(
             "term {term} is out of range (this member is in term {current})"
@@ -86,11 +90,16 @@ pub fn check_term(term: u64, current: u64) -> Result<()> {
     Ok(())
 }
 
+/// A log id a message carries must be from no later term than the
+/// sender's, and its index in range.
 fn check_log_id(log_id: Option<&LogId>, term: u64, what: &str) -> Result<()> {
     match log_id {
         Some(id) if id.leader_id.term > term => Err(bad(format!(
             "{what} {id} is from a term after the sender's ({term})"
         ))),
+        Some(id) if id.index >= MAX_INDEX => {
+            Err(bad(format!("{what} {id} has an index out of range")))
+        }
         _ => Ok(()),
     }
 }
@@ -201,6 +210,7 @@ impl Inbound {
         for entry in &req.entries {
             let id = entry.log_id;
             check_log_id(Some(&id), term, "entry")?;
+            // Both indexes are below MAX_INDEX: no overflow.
             let expected = prev.map_or(0, |p| p.index + 1);
             if id.index != expected || prev.is_some_and(|p| p.leader_id.term > id.leader_id.term) {
                 return Err(bad(format!(
@@ -221,10 +231,12 @@ impl Inbound {
                 "a snapshot from a leader whose vote is not committed".into()
             ));
         }
+        let term = req.vote.leader_id.term;
+        check_log_id(req.meta.last_log_id.as_ref(), term, "snapshot")?;
         check_log_id(
-            req.meta.last_log_id.as_ref(),
-            req.vote.leader_id.term,
-            "snapshot",
+            req.meta.last_membership.log_id().as_ref(),
+            term,
+            "snapshot membership",
         )?;
         self.check_lease(&m, &req.vote)?;
         let mut receiving = self.receiving.lock().unwrap_or_else(|e| e.into_inner());

@@ -81,7 +81,7 @@ impl LogStore {
     /// member as leader of the same term, and until its log is committed
     /// again it does not know how far it had committed (see `ReadFloor`).
     pub fn resumed_leadership(&self, me: u64) -> crate::Result<Option<(u64, u64)>> {
-        let Some(vote) = self.read_meta::<Vote>(VOTE_KEY)? else {
+        let Some(vote) = self.read_vote_checked()? else {
             return Ok(None);
         };
         if !vote.committed || vote.leader_id.node_id != me {
@@ -89,6 +89,20 @@ impl LogStore {
         }
         let last = self.wal.last_log_id().or(self.last_purged()?);
         Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
+    }
+
+    /// The stored vote, refused if its term is out of range (a data dir
+    /// written while the peer port let such a term in): openraft would
+    /// overflow it at the next election.
+    fn read_vote_checked(&self) -> crate::Result<Option<Vote>> {
+        let vote: Option<Vote> = self.read_meta(VOTE_KEY)?;
+        if let Some(vote) = vote.filter(|v| v.leader_id.term >= super::MAX_TERM) {
+            return Err(crate::Error::DataDir(format!(
+                "the stored vote {vote} has a term out of range; rebuild this member \
+                 on an empty data dir with --initial-cluster-state existing"
+            )));
+        }
+        Ok(vote)
     }
 
     fn last_purged(&self) -> crate::Result<Option<LogId>> {
@@ -151,7 +165,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE_KEY)
+        self.read_vote_checked()
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
@@ -260,6 +274,23 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// Scenario: a data dir whose stored vote has a term out of range (as
+    /// the peer port once let in): reading it fails with a message that
+    /// says how to rebuild the member, instead of an overflow later.
+    #[tokio::test]
+    async fn a_stored_vote_out_of_range_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(&dir.path().join("db")).unwrap();
+        let mut store =
+            LogStore::open(&disk, &dir.path().join("log"), Arc::new(Metrics::new())).unwrap();
+        store.save_vote(&Vote::new(7, 1)).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(7, 1)));
+        store.save_vote(&Vote::new(u64::MAX, 1)).await.unwrap();
+        let err = store.read_vote().await.unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        assert!(store.resumed_leadership(1).is_err());
     }
 
     /// Scenario: a data dir from before the log left sled (entries 1-5 in

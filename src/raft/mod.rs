@@ -1,9 +1,11 @@
 //! Consensus wiring: turns a `NodeConfig` into openraft's `Config`, opens the
 //! log store, starts the Raft instance and forms a new cluster.
 //!
-//! Layers: `log_store` keeps the Raft log and vote in sled, `network` sends
-//! Raft RPCs to peers, `types` names openraft's generics. The state machine
-//! lives in `crate::store`.
+//! Layers: `log_store` keeps the Raft log (in `wal` segment files) and the
+//! vote (in sled), `network` sends Raft RPCs to peers and stamps their
+//! acknowledgements (`acks`), `inbound` admits or refuses peers' messages
+//! before openraft sees them, `types` names openraft's generics. The state
+//! machine lives in `crate::store`.
 //!
 //! Bootstrap: every node of a new cluster is started with the same
 //! `--initial-cluster` and calls `initialize` with exactly that membership,
@@ -28,7 +30,7 @@ use openraft::error::InitializeError;
 use openraft::{BasicNode, SnapshotPolicy};
 
 pub use acks::Acks;
-pub use inbound::{check_term, Inbound, MAX_TERM};
+pub use inbound::{Inbound, MAX_INDEX, MAX_TERM};
 pub use log_store::LogStore;
 pub use network::{
     is_connect_error, PeerClients, PeerNetwork, APPEND_BATCH_BYTES, SNAPSHOT_CHUNK_BYTES,

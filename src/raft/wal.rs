@@ -30,6 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::inbound::{MAX_INDEX, MAX_TERM};
 use super::typ::{Entry, LogId};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -253,6 +254,13 @@ fn scan_segment(
         };
         let entry: Entry =
             codec::decode(payload).map_err(|e| corrupt(path, offset as u64, &e.to_string()))?;
+        if entry.log_id.leader_id.term >= MAX_TERM || entry.log_id.index >= MAX_INDEX {
+            return Err(corrupt(
+                path,
+                offset as u64,
+                &format!("entry {} is out of range", entry.log_id),
+            ));
+        }
         let index = entry.log_id.index;
         if purged.is_none_or(|p| index > p) {
             if let Some(prev) = last.filter(|&prev| index <= prev) {

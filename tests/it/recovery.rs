@@ -6,15 +6,39 @@ use std::time::Duration;
 
 use crate::cluster::{all_keys_local, eventually, put_req, Options, TestCluster, LIVENESS};
 
-/// How many keys node `i` serves from its own state (a serializable read),
-/// if it answers.
-async fn local_keys(cluster: &TestCluster, i: usize) -> Option<i64> {
+/// The revision node `i` reports for a serializable read of every key, and
+/// how many keys it serves from its own state, if it answers.
+async fn local_state(cluster: &TestCluster, i: usize) -> Option<(i64, i64)> {
     let mut kv = cluster.kv(i).await;
     let resp = tokio::time::timeout(Duration::from_secs(2), kv.range(all_keys_local()))
         .await
         .ok()?
-        .ok()?;
-    Some(resp.into_inner().count)
+        .ok()?
+        .into_inner();
+    Some((resp.header?.revision, resp.count))
+}
+
+async fn local_keys(cluster: &TestCluster, i: usize) -> Option<i64> {
+    local_state(cluster, i).await.map(|(_, count)| count)
+}
+
+/// A 3-node cluster with `opts` holding `n` keys, and a follower (returned)
+/// that has applied every one of them.
+async fn cluster_with_keys(opts: Options, n: i64) -> (TestCluster, usize) {
+    let cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
+    for i in 0..n {
+        kv.put(put_req(&format!("k{i:03}"), "some value"))
+            .await
+            .unwrap();
+    }
+    let f = cluster.follower_of(leader);
+    eventually("the follower applied every write", LIVENESS, || async {
+        (local_keys(&cluster, f).await == Some(n)).then_some(())
+    })
+    .await;
+    (cluster, f)
 }
 
 /// Scenario: a follower's last Raft log record, which the cluster had
@@ -23,17 +47,7 @@ async fn local_keys(cluster: &TestCluster, i: usize) -> Option<i64> {
 /// starts, fetches the entry again from the leader and serves all 50 keys.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_torn_committed_record_is_fetched_again() {
-    let mut cluster = TestCluster::start_with(3, Options::default()).await;
-    let leader = cluster.wait_leader().await;
-    let mut kv = cluster.kv(cluster.index_of(leader)).await;
-    for i in 0..50 {
-        kv.put(put_req(&format!("k{i:02}"), "v")).await.unwrap();
-    }
-    let f = cluster.follower_of(leader);
-    eventually("the follower applied every write", LIVENESS, || async {
-        (local_keys(&cluster, f).await == Some(50)).then_some(())
-    })
-    .await;
+    let (mut cluster, f) = cluster_with_keys(Options::default(), 50).await;
     cluster.kill(f);
     let segment = cluster.nodes[f].last_wal_segment().expect("a log segment");
     let len = std::fs::metadata(&segment).unwrap().len();
@@ -53,6 +67,8 @@ async fn a_torn_committed_record_is_fetched_again() {
     let log = cluster.nodes[f].log();
     assert!(log.contains("cutting an unfinished append"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(cluster.index_of(leader)).await;
     kv.put(put_req("after", "torn")).await.unwrap();
     eventually("the follower takes new writes", LIVENESS, || async {
         (local_keys(&cluster, f).await == Some(51)).then_some(())
@@ -65,19 +81,7 @@ async fn a_torn_committed_record_is_fetched_again() {
 /// leaves the file exactly as it was.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_log_is_refused_and_left_alone() {
-    let mut cluster = TestCluster::start_with(3, Options::default()).await;
-    let leader = cluster.wait_leader().await;
-    let mut kv = cluster.kv(cluster.index_of(leader)).await;
-    for i in 0..50 {
-        kv.put(put_req(&format!("k{i:02}"), "some value"))
-            .await
-            .unwrap();
-    }
-    let f = cluster.follower_of(leader);
-    eventually("the follower applied every write", LIVENESS, || async {
-        (local_keys(&cluster, f).await == Some(50)).then_some(())
-    })
-    .await;
+    let (mut cluster, f) = cluster_with_keys(Options::default(), 50).await;
     cluster.kill(f);
     let segment = cluster.nodes[f].last_wal_segment().expect("a log segment");
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -151,17 +155,6 @@ async fn a_member_whose_disk_fills_up_exits() {
     }
 }
 
-/// The revision node `i` reports for a serializable read, and its key count.
-async fn local_state(cluster: &TestCluster, i: usize) -> Option<(i64, i64)> {
-    let mut kv = cluster.kv(i).await;
-    let resp = tokio::time::timeout(Duration::from_secs(2), kv.range(all_keys_local()))
-        .await
-        .ok()?
-        .ok()?
-        .into_inner();
-    Some((resp.header?.revision, resp.count))
-}
-
 /// A cluster that snapshots every 100 entries and holds 500 keys, with a
 /// follower (returned) that has every one of them.
 async fn snapshotted_cluster() -> (TestCluster, usize) {
@@ -169,18 +162,7 @@ async fn snapshotted_cluster() -> (TestCluster, usize) {
         snapshot_count: 100,
         ..Default::default()
     };
-    let cluster = TestCluster::start_with(3, opts).await;
-    let leader = cluster.wait_leader().await;
-    let mut kv = cluster.kv(cluster.index_of(leader)).await;
-    for i in 0..500 {
-        kv.put(put_req(&format!("k{i:03}"), "v")).await.unwrap();
-    }
-    let f = cluster.follower_of(leader);
-    eventually("the follower applied every write", LIVENESS, || async {
-        (local_keys(&cluster, f).await == Some(500)).then_some(())
-    })
-    .await;
-    (cluster, f)
+    cluster_with_keys(opts, 500).await
 }
 
 /// Scenario: a follower's disk is replaced (its data dir wiped) after the
