@@ -9,7 +9,8 @@
 #                      (same host ports); make stop-dc removes it
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
 #   make kill-leader-dc  kill the leader's container in the compose cluster
-#   make node N=2      (re)start one node of that cluster in the foreground
+#   make node N=2      (re)start one node of that cluster in the foreground;
+#                      STATE=existing rejoins it on an empty data dir
 #   make chaos         a long fault-injection campaign checked for
 #                      linearizability: make chaos DURATION=300 SEED=7 NODES=5 WORKERS=8
 #   make chaos-check HISTORY=.../history.jsonl   check a saved history again
@@ -28,12 +29,13 @@ INITIAL_CLUSTER := 1=127.0.0.1:2380,2=127.0.0.1:22380,3=127.0.0.1:32380
 client_port = $(word $(1),2379 22379 32379)
 peer_port = $(word $(1),2380 22380 32380)
 metrics_port = $(word $(1),2381 22381 32381)
-# One node of the local cluster, its log lines prefixed with its name.
+# One node of the local cluster (more kvd flags in $(2)), its log lines
+# prefixed with its name.
 kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
 	--listen-client 127.0.0.1:$(call client_port,$(1)) \
 	--listen-peer 127.0.0.1:$(call peer_port,$(1)) \
 	--listen-metrics 127.0.0.1:$(call metrics_port,$(1)) \
-	--initial-cluster $(INITIAL_CLUSTER) 2>&1 | sed -u 's/^/[node$(1)] /'
+	--initial-cluster $(INITIAL_CLUSTER) $(2) 2>&1 | sed -u 's/^/[node$(1)] /'
 
 # `docker compose`, or the older standalone `docker-compose`.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -70,7 +72,7 @@ ifeq ($(filter $(N),1 2 3),)
 	$(error usage: make node N=1|2|3)
 endif
 	@mkdir -p $(DATA)
-	$(call kvd,$(N))
+	$(call kvd,$(N),$(if $(STATE),--initial-cluster-state $(STATE)))
 
 kill-leader:
 	@id=$$($(BIN)/kvctl endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
