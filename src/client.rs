@@ -146,7 +146,7 @@ impl Client {
                     return Ok(v);
                 }
                 Err(status) => {
-                    let unsent = crate::raft::is_connect_error(&status);
+                    let unsent = crate::transport::is_connect_error(&status);
                     let may_retry =
                         unsent || (retry == Retry::Read && status.code() == Code::Unavailable);
                     if unsent {

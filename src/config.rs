@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::raft::NodeId;
+/// A member's id: etcd's member id, our `--id`.
+pub type NodeId = u64;
 
 /// Default `--max-request-bytes`: etcd's 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -108,7 +109,7 @@ pub struct NodeConfig {
     /// one.
     pub watch_progress_notify_interval: Duration,
     /// Automatic compaction of the history, if any.
-    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
+    pub auto_compaction: Option<AutoCompaction>,
     /// Largest encoded client request accepted.
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
@@ -228,6 +229,66 @@ impl NodeConfig {
     }
 }
 
+/// What `--auto-compaction-mode` and `--auto-compaction-retention` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this many revisions.
+    Revision(i64),
+    /// Keep this much time.
+    Periodic(Duration),
+}
+
+/// Parses `--auto-compaction-retention` for `mode`: a revision count, or a
+/// duration (`30m`, `1h`, `90s`; a bare number means hours, as in etcd).
+/// "0" turns auto-compaction off.
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, String> {
+    let retention = retention.trim();
+    match mode {
+        "revision" => {
+            let n: i64 = retention.parse().map_err(|_| {
+                format!("--auto-compaction-retention {retention:?} is not a revision count")
+            })?;
+            if n < 0 {
+                return Err("--auto-compaction-retention must not be negative".into());
+            }
+            Ok((n > 0).then_some(AutoCompaction::Revision(n)))
+        }
+        "periodic" => {
+            let (number, unit) = retention.split_at(
+                retention
+                    .find(|c: char| c.is_alphabetic())
+                    .unwrap_or(retention.len()),
+            );
+            let n: f64 = number.parse().map_err(|_| {
+                format!(
+                    "--auto-compaction-retention {retention:?} is not a duration like 30m or 1h"
+                )
+            })?;
+            let secs = match unit {
+                "" | "h" => n * 3600.0,
+                "m" => n * 60.0,
+                "s" => n,
+                "ms" => n / 1000.0,
+                _ => {
+                    return Err(format!(
+                        "--auto-compaction-retention {retention:?}: unknown unit {unit:?}"
+                    ))
+                }
+            };
+            if secs < 0.0 {
+                return Err("--auto-compaction-retention must not be negative".into());
+            }
+            Ok((secs > 0.0).then(|| AutoCompaction::Periodic(Duration::from_secs_f64(secs))))
+        }
+        other => Err(format!(
+            "--auto-compaction-mode {other:?}: use revision or periodic"
+        )),
+    }
+}
+
 /// etcd's request timeout: 5 s plus two election timeouts.
 pub fn default_request_timeout(election_timeout: Duration) -> Duration {
     Duration::from_secs(5) + election_timeout * 2
@@ -343,5 +404,26 @@ mod tests {
         let mut c = cfg();
         c.initial_cluster.insert(2, "127.0.0.1:2380".into());
         assert!(c.validate().unwrap_err().0.contains("same address"));
+    }
+
+    #[test]
+    fn parses_retention_like_etcd() {
+        assert_eq!(
+            parse_auto_compaction("revision", "1000"),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        assert_eq!(parse_auto_compaction("revision", "0"), Ok(None));
+        assert_eq!(
+            parse_auto_compaction("periodic", "1"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(3600))))
+        );
+        assert_eq!(
+            parse_auto_compaction("periodic", "30m"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
+        );
+        assert_eq!(parse_auto_compaction("periodic", "0"), Ok(None));
+        assert!(parse_auto_compaction("revision", "1h").is_err());
+        assert!(parse_auto_compaction("periodic", "5x").is_err());
+        assert!(parse_auto_compaction("weekly", "1").is_err());
     }
 }

@@ -40,12 +40,9 @@ pub enum Error {
     /// A transaction with more operations than `--max-txn-ops`.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
-    /// Transactions nested deeper than `store::MAX_TXN_DEPTH`.
-    #[error(
-        "raftkv: transactions nested deeper than {} levels",
-        crate::store::MAX_TXN_DEPTH
-    )]
-    TxnTooDeep,
+    /// Transactions nested deeper than `max` levels.
+    #[error("raftkv: transactions nested deeper than {max} levels")]
+    TxnTooDeep { max: usize },
     /// A forwarded write that no client could have sent (`what` it was).
     #[error("raftkv: a {0} is not a client write")]
     NotAClientWrite(&'static str),

@@ -14,9 +14,9 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
-use crate::raft::typ::{CheckIsLeaderError, RaftError};
-use crate::raft::{is_connect_error, NodeId, PeerClients, Raft};
+use crate::raft::{NodeId, PeerClients, Raft, ReadFloor};
 use crate::store::{Command, Response};
+use crate::transport::is_connect_error;
 
 /// Failures a peer reports back over `Forward` and `ReadIndex`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ impl From<&Error> for PeerError {
             | Error::RequestTooLarge
             | Error::NotUtf8 { .. }
             | Error::TooManyOps
-            | Error::TxnTooDeep
+            | Error::TxnTooDeep { .. }
             | Error::DuplicateKey
             | Error::NotAClientWrite(_)
             | Error::InvalidMember(_)
@@ -138,56 +138,6 @@ pub async fn forward(
     Ok(codec::decode(&reply.into_inner().data)?)
 }
 
-/// The least read index a member that resumed leadership at startup may
-/// use while it still leads in that term.
-///
-/// openraft resumes a member whose stored vote is its own committed vote as
-/// leader of the same term, without a new no-op entry, so its read index
-/// (the larger of its commit index and its first entry of the term) can lie
-/// behind writes it acknowledged before it stopped: it would serve reads from
-/// before them. Any such write is in its log, so reads in that term wait for
-/// the last entry it had at startup to be applied.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReadFloor {
-    resumed: Option<(u64, u64)>,
-}
-
-impl ReadFloor {
-    /// `resumed`: the term this member led at startup and its last log
-    /// index then, if it did.
-    pub fn new(resumed: Option<(u64, u64)>) -> Self {
-        ReadFloor { resumed }
-    }
-
-    fn apply(&self, term: u64, index: u64) -> u64 {
-        match self.resumed {
-            Some((t, last)) if t == term => index.max(last),
-            _ => index,
-        }
-    }
-}
-
-/// This member's read index if it leads: confirms leadership with a quorum,
-/// then returns the index reads must wait for.
-pub async fn own_read_index(raft: &Raft, floor: ReadFloor) -> Result<u64> {
-    let term = raft.metrics().borrow().current_term;
-    match raft.get_read_log_id().await {
-        Ok((read_log_id, _applied)) => {
-            let index = read_log_id.map_or(0, |id| id.index);
-            // Terms only grow: the same term before and after means the
-            // confirmation happened in it.
-            if raft.metrics().borrow().current_term == term {
-                Ok(floor.apply(term, index))
-            } else {
-                Ok(index)
-            }
-        }
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::NotLeader),
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(Error::NotLeader),
-        Err(RaftError::Fatal(_)) => Err(Error::Stopped),
-    }
-}
-
 /// One read-index round for member `me`: its own if it leads, else the
 /// leader's, asked over the peer port.
 pub async fn read_index_round(
@@ -203,7 +153,7 @@ pub async fn read_index_round(
         .current_leader
         .ok_or(PeerError::NoLeader)?;
     let result = if leader == me {
-        own_read_index(raft, floor).await
+        crate::raft::own_read_index(raft, floor).await
     } else {
         async {
             let mut client = peer_client(raft, peers, leader)?;

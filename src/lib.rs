@@ -53,6 +53,7 @@ pub mod read_index;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transport;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -200,9 +200,6 @@ impl Node {
             client_urls: vec![format!("http://{}", cfg.advertise_client)],
         };
         tokio::spawn(publish_member(node.clone(), info));
-        if let Some(mode) = cfg.auto_compaction {
-            tokio::spawn(crate::compactor::run(node.clone(), mode));
-        }
         Ok(node)
     }
 

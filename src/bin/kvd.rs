@@ -169,9 +169,11 @@ impl Args {
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
         cfg.max_txn_ops = self.max_txn_ops;
-        cfg.auto_compaction =
-            raftkv::compactor::parse(&self.auto_compaction_mode, &self.auto_compaction_retention)
-                .map_err(config::ConfigError)?;
+        cfg.auto_compaction = config::parse_auto_compaction(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+        )
+        .map_err(config::ConfigError)?;
         cfg.watch_progress_notify_interval =
             Duration::from_millis(self.watch_progress_notify_interval);
         cfg.validate()?;
@@ -323,6 +325,9 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
         metrics: bind(cfg.listen_metrics, "--listen-metrics").await?,
     };
     let node = Node::start(&cfg).await?;
+    if let Some(mode) = cfg.auto_compaction {
+        tokio::spawn(raftkv::compactor::run(node.clone(), mode));
+    }
     tracing::info!(id = cfg.id, data_dir = %cfg.data_dir.display(), "kvd started");
     let serving = raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal());
     tokio::select! {

@@ -20,6 +20,7 @@ mod acks;
 mod inbound;
 mod log_store;
 mod network;
+mod read_floor;
 mod types;
 mod wal;
 
@@ -32,15 +33,13 @@ use openraft::{BasicNode, SnapshotPolicy};
 pub use acks::Acks;
 pub use inbound::{Inbound, MAX_INDEX, MAX_TERM};
 pub use log_store::LogStore;
-pub use network::{
-    is_connect_error, PeerClients, PeerNetwork, APPEND_BATCH_BYTES, SNAPSHOT_CHUNK_BYTES,
-};
+pub use network::{PeerClients, PeerNetwork, APPEND_BATCH_BYTES, SNAPSHOT_CHUNK_BYTES};
+pub use read_floor::{own_read_index, ReadFloor};
 pub use types::{typ, Node, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::leader::ReadFloor;
 use crate::metrics::Metrics;
 use crate::store::StateMachine;
 

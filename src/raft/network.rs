@@ -30,6 +30,7 @@ use crate::codec;
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 use crate::tls::PeerTls;
+use crate::transport::is_connect_error;
 
 /// An AppendEntries stops taking entries once their encoding passes this
 /// (it always takes one): openraft hands over up to 300 entries at a time,
@@ -111,30 +112,6 @@ impl PeerClients {
             .max_decoding_message_size(MAX_REPLY_BYTES)
             .max_encoding_message_size(self.max_message_bytes))
     }
-}
-
-/// Whether a failed call never reached the peer (the connection could not be
-/// made), so it certainly had no effect there.
-pub fn is_connect_error(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut source: Option<&(dyn StdError + 'static)> = status.source();
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-            ) {
-                return true;
-            }
-        }
-        if err.to_string().contains("tcp connect error") {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// How many of `entries`, from the first, fit in `budget` encoded bytes;

@@ -6,8 +6,7 @@ use std::io::Cursor;
 
 use crate::store::{Command, Response};
 
-/// A member's id: etcd's member id, our `--id`.
-pub type NodeId = u64;
+pub use crate::config::NodeId;
 
 /// A member's address as Raft knows it: its advertised peer address.
 pub type Node = openraft::BasicNode;

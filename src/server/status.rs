@@ -15,7 +15,7 @@ impl From<Error> for Status {
             | Error::ValueProvided
             | Error::LeaseProvided
             | Error::TooManyOps
-            | Error::TxnTooDeep
+            | Error::TxnTooDeep { .. }
             | Error::NotAClientWrite(_)
             | Error::RefusedByLeader(_)
             | Error::InvalidMember(_)

@@ -126,7 +126,7 @@ pub fn check_txn(txn: &Txn, limits: &Limits) -> Result<()> {
 /// its own nesting level, 1 at the top.
 fn check_txn_level(txn: &Txn, limits: &Limits, depth: usize) -> Result<()> {
     if depth > MAX_TXN_DEPTH {
-        return Err(Error::TxnTooDeep);
+        return Err(Error::TxnTooDeep { max: MAX_TXN_DEPTH });
     }
     let longest = txn
         .compare
@@ -310,7 +310,7 @@ mod tests {
         assert!(check(nest(MAX_TXN_DEPTH)).is_ok());
         assert!(matches!(
             check(nest(MAX_TXN_DEPTH + 1)),
-            Err(Error::TxnTooDeep)
+            Err(Error::TxnTooDeep { .. })
         ));
     }
 

@@ -39,7 +39,7 @@ pub fn clients(endpoints: &[String]) -> Vec<KvClient<Channel>> {
 /// Whether a failed request certainly had no effect. Anything else (a
 /// timeout, a dropped connection, a leader lost mid-request) may have.
 fn classify(status: &Status) -> Outcome {
-    if raftkv::raft::is_connect_error(status) {
+    if raftkv::transport::is_connect_error(status) {
         return Outcome::Fail;
     }
     match (status.code(), status.message()) {
