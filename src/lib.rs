@@ -33,8 +33,6 @@
 //! - `Lease` (and so keys that expire): it answers `UNIMPLEMENTED`.
 //! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
 
-pub mod batching;
-pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -42,14 +40,10 @@ pub mod compactor;
 pub mod config;
 pub mod disk;
 pub mod error;
-pub mod forwarder;
-pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod pb;
-pub mod proposer;
 pub mod raft;
-pub mod read_index;
 pub mod server;
 pub mod store;
 pub mod tls;

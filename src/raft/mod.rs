@@ -35,7 +35,7 @@ pub use inbound::{Inbound, MAX_INDEX, MAX_TERM};
 pub use log_store::LogStore;
 pub use network::{PeerClients, PeerNetwork, APPEND_BATCH_BYTES, SNAPSHOT_CHUNK_BYTES};
 pub use read_floor::{own_read_index, ReadFloor};
-pub use types::{typ, Node, NodeId, Raft, TypeConfig};
+pub use types::{typ, MemberAddr, NodeId, Raft, TypeConfig};
 
 use crate::config::NodeConfig;
 use crate::disk::Disk;

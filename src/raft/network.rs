@@ -25,7 +25,7 @@ use super::typ::{
     InstallSnapshotRequest, InstallSnapshotResponse, RPCError, RaftError, Vote, VoteRequest,
     VoteResponse,
 };
-use super::{Node, NodeId, TypeConfig};
+use super::{MemberAddr, NodeId, TypeConfig};
 use crate::codec;
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
@@ -143,7 +143,7 @@ impl PeerNetwork {
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
+    async fn new_client(&mut self, target: NodeId, node: &MemberAddr) -> PeerConnection {
         PeerConnection {
             target,
             addr: node.addr.clone(),

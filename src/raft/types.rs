@@ -8,8 +8,9 @@ use crate::store::{Command, Response};
 
 pub use crate::config::NodeId;
 
-/// A member's address as Raft knows it: its advertised peer address.
-pub type Node = openraft::BasicNode;
+/// A member's address as Raft knows it: its advertised peer address
+/// (openraft's `Node`).
+pub type MemberAddr = openraft::BasicNode;
 
 openraft::declare_raft_types!(
     /// raftkv's openraft type configuration: client commands in, store
@@ -18,7 +19,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = Response,
         NodeId = NodeId,
-        Node = Node,
+        Node = MemberAddr,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
@@ -27,24 +28,24 @@ pub type Raft = openraft::Raft<TypeConfig>;
 
 /// Aliases for openraft's generic types, instantiated for raftkv.
 pub mod typ {
-    use super::{Node, NodeId, TypeConfig};
+    use super::{MemberAddr, NodeId, TypeConfig};
 
     pub type Entry = openraft::Entry<TypeConfig>;
     pub type LogId = openraft::LogId<NodeId>;
     pub type Vote = openraft::Vote<NodeId>;
     pub type LogState = openraft::LogState<TypeConfig>;
-    pub type Membership = openraft::Membership<NodeId, Node>;
-    pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
-    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+    pub type Membership = openraft::Membership<NodeId, MemberAddr>;
+    pub type StoredMembership = openraft::StoredMembership<NodeId, MemberAddr>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, MemberAddr>;
     pub type Snapshot = openraft::Snapshot<TypeConfig>;
     pub type StorageError = openraft::StorageError<NodeId>;
-    pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, MemberAddr>;
 
     pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
     pub type RPCError<E = openraft::error::Infallible> =
-        openraft::error::RPCError<NodeId, Node, RaftError<E>>;
-    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
-    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
+        openraft::error::RPCError<NodeId, MemberAddr, RaftError<E>>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, MemberAddr>;
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, MemberAddr>;
     pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
 
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;

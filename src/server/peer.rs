@@ -15,8 +15,8 @@ use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::leader::{ForwardRequest, ForwardResults, PeerError};
 use crate::node::Node;
+use crate::node::{ForwardRequest, ForwardResults, PeerError};
 use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use openraft::{CommittedLeaderId, EntryPayload, LogId, SnapshotMeta, StoredMembership, Vote};
 use raftkv::codec;
-use raftkv::leader::{ForwardRequest, ForwardResults, PeerError};
+use raftkv::node::{ForwardRequest, ForwardResults, PeerError};
 use raftkv::pb;
 use raftkv::pb::cluster_client::ClusterClient;
 use raftkv::pb::peer::peer_client::PeerClient;

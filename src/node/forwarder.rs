@@ -15,9 +15,9 @@
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::batching::{self, Limits};
+use super::batching::{self, Limits};
+use super::to_leader::{self, ForwardRequest, PeerError};
 use crate::error::{Error, Result};
-use crate::leader::{self, ForwardRequest, PeerError};
 use crate::raft::{NodeId, PeerClients, Raft};
 use crate::store::{Command, Response};
 
@@ -98,7 +98,7 @@ async fn send(me: NodeId, raft: &Raft, peers: &PeerClients, batch: Vec<Pending>)
     let (cmds, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let request = ForwardRequest { from: me, cmds };
-    match leader::forward(raft, peers, leader, &request, deadline).await {
+    match to_leader::send_writes(raft, peers, leader, &request, deadline).await {
         Ok(results) => {
             let mut results = results.into_iter();
             for reply in replies {

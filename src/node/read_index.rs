@@ -11,7 +11,7 @@ use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::leader::PeerError;
+use super::to_leader::PeerError;
 
 type Waiter = oneshot::Sender<Result<u64, PeerError>>;
 

@@ -123,7 +123,7 @@ pub type ForwardResults = Vec<std::result::Result<Response, PeerError>>;
 /// Hands `request`'s writes to the leader to propose in one call; returns
 /// what applying each produced. An error fails the whole call (see
 /// `call_failure`).
-pub async fn forward(
+pub async fn send_writes(
     raft: &Raft,
     peers: &PeerClients,
     leader: NodeId,

@@ -11,7 +11,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batching::{self, Limits};
+use super::batching::{self, Limits};
 use crate::error::{Error, Result};
 use crate::raft::typ::{ClientWriteError, RaftError};
 use crate::raft::Raft;

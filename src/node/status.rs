@@ -1,0 +1,204 @@
+//! What a member reports about itself and its cluster: `Status`, the
+//! members, health, the metrics read from its state, and the log of leader
+//! changes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bootstrap::ClusterInfo;
+use super::Node;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::raft::typ::RaftMetrics;
+use crate::raft::NodeId;
+use crate::store::Revision;
+
+/// A snapshot of this member's view of the cluster, for `Status`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub revision: Revision,
+    pub db_size: u64,
+}
+
+/// A member as `MemberList` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl Node {
+    /// Sets the metrics read from the node's state, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        {
+            let raft = self.raft.metrics();
+            let r = raft.borrow();
+            let leader = leader_of(&r);
+            m.has_leader.set(leader.is_some() as i64);
+            m.is_leader.set((leader == Some(self.id)) as i64);
+            m.term.set(r.current_term as i64);
+            m.applied_index
+                .set(r.last_applied.map_or(0, |l| l.index) as i64);
+        }
+        if let Ok(size) = self.disk.db().size_on_disk() {
+            m.db_size.set(size as i64);
+        }
+        m.data_dir_size.set(dir_size(&self.data_dir) as i64);
+        if let Ok(keys) = self.store.key_count() {
+            m.keys.set(keys);
+        }
+        if let Ok(versions) = self.store.version_count() {
+            m.versions.set(versions);
+        }
+        if let Ok(revision) = self.store.revision() {
+            m.current_revision.set(revision);
+        }
+        if let Ok(compacted) = self.store.compacted() {
+            m.compact_revision.set(compacted);
+        }
+    }
+
+    /// Whether this member knows a leader and can serve a linearizable read
+    /// within `timeout`; the reason if not.
+    pub async fn check_health(&self, timeout: Duration) -> std::result::Result<(), String> {
+        if !self.is_running() {
+            return Err("the Raft core has stopped".into());
+        }
+        if !self.has_leader() {
+            return Err("no leader".into());
+        }
+        match tokio::time::timeout(timeout, self.read_barrier()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("linearizable read failed: {e}")),
+            Err(_) => Err(format!("linearizable read took longer than {timeout:?}")),
+        }
+    }
+
+    /// This member's status.
+    pub fn status(&self) -> Result<NodeStatus> {
+        let m = self.raft.metrics().borrow().clone();
+        Ok(NodeStatus {
+            leader: leader_of(&m),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            revision: self.store.revision()?,
+            db_size: self.disk.db().size_on_disk()?,
+        })
+    }
+
+    /// What this member knows of its cluster, for a member starting on an
+    /// empty data dir (see `bootstrap`).
+    pub fn cluster_info(&self) -> Result<ClusterInfo> {
+        let published = self.store.members()?;
+        let members = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        Ok(ClusterInfo {
+            cluster_id: self.cluster_id,
+            members,
+            started: published
+                .into_iter()
+                .filter(|(_, info)| !info.client_urls.is_empty())
+                .map(|(id, _)| id)
+                .collect(),
+        })
+    }
+
+    /// Every member: Raft's membership joined with what members published.
+    pub fn members(&self) -> Result<Vec<MemberView>> {
+        let published = self.store.members()?;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let learners: Vec<NodeId> = membership.learner_ids().collect();
+        let scheme = if self.peer_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut members: BTreeMap<NodeId, MemberView> = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            let info = published.get(id).cloned().unwrap_or_default();
+            members.insert(
+                *id,
+                MemberView {
+                    id: *id,
+                    name: info.name,
+                    peer_urls: vec![format!("{scheme}://{}", node.addr)],
+                    client_urls: info.client_urls,
+                    is_learner: learners.contains(id),
+                },
+            );
+        }
+        Ok(members.into_values().collect())
+    }
+}
+
+/// The leader `m` knows, if its Raft core runs: a stopped core's metrics
+/// keep the last leader it saw.
+pub fn leader_of(m: &RaftMetrics) -> Option<NodeId> {
+    m.running_state.as_ref().ok().and(m.current_leader)
+}
+
+/// Total size of the files under `dir`.
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Logs when this member becomes leader and whenever it sees the leader
+/// change, and counts the changes to a new leader, as etcd does.
+pub(super) async fn watch_leader(
+    id: NodeId,
+    mut rx: tokio::sync::watch::Receiver<RaftMetrics>,
+    metrics: Arc<Metrics>,
+) {
+    let mut last: Option<NodeId> = None;
+    loop {
+        let (leader, term) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            let show = |l: Option<NodeId>| l.map_or_else(|| "none".to_string(), |l| l.to_string());
+            if leader == Some(id) {
+                tracing::info!(term, previous = %show(last), "this node became leader");
+            } else {
+                tracing::info!(old = %show(last), new = %show(leader), term, "leader changed");
+            }
+            if leader.is_some() {
+                metrics.leader_changes.inc();
+            }
+            last = leader;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The write path: a write is committed through Raft (group-committed on
+//! the leader, forwarded by a follower), answered once this member applied
+//! it, and retried only when it certainly had no effect.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Node;
+use crate::error::{Error, Result};
+use crate::raft::NodeId;
+use crate::store::{check_member_info, check_write, Command, Response};
+
+/// How long to wait before retrying a request that was not proposed.
+pub(super) const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+impl Node {
+    /// Commits `cmd` through Raft (here or on the leader) and returns what
+    /// applying it produced. Fails after the request timeout.
+    pub async fn write(&self, cmd: Command) -> Result<Response> {
+        let result = self.write_inner(&cmd).await;
+        match &result {
+            Ok(response) => self.catch_up(&cmd, response).await,
+            Err(_) => self.metrics.proposals_failed.inc(),
+        }
+        result
+    }
+
+    /// Waits until this member has applied a write the leader applied, as
+    /// etcd answers a write only once the member the client called applied
+    /// it: a serializable read or a watch sent here next then sees it (and
+    /// after a compaction, a watch from before it is refused here too).
+    /// Immediate on the leader. The write is committed either way, so after
+    /// the request timeout it is reported as done without waiting longer.
+    async fn catch_up(&self, cmd: &Command, response: &Response) {
+        let revision = match response {
+            Response::Put { revision, .. }
+            | Response::DeleteRange { revision, .. }
+            | Response::Txn { revision, .. }
+            | Response::Compacted { revision }
+            | Response::Applied { revision } => *revision,
+            Response::Rejected(_) | Response::Batch(_) => return,
+        };
+        let compacted = match (cmd, response) {
+            (Command::Compact { revision }, Response::Compacted { .. }) => *revision,
+            _ => 0,
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        let mut applied = self.revisions.clone();
+        loop {
+            // The applied revision as published after each applied batch:
+            // no store lock on this path, which every write takes.
+            let revision_ok = *applied.borrow_and_update() >= revision;
+            let compacted_ok =
+                compacted == 0 || self.store.compacted().map_or(true, |c| c >= compacted);
+            if revision_ok && compacted_ok {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        revision,
+                        "answering a write this member has not applied yet"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn write_inner(&self, cmd: &Command) -> Result<Response> {
+        let deadline = Instant::now() + self.request_timeout;
+        // Whether an attempt is out that may have been proposed: if the
+        // deadline passes then, the outcome is unknown (`Timeout`);
+        // otherwise nothing was proposed and it is `NoLeader`.
+        let in_flight = std::sync::atomic::AtomicBool::new(false);
+        let attempt = async {
+            loop {
+                let leader = self.wait_for_leader(deadline).await?;
+                in_flight.store(true, std::sync::atomic::Ordering::Relaxed);
+                let outcome = if leader == self.id {
+                    self.propose(cmd.clone()).await
+                } else {
+                    self.forwarder.forward(leader, cmd.clone(), deadline).await
+                };
+                match outcome {
+                    Err(e) if e.is_retryable() => {
+                        in_flight.store(false, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(RETRY_BACKOFF).await
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let result = tokio::time::timeout_at(deadline, attempt).await;
+        result.unwrap_or_else(|_| {
+            Err(if in_flight.load(std::sync::atomic::Ordering::Relaxed) {
+                Error::Timeout
+            } else {
+                Error::NoLeader
+            })
+        })
+    }
+
+    /// Proposes `cmd` on this member, which must be the leader, batched
+    /// with other writes (see `proposer`).
+    pub async fn propose(&self, cmd: Command) -> Result<Response> {
+        self.proposer.propose(cmd).await
+    }
+
+    /// Proposes the writes member `from` forwarded together; each one's
+    /// outcome, in order. Each is checked as the client services check
+    /// writes (the peer port is trusted no more than the client port), and a
+    /// member may announce only itself. Refused as a whole if `from` is not
+    /// a member.
+    pub async fn propose_forwarded(
+        &self,
+        from: NodeId,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Result<Response>>> {
+        if !self.is_member(from) {
+            return Err(Error::NotAMember(from));
+        }
+        let checks: Vec<Result<()>> = cmds
+            .iter()
+            .map(|cmd| match cmd {
+                Command::PublishMember { id, info } if *id == from => check_member_info(info),
+                other => check_write(other, &self.limits),
+            })
+            .collect();
+        let valid: Vec<Command> = cmds
+            .into_iter()
+            .zip(&checks)
+            .filter(|(_, check)| check.is_ok())
+            .map(|(cmd, _)| cmd)
+            .collect();
+        let mut proposed = self.proposer.propose_many(valid).await.into_iter();
+        Ok(checks
+            .into_iter()
+            .map(|check| match check {
+                Ok(()) => proposed.next().unwrap_or(Err(Error::Stopped)),
+                Err(e) => Err(e),
+            })
+            .collect())
+    }
+}
