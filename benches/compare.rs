@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use raftkv::cli::bench::{self, BenchArgs, BenchKind, Report};
+use raftkv::cli::bench::{self, Report};
+use raftkv::cli::{BenchArgs, BenchKind};
 use raftkv::client::Timeouts;
 use raftkv::pb;
 use serde_json::{json, Value};

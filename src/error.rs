@@ -114,9 +114,27 @@ pub enum Error {
     /// an entry it cannot apply): the process ends with it.
     #[error("fatal: {0}")]
     Fatal(String),
-    /// Raft reported a failure that is not one of the above.
-    #[error("raft: {0}")]
-    Raft(String),
+    /// The Raft instance could not be started (or the cluster formed).
+    #[error("starting raft: {0}")]
+    RaftStart(String),
+    /// Raft refused a proposal for a reason other than leadership.
+    #[error("raft refused the proposal: {0}")]
+    ProposalRefused(String),
+    /// The leader answered a forwarded call with a failure of its own.
+    #[error("the leader failed: {0}")]
+    LeaderFailed(String),
+    /// Applying a command produced a response of another kind: a bug.
+    #[error("raftkv: unexpected response from the state machine: {0}")]
+    UnexpectedResponse(String),
+    /// An append that does not follow the log's last entry: a bug.
+    #[error("raft log: appending entry {index} after entry {last} (truncate first)")]
+    LogOutOfOrder { index: u64, last: u64 },
+    /// A snapshot builder was asked for a second snapshot: a bug.
+    #[error("a snapshot builder was used twice")]
+    SnapshotBuilderReused,
+    /// Authentication was asked for while it is off.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
     /// An I/O failure outside the store (listeners, files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

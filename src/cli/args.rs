@@ -58,7 +58,7 @@ pub enum Command {
     /// Drop the history before a revision.
     Compaction(CompactionArgs),
     /// Load generator: `bench put|range|txn-put`, like etcd's benchmark.
-    Bench(super::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Checks.
     #[command(subcommand)]
     Check(CheckCommand),
@@ -372,6 +372,59 @@ pub fn del_request(a: &DelArgs) -> pb::DeleteRangeRequest {
         range_end,
         prev_kv: a.prev_kv,
     }
+}
+
+/// What to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchKind {
+    /// Put random or sequential keys.
+    Put,
+    /// Read keys (written once beforehand).
+    Range,
+    /// A Txn holding one put per request.
+    TxnPut,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub kind: BenchKind,
+    /// gRPC connections to open, spread over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Concurrent clients, spread over the connections.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Requests to send in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub total: usize,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// How many distinct keys to use.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: usize,
+    /// Use keys in order instead of at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Range consistency: l (linearizable) or s (serializable).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+    /// Send every request to the leader.
+    #[arg(long)]
+    pub target_leader: bool,
+    /// Requests per second in all (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Run for this long instead of `--total` requests (with `--rate`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Put before every key (`check perf` keeps to a prefix of its own).
+    #[arg(skip)]
+    pub key_prefix: Vec<u8>,
 }
 
 #[cfg(test)]

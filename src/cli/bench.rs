@@ -12,75 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
-use super::args::Format;
+use super::args::{BenchArgs, BenchKind, Format};
 use crate::client::{StatusProbe, Timeouts};
 use crate::pb;
 use crate::pb::kv_client::KvClient;
 
-/// What to benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchKind {
-    /// Put random or sequential keys.
-    Put,
-    /// Read keys (written once beforehand).
-    Range,
-    /// A Txn holding one put per request.
-    TxnPut,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    #[arg(value_enum)]
-    pub kind: BenchKind,
-    /// gRPC connections to open, spread over the endpoints.
-    #[arg(long, default_value_t = 1)]
-    pub conns: usize,
-    /// Concurrent clients, spread over the connections.
-    #[arg(long, default_value_t = 1)]
-    pub clients: usize,
-    /// Requests to send in all.
-    #[arg(long, default_value_t = 10_000)]
-    pub total: usize,
-    /// Key size in bytes.
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
-    /// How many distinct keys to use.
-    #[arg(long, default_value_t = 1)]
-    pub key_space_size: usize,
-    /// Use keys in order instead of at random.
-    #[arg(long)]
-    pub sequential_keys: bool,
-    /// Range consistency: l (linearizable) or s (serializable).
-    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
-    pub consistency: String,
-    /// Send every request to the leader.
-    #[arg(long)]
-    pub target_leader: bool,
-    /// Requests per second in all (0: as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Run for this long instead of `--total` requests (with `--rate`).
-    #[arg(long, value_parser = super::args::parse_duration)]
-    pub duration: Option<Duration>,
-    /// Put before every key (`check perf` keeps to a prefix of its own).
-    #[arg(skip)]
-    pub key_prefix: Vec<u8>,
-}
-
-impl BenchArgs {
-    /// The key with index `i`: the prefix, then `--key-size` digits.
-    fn key(&self, i: usize) -> Vec<u8> {
-        let mut k = self.key_prefix.clone();
-        k.extend_from_slice(&key(i, self.key_size));
-        k
-    }
+/// The key with index `i` of a run: its prefix, then `--key-size` digits.
+fn key_of(a: &BenchArgs, i: usize) -> Vec<u8> {
+    let mut k = a.key_prefix.clone();
+    k.extend_from_slice(&key(i, a.key_size));
+    k
 }
 
 /// What a run measured.
@@ -276,7 +220,7 @@ pub async fn run(
         let mut kv = KvClient::new(conns[0].clone());
         for i in 0..a.key_space_size.max(1) {
             let put = pb::PutRequest {
-                key: a.key(i),
+                key: key_of(a, i),
                 value: value.clone(),
                 ..Default::default()
             };
@@ -339,7 +283,7 @@ pub async fn run(
                 } else {
                     rng.below(a.key_space_size)
                 };
-                let k = a.key(k);
+                let k = key_of(&a, k);
                 let t = Instant::now();
                 let result = match a.kind {
                     BenchKind::Put => kv
@@ -585,7 +529,7 @@ mod tests {
         a.key_prefix = CHECK_PERF_PREFIX.to_vec();
         let end = super::super::args::prefix_end(CHECK_PERF_PREFIX);
         for i in [0, 42, 99_999_999, usize::MAX] {
-            let k = a.key(i);
+            let k = key_of(&a, i);
             assert!(k.starts_with(CHECK_PERF_PREFIX), "{k:?}");
             assert!(k.as_slice() < end.as_slice());
         }

@@ -13,5 +13,5 @@ mod status;
 mod txn;
 mod watch;
 
-pub use args::{Cli, Format};
+pub use args::{BenchArgs, BenchKind, Cli, Format};
 pub use run::run;

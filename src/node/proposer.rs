@@ -123,7 +123,7 @@ fn refusal(e: &RaftError<ClientWriteError>) -> Error {
         // Refused before it was appended, or removed from the log
         // uncommitted: it had no effect.
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NotLeader,
-        RaftError::APIError(e) => Error::Raft(e.to_string()),
+        RaftError::APIError(e) => Error::ProposalRefused(e.to_string()),
         RaftError::Fatal(_) => Error::Stopped,
     }
 }

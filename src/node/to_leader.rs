@@ -69,7 +69,7 @@ impl From<PeerError> for Error {
             // may have been committed.
             PeerError::Stopped | PeerError::Lost => Error::LeaderLost,
             PeerError::Invalid(msg) => Error::RefusedByLeader(msg),
-            PeerError::Other(msg) => Error::Raft(msg),
+            PeerError::Other(msg) => Error::LeaderFailed(msg),
         }
     }
 }

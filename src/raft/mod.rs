@@ -73,7 +73,9 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<openraft::Config> {
         max_in_snapshot_log_to_keep: cfg.snapshot_count / 2,
         ..Default::default()
     };
-    config.validate().map_err(|e| Error::Raft(e.to_string()))
+    config
+        .validate()
+        .map_err(|e| Error::Config(crate::config::ConfigError(e.to_string())))
 }
 
 /// Starts this node's Raft instance over `disk` and, if the node has no Raft
@@ -94,12 +96,12 @@ pub async fn start(
     let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
     let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers, acks), log_store, sm)
         .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+        .map_err(|e| Error::RaftStart(e.to_string()))?;
 
     let initialized = raft
         .is_initialized()
         .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+        .map_err(|e| Error::RaftStart(e.to_string()))?;
     if initialized {
         tracing::info!("resuming from existing data dir; --initial-cluster is ignored");
     } else if !form {
@@ -115,7 +117,7 @@ pub async fn start(
             Ok(()) => {}
             // Another path got there first; the membership is the same.
             Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(e) => return Err(Error::Raft(e.to_string())),
+            Err(e) => return Err(Error::RaftStart(e.to_string())),
         }
     }
     Ok((raft, floor))

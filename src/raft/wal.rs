@@ -434,9 +434,7 @@ impl Wal {
         for entry in entries {
             let index = entry.log_id.index;
             if let Some(last) = last.filter(|&l| index <= l) {
-                return Err(Error::Raft(format!(
-                    "raft log: appending entry {index} after entry {last} (truncate first)"
-                )));
+                return Err(Error::LogOutOfOrder { index, last });
             }
             last = Some(index);
             let payload = codec::encode(&entry)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::header;
+use crate::error::Error;
 use crate::node::Node;
 use crate::pb;
 use crate::pb::auth_server::Auth;
@@ -39,8 +40,6 @@ impl Auth for AuthService {
         &self,
         _: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        Err(Status::failed_precondition(
-            "etcdserver: authentication is not enabled",
-        ))
+        Err(Error::AuthNotEnabled.into())
     }
 }

@@ -6,7 +6,10 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
-use crate::store::{KeyRange, KeyValue, RangeQuery, RangeResult, Revision, SortOrder, SortTarget};
+use crate::store::{
+    check_key, check_utf8, KeyRange, KeyValue, RangeQuery, RangeResult, Revision, SortOrder,
+    SortTarget,
+};
 
 /// The header every response carries: etcd's clients dereference it
 /// unconditionally.
@@ -82,4 +85,31 @@ pub fn range_response(r: RangeResult, header: Option<pb::ResponseHeader>) -> pb:
         more: r.more,
         count: r.count,
     }
+}
+
+/// A put's key and value after etcd's checks: `(key, value or None to keep
+/// it, must the key exist)`.
+pub fn put_fields(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    lease: i64,
+    ignore_value: bool,
+    ignore_lease: bool,
+) -> Result<(Vec<u8>, Option<Vec<u8>>, bool)> {
+    check_key(&key)?;
+    check_utf8(&value, "value")?;
+    if ignore_value && !value.is_empty() {
+        return Err(Error::ValueProvided);
+    }
+    if ignore_lease && lease != 0 {
+        return Err(Error::LeaseProvided);
+    }
+    if lease != 0 {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok((
+        key,
+        (!ignore_value).then_some(value),
+        ignore_value || ignore_lease,
+    ))
 }

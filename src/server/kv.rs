@@ -6,15 +6,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_size, header, key_value, range_query, range_response};
+use super::convert::{check_size, header, key_value, put_fields, range_query, range_response};
+use super::status::rejected;
 use super::txn;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
 use crate::pb::kv_server::Kv;
-use crate::store::{
-    check_key, check_txn, check_utf8, check_write, Command, Limits, Rejection, Response as Applied,
-};
+use crate::store::{check_key, check_txn, check_write, Command, Limits, Response as Applied};
 
 /// The `etcdserverpb.KV` service of one node.
 pub struct KvService {
@@ -22,46 +21,10 @@ pub struct KvService {
     limits: Limits,
 }
 
-/// A put's key and value after etcd's checks: `(key, value or None to keep
-/// it, must the key exist)`.
-pub(super) fn put_fields(
-    key: Vec<u8>,
-    value: Vec<u8>,
-    lease: i64,
-    ignore_value: bool,
-    ignore_lease: bool,
-) -> Result<(Vec<u8>, Option<Vec<u8>>, bool)> {
-    check_key(&key)?;
-    check_utf8(&value, "value")?;
-    if ignore_value && !value.is_empty() {
-        return Err(Error::ValueProvided);
-    }
-    if ignore_lease && lease != 0 {
-        return Err(Error::LeaseProvided);
-    }
-    if lease != 0 {
-        return Err(Error::LeaseNotFound);
-    }
-    Ok((
-        key,
-        (!ignore_value).then_some(value),
-        ignore_value || ignore_lease,
-    ))
-}
-
-/// The error for a command the state machine refused.
-pub(super) fn rejected(r: Rejection) -> Error {
-    match r {
-        Rejection::KeyNotFound => Error::KeyNotFound,
-        Rejection::Compacted => Error::Compacted,
-        Rejection::FutureRevision => Error::FutureRevision,
-    }
-}
-
 fn unexpected(response: Applied) -> Error {
     match response {
         Applied::Rejected(r) => rejected(r),
-        other => Error::Raft(format!("unexpected state machine response {other:?}")),
+        other => Error::UnexpectedResponse(format!("{other:?}")),
     }
 }
 

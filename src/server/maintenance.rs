@@ -53,7 +53,7 @@ impl MaintenanceService {
     fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse> {
         let store = self.node.store();
         let current = store.revision()?;
-        let hash = store.hash(revision)?.map_err(super::kv::rejected)?;
+        let hash = store.hash(revision)?.map_err(super::status::rejected)?;
         let compacted = store.compacted()?;
         Ok(pb::HashKvResponse {
             header: header(&self.node, current),

@@ -15,8 +15,8 @@ use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::node::Node;
-use crate::node::{ForwardRequest, ForwardResults, PeerError};
+use crate::error::Error;
+use crate::node::{ForwardRequest, ForwardResults, Node, PeerError};
 use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -46,11 +46,11 @@ pub fn service(
 
 fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<T, Status> {
     codec::decode(&request.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+        .map_err(|e| Error::BadPeerMessage(format!("undecodable: {e}")).into())
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
-    let data = codec::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    let data = codec::encode(value).map_err(Error::from)?;
     Ok(Response::new(Payload { data }))
 }
 

@@ -4,6 +4,16 @@
 use tonic::{Code, Status};
 
 use crate::error::Error;
+use crate::store::Rejection;
+
+/// The error for a command the state machine refused.
+pub fn rejected(r: Rejection) -> Error {
+    match r {
+        Rejection::KeyNotFound => Error::KeyNotFound,
+        Rejection::Compacted => Error::Compacted,
+        Rejection::FutureRevision => Error::FutureRevision,
+    }
+}
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -22,7 +32,7 @@ impl From<Error> for Status {
             | Error::DuplicateKey => Code::InvalidArgument,
             Error::NotAMember(_) | Error::PeerCertificate(_) => Code::PermissionDenied,
             Error::BadPeerMessage(_) => Code::InvalidArgument,
-            Error::LeaderLeaseHeld(_) => Code::FailedPrecondition,
+            Error::LeaderLeaseHeld(_) | Error::AuthNotEnabled => Code::FailedPrecondition,
             Error::LeaseNotFound => Code::NotFound,
             Error::FutureRevision | Error::Compacted => Code::OutOfRange,
             Error::NoLeader
@@ -36,7 +46,12 @@ impl From<Error> for Status {
             | Error::Storage(_)
             | Error::Codec(_)
             | Error::DataDir(_)
-            | Error::Raft(_)
+            | Error::RaftStart(_)
+            | Error::ProposalRefused(_)
+            | Error::LeaderFailed(_)
+            | Error::UnexpectedResponse(_)
+            | Error::LogOutOfOrder { .. }
+            | Error::SnapshotBuilderReused
             | Error::Apply { .. }
             | Error::Fatal(_)
             | Error::Io(_) => Code::Internal,

@@ -66,8 +66,13 @@ fn request_op(op: pb::RequestOp) -> Result<TxnOp> {
         None => Err(Error::KeyNotFound),
         Some(Request::RequestRange(r)) => Ok(TxnOp::Range(range_query(&r))),
         Some(Request::RequestPut(p)) => {
-            let (key, value, must_exist) =
-                super::kv::put_fields(p.key, p.value, p.lease, p.ignore_value, p.ignore_lease)?;
+            let (key, value, must_exist) = super::convert::put_fields(
+                p.key,
+                p.value,
+                p.lease,
+                p.ignore_value,
+                p.ignore_lease,
+            )?;
             Ok(TxnOp::Put {
                 key,
                 value,

@@ -274,9 +274,10 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let captured = self.captured.take().ok_or_else(|| {
-            snapshot_error(crate::Error::Raft("snapshot builder used twice".into()))
-        })?;
+        let captured = self
+            .captured
+            .take()
+            .ok_or_else(|| snapshot_error(crate::Error::SnapshotBuilderReused))?;
         let (applied, membership, data) = captured.map_err(snapshot_error)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
