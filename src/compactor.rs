@@ -34,9 +34,7 @@ pub async fn run(node: Arc<Node>, mode: AutoCompaction) {
     loop {
         ticker.tick().await;
         let store = node.store();
-        let (Ok(current), Ok(compacted)) = (store.revision(), store.compacted()) else {
-            continue;
-        };
+        let (current, compacted) = (store.revision(), store.compacted());
         let target = match mode {
             AutoCompaction::Revision(keep) => {
                 let target = current - keep;

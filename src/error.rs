@@ -107,9 +107,6 @@ pub enum Error {
     /// The data directory belongs to another node or is damaged.
     #[error("data dir: {0}")]
     DataDir(String),
-    /// A committed log entry could not be applied: the member cannot go on.
-    #[error("applying raft log entry {index}: {reason}")]
-    Apply { index: u64, reason: String },
     /// The member cannot go on (its Raft core stopped on a disk failure,
     /// an entry it cannot apply): the process ends with it.
     #[error("fatal: {0}")]

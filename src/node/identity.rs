@@ -78,9 +78,8 @@ pub(super) fn cluster_id_of(members: &BTreeMap<NodeId, String>) -> u64 {
 /// replicated state has them, as etcd members publish their attributes.
 pub(super) async fn publish_member(node: Arc<Node>, info: MemberInfo) {
     loop {
-        match node.store.members() {
-            Ok(members) if members.get(&node.id) == Some(&info) => return,
-            _ => {}
+        if node.store.members().get(&node.id) == Some(&info) {
+            return;
         }
         let cmd = Command::PublishMember {
             id: node.id,

@@ -54,18 +54,10 @@ impl Node {
             m.db_size.set(size as i64);
         }
         m.data_dir_size.set(dir_size(&self.data_dir) as i64);
-        if let Ok(keys) = self.store.key_count() {
-            m.keys.set(keys);
-        }
-        if let Ok(versions) = self.store.version_count() {
-            m.versions.set(versions);
-        }
-        if let Ok(revision) = self.store.revision() {
-            m.current_revision.set(revision);
-        }
-        if let Ok(compacted) = self.store.compacted() {
-            m.compact_revision.set(compacted);
-        }
+        m.keys.set(self.store.key_count());
+        m.versions.set(self.store.version_count());
+        m.current_revision.set(self.store.revision());
+        m.compact_revision.set(self.store.compacted());
     }
 
     /// Whether this member knows a leader and can serve a linearizable read
@@ -92,7 +84,7 @@ impl Node {
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            revision: self.store.revision()?,
+            revision: self.store.revision(),
             db_size: self.disk.db().size_on_disk()?,
         })
     }
@@ -100,7 +92,7 @@ impl Node {
     /// What this member knows of its cluster, for a member starting on an
     /// empty data dir (see `bootstrap`).
     pub fn cluster_info(&self) -> Result<ClusterInfo> {
-        let published = self.store.members()?;
+        let published = self.store.members();
         let members = self
             .raft
             .metrics()
@@ -123,7 +115,7 @@ impl Node {
 
     /// Every member: Raft's membership joined with what members published.
     pub fn members(&self) -> Result<Vec<MemberView>> {
-        let published = self.store.members()?;
+        let published = self.store.members();
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();

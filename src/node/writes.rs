@@ -51,8 +51,7 @@ impl Node {
             // The applied revision as published after each applied batch:
             // no store lock on this path, which every write takes.
             let revision_ok = *applied.borrow_and_update() >= revision;
-            let compacted_ok =
-                compacted == 0 || self.store.compacted().map_or(true, |c| c >= compacted);
+            let compacted_ok = compacted == 0 || self.store.compacted() >= compacted;
             if revision_ok && compacted_ok {
                 return;
             }

@@ -409,7 +409,15 @@ impl Wal {
             inner.segments[i]
                 .file
                 .read_exact_at(&mut buf, loc.offset + HEADER_BYTES as u64)?;
-            entries.push(codec::decode(&buf)?);
+            // Checked when the log was opened or written, so only a disk
+            // that changed under us gets here: fatal, naming the entry.
+            let entry = codec::decode(&buf).map_err(|e| {
+                Error::DataDir(format!(
+                    "raft log entry {} in segment {} cannot be read back: {e}",
+                    loc.log_id, loc.seq
+                ))
+            })?;
+            entries.push(entry);
         }
         Ok(entries)
     }

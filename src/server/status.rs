@@ -52,7 +52,6 @@ impl From<Error> for Status {
             | Error::UnexpectedResponse(_)
             | Error::LogOutOfOrder { .. }
             | Error::SnapshotBuilderReused
-            | Error::Apply { .. }
             | Error::Fatal(_)
             | Error::Io(_) => Code::Internal,
         };

@@ -118,7 +118,7 @@ impl WatchStream {
     }
 
     fn header(&self) -> Result<Option<pb::ResponseHeader>> {
-        Ok(header(&self.node, self.node.store().revision()?))
+        Ok(header(&self.node, self.node.store().revision()))
     }
 
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
@@ -255,7 +255,7 @@ impl WatchStream {
     /// Sends every watcher the changes it has not had, up to the current
     /// revision; then answers a pending progress request.
     async fn catch_up(&mut self) -> Result<()> {
-        let mut current = self.node.store().revision()?;
+        let mut current = self.node.store().revision();
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
             match self.catch_up_one(id, current).await? {
@@ -286,7 +286,7 @@ impl WatchStream {
             if w.next > seen {
                 break;
             }
-            let compacted = store.compacted()?;
+            let compacted = store.compacted();
             if w.next < compacted {
                 // History it needs is gone: cancel it, never skip.
                 self.watchers.remove(&id);
@@ -307,7 +307,7 @@ impl WatchStream {
                 };
                 kind_wanted && w.range.contains(key)
             };
-            let (events, last) = store.events(w.next, EVENT_BYTES_PER_READ, wanted)?;
+            let (events, last) = store.events(w.next, EVENT_BYTES_PER_READ, wanted);
             let Some(last) = last else {
                 break;
             };
@@ -315,7 +315,7 @@ impl WatchStream {
             for e in events {
                 let prev_kv = match w.prev_kv {
                     true => store
-                        .version_before(&e.kv.key, e.kv.mod_revision)?
+                        .version_before(&e.kv.key, e.kv.mod_revision)
                         .map(key_value),
                     false => None,
                 };

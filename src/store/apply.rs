@@ -5,11 +5,11 @@ use super::batch::WriteBatch;
 use super::command::{Command, Response};
 use super::kv::KeyRange;
 use super::txn;
-use crate::error::Result;
 
-/// Applies `cmd`; only storage failures are errors.
-pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
-    Ok(match cmd {
+/// Applies `cmd`. Deterministic and infallible: what a command could not
+/// do is in its `Response`.
+pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
+    match cmd {
         Command::Put {
             key,
             value,
@@ -17,7 +17,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
             prev_kv,
         } => {
             let mut w = batch.write();
-            match w.put(&key, value, must_exist, prev_kv)? {
+            match w.put(&key, value, must_exist, prev_kv) {
                 Ok(prev) => Response::Put {
                     revision: w.finish(),
                     prev_kv: prev,
@@ -31,7 +31,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
             prev_kv,
         } => {
             let mut w = batch.write();
-            let (count, deleted) = w.delete_range(&KeyRange::new(&key, &range_end), prev_kv)?;
+            let (count, deleted) = w.delete_range(&KeyRange::new(&key, &range_end), prev_kv);
             Response::DeleteRange {
                 revision: w.finish(),
                 deleted: count,
@@ -40,7 +40,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
         }
         Command::Txn(t) => {
             let mut w = batch.write();
-            match txn::apply(&mut w, &t)? {
+            match txn::apply(&mut w, &t) {
                 Ok(result) => Response::Txn {
                     revision: w.finish(),
                     result,
@@ -48,7 +48,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
                 Err(rejection) => Response::Rejected(rejection),
             }
         }
-        Command::Compact { revision } => match batch.compact(revision)? {
+        Command::Compact { revision } => match batch.compact(revision) {
             Ok(()) => Response::Compacted {
                 revision: batch.revision(),
             },
@@ -57,15 +57,15 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Result<Response> {
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {
-                responses.push(apply(batch, cmd)?);
+                responses.push(apply(batch, cmd));
             }
             Response::Batch(responses)
         }
         Command::PublishMember { id, info } => {
-            batch.set_member(id, &info)?;
+            batch.set_member(id, &info);
             Response::Applied {
                 revision: batch.revision(),
             }
         }
-    })
+    }
 }

@@ -10,13 +10,10 @@
 
 use std::sync::RwLockWriteGuard;
 
-use super::command::{MemberInfo, Rejection};
-use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
-use super::state::{Revision, State, Version};
-use super::txn::Reads;
-use crate::error::Result;
+use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
+use super::state::{MemberInfo, Revision, State, Version};
 
-/// Changes to the state, under its write lock until committed.
+/// Changes to the state, under its write lock until dropped.
 pub struct WriteBatch<'a> {
     st: RwLockWriteGuard<'a, State>,
 }
@@ -44,13 +41,13 @@ impl<'a> WriteBatch<'a> {
     /// Drops history below `revision`: reads before it fail from now on,
     /// and each key keeps the version current at `revision` (if it existed
     /// then). etcd's `Compact`; it does not change the revision.
-    pub fn compact(&mut self, revision: Revision) -> Result<std::result::Result<(), Rejection>> {
+    pub fn compact(&mut self, revision: Revision) -> Result<(), Rejection> {
         let st = &mut *self.st;
         if revision <= st.compacted {
-            return Ok(Err(Rejection::Compacted));
+            return Err(Rejection::Compacted);
         }
         if revision > st.revision {
-            return Ok(Err(Rejection::FutureRevision));
+            return Err(Rejection::FutureRevision);
         }
         // For each key, of the versions at or before `revision` only the
         // newest stays (reads at `revision` need only that one), and not
@@ -78,23 +75,17 @@ impl<'a> WriteBatch<'a> {
         }
         st.events = st.events.split_off(&(revision, 0));
         st.compacted = revision;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Records a member's attributes; does not change the revision.
-    pub fn set_member(&mut self, id: u64, info: &MemberInfo) -> Result<()> {
+    pub fn set_member(&mut self, id: u64, info: &MemberInfo) {
         self.st.members.insert(id, info.clone());
-        Ok(())
     }
 
-    /// Sets a metadata entry, committed with the rest of the batch.
+    /// Sets a metadata entry, seen with the rest of the batch.
     pub fn set_meta(&mut self, name: &str, value: Vec<u8>) {
         self.st.meta.insert(name.to_string(), value);
-    }
-
-    /// Ends the batch and releases the lock: readers see it from now on.
-    pub fn commit(self) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -114,7 +105,7 @@ impl Reads for Writer<'_> {
         self.st.get(key)
     }
 
-    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+    fn range(&self, q: &RangeQuery) -> Result<RangeResult, Rejection> {
         self.st.range(q)
     }
 }
@@ -151,13 +142,13 @@ impl Writer<'_> {
         value: Option<Vec<u8>>,
         must_exist: bool,
         prev_kv: bool,
-    ) -> Result<std::result::Result<Option<KeyValue>, Rejection>> {
+    ) -> Result<Option<KeyValue>, Rejection> {
         let prev = self.st.current(key);
         let value = match (value, prev) {
-            (_, None) if must_exist => return Ok(Err(Rejection::KeyNotFound)),
+            (_, None) if must_exist => return Err(Rejection::KeyNotFound),
             (Some(v), _) => v,
             (None, Some((_, v))) => v.to_vec(),
-            (None, None) => return Ok(Err(Rejection::KeyNotFound)),
+            (None, None) => return Err(Rejection::KeyNotFound),
         };
         let prev_pair = match prev {
             Some((c, v)) if prev_kv => Some(KeyValue::from_current(key, &c, v)),
@@ -170,16 +161,12 @@ impl Writer<'_> {
             value,
         };
         self.record(key, version);
-        Ok(Ok(prev_pair))
+        Ok(prev_pair)
     }
 
     /// Deletes every key in `range`; returns how many, and the deleted
     /// pairs in key order if `prev_kv` asks for them (copied only then).
-    pub fn delete_range(
-        &mut self,
-        range: &KeyRange,
-        prev_kv: bool,
-    ) -> Result<(i64, Vec<KeyValue>)> {
+    pub fn delete_range(&mut self, range: &KeyRange, prev_kv: bool) -> (i64, Vec<KeyValue>) {
         let keys: Vec<Vec<u8>> = match range.bounds() {
             Some(bounds) => self
                 .st
@@ -197,7 +184,7 @@ impl Writer<'_> {
             }
             self.record(key, Version::Delete);
         }
-        Ok((keys.len() as i64, deleted))
+        (keys.len() as i64, deleted)
     }
 
     /// Ends the revision: the store's revision moves to it if anything

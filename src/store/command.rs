@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kv::{KeyRange, KeyValue};
-use super::state::Revision;
+use super::kv::{KeyRange, KeyValue, Rejection};
+use super::state::{MemberInfo, Revision};
 use super::txn::{CompareTarget, Txn, TxnOp, TxnResult};
 
 /// A change to the replicated state.
@@ -96,24 +96,6 @@ fn txn_size(txn: &Txn) -> usize {
         })
         .sum();
     compares + ops
-}
-
-/// What a member tells the others about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct MemberInfo {
-    pub name: String,
-    pub client_urls: Vec<String>,
-}
-
-/// Why a command changed nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Rejection {
-    /// The key had to exist and did not.
-    KeyNotFound,
-    /// A read or compaction at a revision already compacted away.
-    Compacted,
-    /// A read or compaction at a revision the store has not reached.
-    FutureRevision,
 }
 
 /// The result of applying one log entry.

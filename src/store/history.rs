@@ -4,10 +4,8 @@
 //! reads inside a write batch (which see the batch's own changes) are one
 //! code path.
 
-use super::command::Rejection;
-use super::kv::{KeyValue, KvStore, RangeQuery, RangeResult};
+use super::kv::{KeyValue, RangeQuery, RangeResult, Reads, Rejection};
 use super::state::{Revision, State, Version};
-use crate::error::Result;
 
 /// One key's current version, if present.
 pub(super) fn get_current(st: &State, key: &[u8]) -> Option<KeyValue> {
@@ -113,66 +111,70 @@ pub enum EventKind {
 /// Bytes an event costs beyond its key and value, for `events`' budget.
 const EVENT_OVERHEAD: usize = 32;
 
-impl KvStore {
-    /// The changes at revisions `>= from` that `wanted` picks (by key and
-    /// kind), in revision order, and the newest revision read: whole
-    /// revisions, until about `max_bytes` of keys and values are read. Only
-    /// the changes picked are copied.
-    pub fn events(
-        &self,
-        from: Revision,
-        max_bytes: usize,
-        wanted: impl Fn(&[u8], EventKind) -> bool,
-    ) -> Result<(Vec<Event>, Option<Revision>)> {
-        let st = self.read();
-        let mut events: Vec<Event> = Vec::new();
-        let mut bytes = 0;
-        let mut last_rev = None;
-        for (&(rev, _sub), key) in st.events.range((from, 0)..) {
-            if bytes >= max_bytes && last_rev != Some(rev) {
-                break;
-            }
-            last_rev = Some(rev);
-            bytes += EVENT_OVERHEAD + key.len();
-            let Some(version) = st.history.get(key).and_then(|v| v.get(rev)) else {
-                continue;
-            };
-            let kind = match version {
-                Version::Put { .. } => EventKind::Put,
-                Version::Delete => EventKind::Delete,
-            };
-            if !wanted(key, kind) {
-                continue;
-            }
-            let event = match put_pair(key, rev, version) {
-                Some(kv) => Event {
-                    kind: EventKind::Put,
-                    kv,
-                },
-                None => Event {
-                    kind: EventKind::Delete,
-                    kv: KeyValue {
-                        key: key.clone(),
-                        create_revision: 0,
-                        mod_revision: rev,
-                        version: 0,
-                        value: Vec::new(),
-                    },
-                },
-            };
-            bytes += event.kv.value.len();
-            events.push(event);
+/// The changes at revisions `>= from` that `wanted` picks (by key and
+/// kind), in revision order, and the newest revision read: whole revisions,
+/// until about `max_bytes` of keys and values are read. Only the changes
+/// picked are copied.
+pub(super) fn events(
+    st: &State,
+    from: Revision,
+    max_bytes: usize,
+    wanted: impl Fn(&[u8], EventKind) -> bool,
+) -> (Vec<Event>, Option<Revision>) {
+    let mut events: Vec<Event> = Vec::new();
+    let mut bytes = 0;
+    let mut last_rev = None;
+    for (&(rev, _sub), key) in st.events.range((from, 0)..) {
+        if bytes >= max_bytes && last_rev != Some(rev) {
+            break;
         }
-        Ok((events, last_rev))
+        last_rev = Some(rev);
+        bytes += EVENT_OVERHEAD + key.len();
+        let Some(version) = st.history.get(key).and_then(|v| v.get(rev)) else {
+            continue;
+        };
+        let kind = match version {
+            Version::Put { .. } => EventKind::Put,
+            Version::Delete => EventKind::Delete,
+        };
+        if !wanted(key, kind) {
+            continue;
+        }
+        let event = match put_pair(key, rev, version) {
+            Some(kv) => Event {
+                kind: EventKind::Put,
+                kv,
+            },
+            None => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.clone(),
+                    create_revision: 0,
+                    mod_revision: rev,
+                    version: 0,
+                    value: Vec::new(),
+                },
+            },
+        };
+        bytes += event.kv.value.len();
+        events.push(event);
+    }
+    (events, last_rev)
+}
+
+/// `key` as it was just before `revision`, if it existed then and that
+/// version has not been compacted away.
+pub(super) fn version_before(st: &State, key: &[u8], revision: Revision) -> Option<KeyValue> {
+    let (rev, version) = st.history.get(key).and_then(|v| v.before(revision))?;
+    put_pair(key, rev, version)
+}
+
+impl Reads for State {
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        get_current(self, key)
     }
 
-    /// `key` as it was just before `revision`, if it existed then and that
-    /// version has not been compacted away.
-    pub fn version_before(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>> {
-        let st = self.read();
-        let Some((rev, version)) = st.history.get(key).and_then(|v| v.before(revision)) else {
-            return Ok(None);
-        };
-        Ok(put_pair(key, rev, version))
+    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+        read(self, q)
     }
 }

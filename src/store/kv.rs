@@ -1,23 +1,13 @@
-//! Key-value types as clients see them (keys, ranges, range options and
-//! results) and `KvStore`, the shared handle on the in-memory state: reads
-//! of the current state, members, metadata, snapshots. Reads at past
-//! revisions and watch events are in `history.rs`; writes in `batch.rs`.
-//!
-//! Pure storage logic: no Raft, no async. Readers take the state's read
-//! lock only for the read itself; one batch of applied entries takes the
-//! write lock, so a reader sees a batch entirely or not at all.
+//! The store's bottom-level types, as clients see them: keys and ranges,
+//! range options and results, why a command changed nothing, and `Reads`,
+//! what a transaction needs to read (from the applied state, or from a
+//! revision being written). The handle on the state is `kv_store.rs`.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
-use super::batch::WriteBatch;
-use super::command::{MemberInfo, Rejection};
-use super::history::{get_current, read};
-use super::state::{Current, Revision, State};
-use crate::error::Result;
+use super::state::{Current, Revision};
 
 /// A key with its value and etcd's metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,134 +226,6 @@ pub struct RangeResult {
     pub more: bool,
 }
 
-/// The shared handle on the state: reads, and the entry point for writes.
-/// Cheap to clone; every clone sees the same state.
-#[derive(Clone, Default)]
-pub struct KvStore {
-    state: Arc<RwLock<State>>,
-}
-
-impl KvStore {
-    /// A store holding `state`.
-    pub fn new(state: State) -> Self {
-        KvStore {
-            state: Arc::new(RwLock::new(state)),
-        }
-    }
-
-    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .expect("invariant: state lock is never poisoned")
-    }
-
-    /// The current store revision.
-    pub fn revision(&self) -> Result<Revision> {
-        Ok(self.read().revision)
-    }
-
-    /// The revision history was compacted at; 0 if never.
-    pub fn compacted(&self) -> Result<Revision> {
-        Ok(self.read().compacted)
-    }
-
-    /// How many keys the store holds.
-    pub fn key_count(&self) -> Result<i64> {
-        Ok(self.read().live as i64)
-    }
-
-    /// How many key versions the history holds (bounded by compaction).
-    pub fn version_count(&self) -> Result<i64> {
-        Ok(self.read().versions as i64)
-    }
-
-    /// One key's current version, if present.
-    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        Ok(get_current(&self.read(), key))
-    }
-
-    /// Reads a range with etcd's semantics for limit, count, sorting and
-    /// filters: of the current state, or as of `q.revision` (see
-    /// `history::read_at`).
-    pub fn range(&self, q: &RangeQuery) -> Result<std::result::Result<RangeResult, Rejection>> {
-        Ok(read(&self.read(), q))
-    }
-
-    /// A hash over every key with its value and revisions as of `revision`
-    /// (0: now), not members or metadata: equal on members whose key-value
-    /// state was equal then.
-    pub fn hash(&self, revision: Revision) -> Result<std::result::Result<u32, Rejection>> {
-        let all = RangeQuery {
-            revision,
-            ..RangeQuery::new(KeyRange::new(&[0], &[0]))
-        };
-        let kvs = match self.range(&all)? {
-            Ok(r) => r.kvs,
-            Err(rejection) => return Ok(Err(rejection)),
-        };
-        let mut hash = FNV_OFFSET;
-        for kv in kvs {
-            for part in [&kv.key, &kv.value] {
-                hash = fnv1a(hash, &(part.len() as u64).to_be_bytes());
-                hash = fnv1a(hash, part);
-            }
-            for n in [kv.create_revision, kv.mod_revision, kv.version] {
-                hash = fnv1a(hash, &n.to_be_bytes());
-            }
-        }
-        Ok(Ok((hash >> 32) as u32 ^ hash as u32))
-    }
-
-    /// Every member's published attributes.
-    pub fn members(&self) -> Result<BTreeMap<u64, MemberInfo>> {
-        Ok(self.read().members.clone())
-    }
-
-    /// A metadata entry written with `WriteBatch::set_meta`.
-    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.read().meta.get(name).cloned())
-    }
-
-    /// Starts a group of changes, holding the write lock until `commit`.
-    pub fn batch(&self) -> Result<WriteBatch<'_>> {
-        Ok(WriteBatch::new(
-            self.state
-                .write()
-                .expect("invariant: state lock is never poisoned"),
-        ))
-    }
-
-    /// Runs a transaction that only reads against the applied state, under
-    /// the read lock; returns the revision it read at. `None` if `txn`
-    /// writes (those go through Raft).
-    pub fn read_txn(
-        &self,
-        txn: &super::txn::Txn,
-    ) -> Option<(
-        Revision,
-        std::result::Result<super::txn::TxnResult, Rejection>,
-    )> {
-        let st = self.read();
-        super::txn::read_only(&st, txn).map(|result| (st.revision, result))
-    }
-
-    /// The whole state, encoded for a snapshot. Encoded under the read
-    /// lock rather than copied first: encoding is quicker than a deep copy
-    /// and needs only the encoded bytes beside the state, not a second
-    /// state.
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        Ok(crate::codec::encode(&*self.read())?)
-    }
-
-    /// Replaces the whole state, from a snapshot.
-    pub fn restore(&self, state: State) {
-        *self
-            .state
-            .write()
-            .expect("invariant: state lock is never poisoned") = state;
-    }
-}
-
 fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
     match (target, order) {
         (_, SortOrder::None) | (SortTarget::Key, SortOrder::Ascend) => return,
@@ -378,16 +240,23 @@ fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// 64-bit FNV-1a, continued from `hash`.
-pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The key had to exist and did not.
+    KeyNotFound,
+    /// A read or compaction at a revision already compacted away.
+    Compacted,
+    /// A read or compaction at a revision the store has not reached.
+    FutureRevision,
 }
 
-/// 64-bit FNV-1a of `bytes`.
-pub fn fnv1a_of(bytes: &[u8]) -> u64 {
-    fnv1a(FNV_OFFSET, bytes)
+/// What choosing a transaction's branches needs to read: the state as a
+/// `Writer` sees it (with its revision's changes so far), or the applied
+/// state itself for a transaction that only reads.
+pub trait Reads {
+    /// One key's current version.
+    fn get(&self, key: &[u8]) -> Option<KeyValue>;
+    /// A range with etcd's semantics (see `history::read`).
+    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection>;
 }

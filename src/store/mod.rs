@@ -15,6 +15,7 @@ mod batch;
 mod command;
 mod history;
 mod kv;
+mod kv_store;
 mod snapshot_file;
 mod state;
 mod state_machine;
@@ -22,12 +23,11 @@ mod txn;
 mod validate;
 
 pub use batch::{WriteBatch, Writer};
-pub use command::{Command, MemberInfo, Rejection, Response};
+pub use command::{Command, Response};
 pub use history::{Event, EventKind};
-pub use kv::{
-    fnv1a_of, KeyRange, KeyValue, KvStore, RangeQuery, RangeResult, SortOrder, SortTarget,
-};
-pub use state::{Revision, State};
+pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
+pub use kv_store::{fnv1a_of, KvStore};
+pub use state::{MemberInfo, Revision, State};
 
 /// The directory, in a data dir, that holds the latest snapshot.
 pub const SNAPSHOT_DIR: &str = "snapshot";

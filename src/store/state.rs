@@ -15,10 +15,15 @@ use std::collections::BTreeMap;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::command::MemberInfo;
-
 /// etcd's cluster-wide revision: starts at 1, +1 per write that changes a key.
 pub type Revision = i64;
+
+/// What a member tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
 
 /// The revision of a store nobody has written to.
 pub const INITIAL_REVISION: Revision = 1;

@@ -23,7 +23,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
 use super::apply;
 use super::command::Response;
-use super::kv::KvStore;
+use super::kv_store::KvStore;
 use super::snapshot_file::SnapshotFile;
 use super::state::{Revision, State};
 use crate::codec;
@@ -93,17 +93,16 @@ impl StateMachine {
         self.revision.subscribe()
     }
 
-    fn publish_revision(&self) -> crate::Result<()> {
-        self.revision.send_replace(self.kv.revision()?);
-        Ok(())
+    fn publish_revision(&self) {
+        self.revision.send_replace(self.kv.revision());
     }
 
     fn read_applied(&self) -> crate::Result<(Option<LogId>, StoredMembership)> {
-        let applied = match self.kv.meta(APPLIED_META)? {
+        let applied = match self.kv.meta(APPLIED_META) {
             Some(raw) => codec::decode(&raw)?,
             None => None,
         };
-        let membership = match self.kv.meta(MEMBERSHIP_META)? {
+        let membership = match self.kv.meta(MEMBERSHIP_META) {
             Some(raw) => codec::decode(&raw)?,
             None => StoredMembership::default(),
         };
@@ -114,7 +113,7 @@ impl StateMachine {
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> crate::Result<Vec<Response>> {
-        let mut batch = self.kv.batch()?;
+        let mut batch = self.kv.batch();
         let mut last_applied = None;
         let mut membership = None;
         let mut responses = Vec::new();
@@ -130,12 +129,7 @@ impl StateMachine {
                         revision: batch.revision(),
                     }
                 }
-                EntryPayload::Normal(cmd) => {
-                    apply::apply(&mut batch, cmd).map_err(|e| crate::Error::Apply {
-                        index: entry.log_id.index,
-                        reason: e.to_string(),
-                    })?
-                }
+                EntryPayload::Normal(cmd) => apply::apply(&mut batch, cmd),
             };
             responses.push(response);
         }
@@ -145,8 +139,9 @@ impl StateMachine {
         if let Some(m) = membership {
             batch.set_meta(MEMBERSHIP_META, codec::encode(&m)?);
         }
-        batch.commit()?;
-        self.publish_revision()?;
+        // Readers see the whole batch from here on.
+        drop(batch);
+        self.publish_revision();
         Ok(responses)
     }
 
@@ -173,7 +168,7 @@ impl StateMachine {
         let data = codec::encode(&state)?;
         save_snapshot(&self.snapshots, meta, data).await?;
         self.kv.restore(state);
-        self.publish_revision()?;
+        self.publish_revision();
         self.metrics.snapshots_installed.inc();
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
@@ -316,7 +311,7 @@ mod tests {
     /// A state with one key, and snapshot metadata naming log index 7.
     fn a_snapshot() -> (SnapshotMeta, Vec<u8>) {
         let kv = KvStore::default();
-        let mut batch = kv.batch().unwrap();
+        let mut batch = kv.batch();
         apply::apply(
             &mut batch,
             Command::Put {
@@ -325,9 +320,8 @@ mod tests {
                 must_exist: false,
                 prev_kv: false,
             },
-        )
-        .unwrap();
-        batch.commit().unwrap();
+        );
+        drop(batch);
         let meta = SnapshotMeta {
             last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 7)),
             last_membership: StoredMembership::default(),
@@ -353,7 +347,7 @@ mod tests {
             let disk = Disk::open(&dir.path().join("db")).unwrap();
             let metrics = Arc::new(Metrics::new());
             let sm = StateMachine::open(&disk, &dir.path().join("snap"), metrics).unwrap();
-            assert_eq!(sm.store().get(b"moved").unwrap().unwrap().value, b"yes");
+            assert_eq!(sm.store().get(b"moved").unwrap().value, b"yes");
             let current = sm.read_snapshot().unwrap().expect("a snapshot");
             assert_eq!(current.meta, meta);
             assert_eq!(current.snapshot.into_inner(), data);

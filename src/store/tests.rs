@@ -11,9 +11,9 @@ fn store() -> KvStore {
 
 /// Applies one command in its own batch.
 fn run(s: &KvStore, cmd: Command) -> Response {
-    let mut b = s.batch().unwrap();
-    let r = apply(&mut b, cmd).unwrap();
-    b.commit().unwrap();
+    let mut b = s.batch();
+    let r = apply(&mut b, cmd);
+    drop(b);
     r
 }
 
@@ -49,7 +49,7 @@ fn del(s: &KvStore, key: &str, end: &str) -> Vec<KeyValue> {
 
 /// Every change from `from` on, within `max_bytes`.
 fn all_events(s: &KvStore, from: Revision, max_bytes: usize) -> Vec<Event> {
-    s.events(from, max_bytes, |_, _| true).unwrap().0
+    s.events(from, max_bytes, |_, _| true).0
 }
 
 fn keys(r: &RangeResult) -> Vec<String> {
@@ -64,7 +64,7 @@ fn query(key: &str, end: &[u8]) -> RangeQuery {
 }
 
 fn range(s: &KvStore, key: &str, end: &[u8]) -> RangeResult {
-    s.range(&query(key, end)).unwrap().unwrap()
+    s.range(&query(key, end)).unwrap()
 }
 
 fn range_at(
@@ -77,7 +77,6 @@ fn range_at(
         revision,
         ..query(key, end)
     })
-    .unwrap()
 }
 
 fn values(r: &RangeResult) -> Vec<(String, String)> {
@@ -95,23 +94,23 @@ fn values(r: &RangeResult) -> Vec<(String, String)> {
 #[test]
 fn a_new_store_is_at_revision_one() {
     let s = store();
-    assert_eq!(s.revision().unwrap(), 1);
-    assert_eq!(s.get(b"foo").unwrap(), None);
+    assert_eq!(s.revision(), 1);
+    assert_eq!(s.get(b"foo"), None);
 }
 
 #[test]
 fn put_creates_then_bumps_version_and_revision() {
     let s = store();
     assert_eq!(put(&s, "foo", "a"), None);
-    let kv = s.get(b"foo").unwrap().unwrap();
+    let kv = s.get(b"foo").unwrap();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
     assert_eq!(kv.value, b"a");
     // Same value again still counts as a write.
     let prev = put(&s, "foo", "a").unwrap();
     assert_eq!(prev.mod_revision, 2);
-    let kv = s.get(b"foo").unwrap().unwrap();
+    let kv = s.get(b"foo").unwrap();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
-    assert_eq!(s.revision().unwrap(), 3);
+    assert_eq!(s.revision(), 3);
 }
 
 #[test]
@@ -122,9 +121,9 @@ fn delete_and_recreate_resets_version() {
     let deleted = del(&s, "re", ""); // rev 4
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0].value, b"2");
-    assert_eq!(s.revision().unwrap(), 4);
+    assert_eq!(s.revision(), 4);
     put(&s, "re", "3"); // rev 5
-    let kv = s.get(b"re").unwrap().unwrap();
+    let kv = s.get(b"re").unwrap();
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
 }
 
@@ -134,7 +133,7 @@ fn deleting_nothing_changes_nothing() {
     put(&s, "a", "1");
     assert!(del(&s, "missing", "").is_empty());
     assert!(del(&s, "x", "\0").is_empty());
-    assert_eq!(s.revision().unwrap(), 2);
+    assert_eq!(s.revision(), 2);
     assert!(all_events(&s, 3, 10).is_empty());
 }
 
@@ -144,10 +143,10 @@ fn a_range_delete_shares_one_revision() {
     for k in ["p/1", "p/2", "p/3", "q"] {
         put(&s, k, "v");
     }
-    assert_eq!(s.key_count().unwrap(), 4);
+    assert_eq!(s.key_count(), 4);
     assert_eq!(del(&s, "p/", "p0").len(), 3);
-    assert_eq!(s.revision().unwrap(), 6);
-    assert_eq!(s.key_count().unwrap(), 1);
+    assert_eq!(s.revision(), 6);
+    assert_eq!(s.key_count(), 1);
     assert_eq!(keys(&range(&s, "\0", b"\0")), vec!["q"]);
     let events = all_events(&s, 6, 100);
     assert_eq!(events.len(), 3);
@@ -159,11 +158,11 @@ fn a_range_delete_shares_one_revision() {
 #[test]
 fn commands_in_one_batch_read_earlier_writes() {
     let s = store();
-    let mut b = s.batch().unwrap();
-    apply(&mut b, put_cmd("k", "1")).unwrap();
-    let r = apply(&mut b, put_cmd("k", "2")).unwrap();
+    let mut b = s.batch();
+    apply(&mut b, put_cmd("k", "1"));
+    let r = apply(&mut b, put_cmd("k", "2"));
     assert!(matches!(r, Response::Put { revision: 3, prev_kv: Some(ref p) } if p.value == b"1"));
-    apply(&mut b, put_cmd("k2", "x")).unwrap();
+    apply(&mut b, put_cmd("k2", "x"));
     let r = apply(
         &mut b,
         Command::DeleteRange {
@@ -171,8 +170,7 @@ fn commands_in_one_batch_read_earlier_writes() {
             range_end: vec![0],
             prev_kv: false,
         },
-    )
-    .unwrap();
+    );
     assert!(matches!(
         r,
         Response::DeleteRange {
@@ -181,9 +179,9 @@ fn commands_in_one_batch_read_earlier_writes() {
             ..
         }
     ));
-    b.commit().unwrap();
-    assert_eq!(s.revision().unwrap(), 5);
-    assert_eq!(s.get(b"k").unwrap(), None);
+    drop(b);
+    assert_eq!(s.revision(), 5);
+    assert_eq!(s.get(b"k"), None);
     assert_eq!(
         values(&range_at(&s, "k", b"\0", 4).unwrap()),
         vec![("k".into(), "2".into()), ("k2".into(), "x".into())]
@@ -219,16 +217,16 @@ fn limit_sets_more_and_count_counts_everything() {
     }
     let mut q = query("p/", b"p0");
     q.limit = 1;
-    let r = s.range(&q).unwrap().unwrap();
+    let r = s.range(&q).unwrap();
     assert_eq!(
         (keys(&r), r.more, r.count),
         (vec!["p/1".to_string()], true, 3)
     );
     q.limit = 3;
-    let r = s.range(&q).unwrap().unwrap();
+    let r = s.range(&q).unwrap();
     assert_eq!((r.kvs.len(), r.more, r.count), (3, false, 3));
     q.count_only = true;
-    let r = s.range(&q).unwrap().unwrap();
+    let r = s.range(&q).unwrap();
     assert_eq!((r.kvs.len(), r.count), (0, 3));
 }
 
@@ -243,7 +241,7 @@ fn keys_only_sorting_and_filters() {
     let sorted = |f: &dyn Fn(&mut RangeQuery)| {
         let mut q = all();
         f(&mut q);
-        s.range(&q).unwrap().unwrap()
+        s.range(&q).unwrap()
     };
     let r = sorted(&|q| q.keys_only = true);
     assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
@@ -313,7 +311,6 @@ fn reads_at_past_revisions_see_the_state_of_then() {
             ..query("\0", b"\0")
         })
         .unwrap()
-        .unwrap()
     };
     let limited = past(1, false);
     assert_eq!(
@@ -335,13 +332,13 @@ fn compaction_drops_history_below_it_and_keeps_what_it_needs() {
     put(&s, "gone", "x"); // 4
     del(&s, "gone", ""); // 5
     put(&s, "a", "3"); // 6
-    let versions_before = s.version_count().unwrap();
+    let versions_before = s.version_count();
     assert_eq!(versions_before, 5);
     assert!(matches!(
         run(&s, Command::Compact { revision: 5 }),
         Response::Compacted { revision: 6 }
     ));
-    assert_eq!(s.compacted().unwrap(), 5);
+    assert_eq!(s.compacted(), 5);
     // Below the compaction: refused. At and above: as before.
     assert_eq!(range_at(&s, "a", b"", 4), Err(Rejection::Compacted));
     assert_eq!(
@@ -354,7 +351,7 @@ fn compaction_drops_history_below_it_and_keeps_what_it_needs() {
     );
     // Kept: a@3 (current at 5), gone@5 (a delete at the compaction, which a
     // watch from 5 sees) and a@6; dropped: a@2, gone@4.
-    assert_eq!(s.version_count().unwrap(), 3);
+    assert_eq!(s.version_count(), 3);
     // Events from the compacted revision on are kept.
     assert_eq!(
         all_events(&s, 1, 100)
@@ -373,8 +370,8 @@ fn compaction_drops_history_below_it_and_keeps_what_it_needs() {
         Response::Rejected(Rejection::FutureRevision)
     );
     // The current state is untouched.
-    assert_eq!(s.get(b"a").unwrap().unwrap().value, b"3");
-    assert_eq!(s.revision().unwrap(), 6);
+    assert_eq!(s.get(b"a").unwrap().value, b"3");
+    assert_eq!(s.revision(), 6);
 }
 
 #[test]
@@ -409,9 +406,9 @@ fn events_carry_versions_and_previous_versions() {
         ),
         (EventKind::Delete, 4, 0)
     );
-    assert_eq!(s.version_before(b"k", 3).unwrap().unwrap().value, b"1");
-    assert_eq!(s.version_before(b"k", 4).unwrap().unwrap().value, b"2");
-    assert_eq!(s.version_before(b"k", 2).unwrap(), None);
+    assert_eq!(s.version_before(b"k", 3).unwrap().value, b"1");
+    assert_eq!(s.version_before(b"k", 4).unwrap().value, b"2");
+    assert_eq!(s.version_before(b"k", 2), None);
     // `max` never splits a revision.
     put(&s, "x", "1"); // 5
     run(
@@ -446,11 +443,11 @@ fn keeping_the_value_needs_an_existing_key() {
         prev_kv: false,
     };
     assert_eq!(run(&s, cmd), Response::Rejected(Rejection::KeyNotFound));
-    assert_eq!(s.revision().unwrap(), 1);
+    assert_eq!(s.revision(), 1);
     put(&s, "k", "v");
     // ignore_value: a new revision and version, the old value.
     run(&s, keep(true));
-    let kv = s.get(b"k").unwrap().unwrap();
+    let kv = s.get(b"k").unwrap();
     assert_eq!(
         (kv.value.as_slice(), kv.version, kv.mod_revision),
         (&b"v"[..], 2, 3)
@@ -474,12 +471,12 @@ fn members_and_meta_do_not_touch_the_revision() {
         ),
         Response::Applied { revision: 1 }
     );
-    let mut b = s.batch().unwrap();
+    let mut b = s.batch();
     b.set_meta("x", b"y".to_vec());
-    b.commit().unwrap();
-    assert_eq!(s.revision().unwrap(), 1);
-    assert_eq!(s.members().unwrap()[&1], info);
-    assert_eq!(s.meta("x").unwrap().unwrap(), b"y");
+    drop(b);
+    assert_eq!(s.revision(), 1);
+    assert_eq!(s.members()[&1], info);
+    assert_eq!(s.meta("x").unwrap(), b"y");
     assert_eq!(range(&s, "\0", b"\0").count, 0);
 }
 
@@ -491,9 +488,9 @@ fn a_snapshot_restores_everything() {
     let b = store();
     put(&b, "stale", "0");
     b.restore(crate::codec::decode(&a.encode().unwrap()).unwrap());
-    assert_eq!(b.revision().unwrap(), 3);
-    assert_eq!(b.get(b"stale").unwrap(), None);
-    assert_eq!(b.get(b"y").unwrap().unwrap().value, b"2");
+    assert_eq!(b.revision(), 3);
+    assert_eq!(b.get(b"stale"), None);
+    assert_eq!(b.get(b"y").unwrap().value, b"2");
     // History comes along.
     assert_eq!(
         values(&range_at(&b, "\0", b"\0", 2).unwrap()),
@@ -543,7 +540,7 @@ fn snapshots_keep_the_layout_with_a_map_of_live_keys() {
     assert_eq!(crate::codec::encode(&old).unwrap(), bytes);
     let restored = store();
     restored.restore(crate::codec::decode(&bytes).unwrap());
-    assert_eq!(restored.key_count().unwrap(), 2);
+    assert_eq!(restored.key_count(), 2);
     assert_eq!(
         values(&range(&restored, "\0", b"\0")),
         vec![("b".into(), "22".into()), ("c".into(), "3".into())]
@@ -555,14 +552,14 @@ fn snapshots_keep_the_layout_with_a_map_of_live_keys() {
 fn key_and_version_counts_follow_puts_deletes_and_compaction() {
     let s = store();
     let counted = |s: &KvStore| {
-        let n = s.key_count().unwrap();
+        let n = s.key_count();
         let all = RangeQuery {
             count_only: true,
             ..query("\0", b"\0")
         };
-        assert_eq!(s.range(&all).unwrap().unwrap().count, n, "range agrees");
+        assert_eq!(s.range(&all).unwrap().count, n, "range agrees");
         let versions: usize = s.read().history.values().map(|v| v.len()).sum();
-        assert_eq!(s.version_count().unwrap(), versions as i64);
+        assert_eq!(s.version_count(), versions as i64);
         n
     };
     for k in ["a", "b", "c"] {
@@ -577,7 +574,7 @@ fn key_and_version_counts_follow_puts_deletes_and_compaction() {
     assert_eq!(counted(&s), 3);
     assert_eq!(del(&s, "a", "c").len(), 2);
     assert_eq!(counted(&s), 1);
-    let rev = s.revision().unwrap();
+    let rev = s.revision();
     assert!(matches!(
         run(&s, Command::Compact { revision: rev }),
         Response::Compacted { .. }
@@ -592,22 +589,22 @@ fn key_and_version_counts_follow_puts_deletes_and_compaction() {
 #[test]
 fn hash_follows_keys_values_and_revisions_only() {
     let (a, b) = (store(), store());
-    assert_eq!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    assert_eq!(a.hash(0).unwrap(), b.hash(0).unwrap());
     put(&a, "k", "v");
-    assert_ne!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    assert_ne!(a.hash(0).unwrap(), b.hash(0).unwrap());
     put(&b, "k", "v");
-    assert_eq!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
+    assert_eq!(a.hash(0).unwrap(), b.hash(0).unwrap());
     // Same key and value at another revision hashes differently.
     put(&b, "k", "v");
-    assert_ne!(a.hash(0).unwrap().unwrap(), b.hash(0).unwrap().unwrap());
-    let before = a.hash(0).unwrap().unwrap();
-    let mut batch = a.batch().unwrap();
+    assert_ne!(a.hash(0).unwrap(), b.hash(0).unwrap());
+    let before = a.hash(0).unwrap();
+    let mut batch = a.batch();
     batch.set_meta("x", vec![1]);
-    batch.commit().unwrap();
-    assert_eq!(a.hash(0).unwrap().unwrap(), before);
+    drop(batch);
+    assert_eq!(a.hash(0).unwrap(), before);
     // A past revision hashes the state of then.
     put(&a, "k", "other");
-    assert_eq!(a.hash(2).unwrap().unwrap(), before);
+    assert_eq!(a.hash(2).unwrap(), before);
 }
 
 // ---- transactions ----
@@ -693,12 +690,12 @@ fn a_txn_is_one_revision_and_reads_its_own_writes() {
     }
     let events = all_events(&s, 3, 100);
     assert_eq!(events.len(), 2, "both puts share revision 3");
-    assert_eq!(s.get(b"other").unwrap().unwrap().mod_revision, 3);
+    assert_eq!(s.get(b"other").unwrap().mod_revision, 3);
     // Again: the compare now fails; a read-only branch changes nothing.
     let (revision, result) = run_txn(&s, t);
     assert!(!result.succeeded);
     assert_eq!(revision, 3);
-    assert_eq!(s.revision().unwrap(), 3);
+    assert_eq!(s.revision(), 3);
 }
 
 #[test]
@@ -739,7 +736,7 @@ fn nested_txns_choose_against_the_state_before() {
     let (revision, result) = run_txn(&s, outer);
     assert_eq!(revision, 3);
     assert!(matches!(&result.responses[1], OpResult::Txn(t) if t.succeeded));
-    assert_eq!(s.get(b"inner").unwrap().unwrap().value, b"saw-1");
+    assert_eq!(s.get(b"inner").unwrap().value, b"saw-1");
 }
 
 #[test]
@@ -776,8 +773,8 @@ fn a_refused_txn_changes_nothing() {
         run(&s, Command::Txn(t)),
         Response::Rejected(Rejection::KeyNotFound)
     );
-    assert_eq!(s.get(b"b").unwrap(), None);
-    assert_eq!(s.revision().unwrap(), 3);
+    assert_eq!(s.get(b"b"), None);
+    assert_eq!(s.revision(), 3);
 }
 
 #[test]
@@ -791,7 +788,7 @@ fn a_txn_deleting_nothing_does_not_bump_the_revision() {
         ..Default::default()
     };
     assert_eq!(run_txn(&s, t).0, 1);
-    assert_eq!(s.revision().unwrap(), 1);
+    assert_eq!(s.revision(), 1);
 }
 
 #[test]
@@ -857,7 +854,7 @@ fn a_txn_that_only_reads_runs_on_the_applied_state_as_a_proposed_one_would() {
     };
     assert!(!txn_is_read_only(&writes));
     assert!(s.read_txn(&writes).is_none());
-    assert_eq!(s.get(b"a").unwrap().unwrap().value, b"1");
+    assert_eq!(s.get(b"a").unwrap().value, b"1");
 }
 
 #[test]
@@ -868,19 +865,17 @@ fn events_copy_only_what_the_filter_picks_and_still_say_how_far_they_read() {
     del(&s, "app/a", ""); // 4
     put(&s, "other", "y"); // 5
     let app = KeyRange::new(b"app/", b"app0");
-    let (events, last) = s.events(2, 1 << 20, |key, _| app.contains(key)).unwrap();
+    let (events, last) = s.events(2, 1 << 20, |key, _| app.contains(key));
     let got: Vec<_> = events.iter().map(|e| (e.kind, e.kv.mod_revision)).collect();
     assert_eq!(got, [(EventKind::Put, 2), (EventKind::Delete, 4)]);
     assert_eq!(last, Some(5), "read past the changes it skipped");
-    let (puts, _) = s
-        .events(2, 1 << 20, |_, kind| kind == EventKind::Put)
-        .unwrap();
+    let (puts, _) = s.events(2, 1 << 20, |_, kind| kind == EventKind::Put);
     assert_eq!(puts.len(), 3);
     // Nothing picked: no events, but the read still went to the end.
-    let (none, last) = s.events(3, 1 << 20, |_, _| false).unwrap();
+    let (none, last) = s.events(3, 1 << 20, |_, _| false);
     assert!(none.is_empty());
     assert_eq!(last, Some(5));
-    assert_eq!(s.events(6, 1 << 20, |_, _| true).unwrap().1, None);
+    assert_eq!(s.events(6, 1 << 20, |_, _| true).1, None);
 }
 
 /// Compaction walks only the keys changed since the last one; over a long
@@ -912,7 +907,7 @@ fn compaction_of_changed_keys_matches_compacting_every_key() {
                 del(&s, &key, &end);
             }
             _ => {
-                let (compacted, current) = (s.compacted().unwrap(), s.revision().unwrap());
+                let (compacted, current) = (s.compacted(), s.revision());
                 if current <= compacted {
                     continue;
                 }

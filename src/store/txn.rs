@@ -17,30 +17,8 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::batch::Writer;
-use super::command::Rejection;
-use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult};
+use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
 use super::state::State;
-use crate::error::Result;
-
-/// What choosing a transaction's branches needs to read: the state as a
-/// `Writer` sees it (with its revision's changes so far), or the applied
-/// state itself for a transaction that only reads.
-pub(super) trait Reads {
-    /// One key's current version.
-    fn get(&self, key: &[u8]) -> Option<KeyValue>;
-    /// A range with etcd's semantics (see `history::read`).
-    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection>;
-}
-
-impl Reads for State {
-    fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        super::history::get_current(self, key)
-    }
-
-    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
-        super::history::read(self, q)
-    }
-}
 
 /// A transaction: `compare`s, then `success` or `failure`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -187,7 +165,7 @@ fn choose(r: &impl Reads, txn: &Txn) -> Path {
 
 /// Refuses the transaction, before it changes anything, if a request on its
 /// path would be refused.
-fn precheck(r: &impl Reads, txn: &Txn, path: &Path) -> std::result::Result<(), Rejection> {
+fn precheck(r: &impl Reads, txn: &Txn, path: &Path) -> Result<(), Rejection> {
     let mut nested = path.nested.iter();
     for op in txn.branch(path.succeeded) {
         match op {
@@ -217,30 +195,22 @@ fn precheck(r: &impl Reads, txn: &Txn, path: &Path) -> std::result::Result<(), R
     Ok(())
 }
 
-fn execute(
-    w: &mut Writer<'_>,
-    txn: &Txn,
-    path: &Path,
-) -> Result<std::result::Result<TxnResult, Rejection>> {
+fn execute(w: &mut Writer<'_>, txn: &Txn, path: &Path) -> Result<TxnResult, Rejection> {
     let mut nested = path.nested.iter();
     let mut responses = Vec::new();
     for op in txn.branch(path.succeeded) {
         let response = match op {
-            TxnOp::Range(q) => match w.range(q) {
-                Ok(r) => OpResult::Range(r),
-                Err(r) => return Ok(Err(r)),
-            },
+            TxnOp::Range(q) => OpResult::Range(w.range(q)?),
             TxnOp::Put {
                 key,
                 value,
                 must_exist,
                 prev_kv,
-            } => match w.put(key, value.clone(), *must_exist, *prev_kv)? {
-                Ok(prev) => OpResult::Put { prev_kv: prev },
-                Err(r) => return Ok(Err(r)),
+            } => OpResult::Put {
+                prev_kv: w.put(key, value.clone(), *must_exist, *prev_kv)?,
             },
             TxnOp::DeleteRange { range, prev_kv } => {
-                let (count, deleted) = w.delete_range(range, *prev_kv)?;
+                let (count, deleted) = w.delete_range(range, *prev_kv);
                 OpResult::DeleteRange {
                     deleted: count,
                     prev_kvs: deleted,
@@ -250,27 +220,22 @@ fn execute(
                 let p = nested
                     .next()
                     .expect("invariant: a path entry per nested txn");
-                match execute(w, inner, p)? {
-                    Ok(r) => OpResult::Txn(r),
-                    Err(r) => return Ok(Err(r)),
-                }
+                OpResult::Txn(execute(w, inner, p)?)
             }
         };
         responses.push(response);
     }
-    Ok(Ok(TxnResult {
+    Ok(TxnResult {
         succeeded: path.succeeded,
         responses,
-    }))
+    })
 }
 
 /// Runs `txn` as the changes of `w`'s revision. A refused transaction
 /// changes nothing.
-pub fn apply(w: &mut Writer<'_>, txn: &Txn) -> Result<std::result::Result<TxnResult, Rejection>> {
+pub fn apply(w: &mut Writer<'_>, txn: &Txn) -> Result<TxnResult, Rejection> {
     let path = choose(w, txn);
-    if let Err(r) = precheck(w, txn, &path) {
-        return Ok(Err(r));
-    }
+    precheck(w, txn, &path)?;
     execute(w, txn, &path)
 }
 
@@ -286,10 +251,7 @@ pub fn is_read_only(txn: &Txn) -> bool {
 
 /// Runs `txn` against `st`; a transaction that writes is refused with
 /// `None` (see `is_read_only`), as nothing here can change.
-pub(super) fn read_only(
-    st: &State,
-    txn: &Txn,
-) -> Option<std::result::Result<TxnResult, Rejection>> {
+pub(super) fn read_only(st: &State, txn: &Txn) -> Option<Result<TxnResult, Rejection>> {
     if !is_read_only(txn) {
         return None;
     }
@@ -297,7 +259,7 @@ pub(super) fn read_only(
     Some(precheck(st, txn, &path).and_then(|()| read_branches(st, txn, &path)))
 }
 
-fn read_branches(st: &State, txn: &Txn, path: &Path) -> std::result::Result<TxnResult, Rejection> {
+fn read_branches(st: &State, txn: &Txn, path: &Path) -> Result<TxnResult, Rejection> {
     let mut nested = path.nested.iter();
     let mut responses = Vec::new();
     for op in txn.branch(path.succeeded) {

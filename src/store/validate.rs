@@ -9,8 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use super::command::{Command, MemberInfo};
+use super::command::Command;
 use super::kv::KeyRange;
+use super::state::MemberInfo;
 use super::txn::{Txn, TxnOp};
 use crate::error::{Error, Result};
 

@@ -1,0 +1,169 @@
+//! `KvStore`, the shared handle on the in-memory state: every read of the
+//! current state and the history, members and metadata, snapshots, and the
+//! write batches that apply commands. Readers take the state's read lock
+//! only for the read itself; a batch of applied entries takes the write
+//! lock, so a reader sees a batch entirely or not at all. Nothing here can
+//! fail but encoding a snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use super::batch::WriteBatch;
+use super::history::{events, get_current, read, version_before, Event, EventKind};
+use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection};
+use super::state::{MemberInfo, Revision, State};
+use super::txn::{read_only, Txn, TxnResult};
+
+/// The shared handle on the state: reads, and the entry point for writes.
+/// Cheap to clone; every clone sees the same state.
+#[derive(Clone, Default)]
+pub struct KvStore {
+    state: Arc<RwLock<State>>,
+}
+
+impl KvStore {
+    /// A store holding `state`.
+    pub fn new(state: State) -> Self {
+        KvStore {
+            state: Arc::new(RwLock::new(state)),
+        }
+    }
+
+    /// The state under its read lock (store-internal: tests look inside).
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("invariant: state lock is never poisoned")
+    }
+
+    /// The current store revision.
+    pub fn revision(&self) -> Revision {
+        self.read().revision
+    }
+
+    /// The revision history was compacted at; 0 if never.
+    pub fn compacted(&self) -> Revision {
+        self.read().compacted
+    }
+
+    /// How many keys the store holds.
+    pub fn key_count(&self) -> i64 {
+        self.read().live as i64
+    }
+
+    /// How many key versions the history holds (bounded by compaction).
+    pub fn version_count(&self) -> i64 {
+        self.read().versions as i64
+    }
+
+    /// One key's current version, if present.
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        get_current(&self.read(), key)
+    }
+
+    /// Reads a range with etcd's semantics for limit, count, sorting and
+    /// filters: of the current state, or as of `q.revision` (see
+    /// `history::read_at`).
+    pub fn range(&self, q: &RangeQuery) -> Result<RangeResult, Rejection> {
+        read(&self.read(), q)
+    }
+
+    /// A hash over every key with its value and revisions as of `revision`
+    /// (0: now), not members or metadata: equal on members whose key-value
+    /// state was equal then.
+    pub fn hash(&self, revision: Revision) -> Result<u32, Rejection> {
+        let all = RangeQuery {
+            revision,
+            ..RangeQuery::new(KeyRange::new(&[0], &[0]))
+        };
+        let kvs = self.range(&all)?.kvs;
+        let mut hash = FNV_OFFSET;
+        for kv in kvs {
+            for part in [&kv.key, &kv.value] {
+                hash = fnv1a(hash, &(part.len() as u64).to_be_bytes());
+                hash = fnv1a(hash, part);
+            }
+            for n in [kv.create_revision, kv.mod_revision, kv.version] {
+                hash = fnv1a(hash, &n.to_be_bytes());
+            }
+        }
+        Ok((hash >> 32) as u32 ^ hash as u32)
+    }
+
+    /// Every member's published attributes.
+    pub fn members(&self) -> BTreeMap<u64, MemberInfo> {
+        self.read().members.clone()
+    }
+
+    /// A metadata entry written with `WriteBatch::set_meta`.
+    pub fn meta(&self, name: &str) -> Option<Vec<u8>> {
+        self.read().meta.get(name).cloned()
+    }
+
+    /// Starts a group of changes, holding the write lock until the batch is
+    /// dropped: readers see the whole group or none of it.
+    pub fn batch(&self) -> WriteBatch<'_> {
+        WriteBatch::new(
+            self.state
+                .write()
+                .expect("invariant: state lock is never poisoned"),
+        )
+    }
+
+    /// Runs a transaction that only reads against the applied state, under
+    /// the read lock; returns the revision it read at. `None` if `txn`
+    /// writes (those go through Raft).
+    pub fn read_txn(&self, txn: &Txn) -> Option<(Revision, Result<TxnResult, Rejection>)> {
+        let st = self.read();
+        read_only(&st, txn).map(|result| (st.revision, result))
+    }
+
+    /// The changes at revisions `>= from` that `wanted` picks (by key and
+    /// kind), in revision order, and the newest revision read: whole
+    /// revisions, until about `max_bytes` of keys and values are read. Only
+    /// the changes picked are copied.
+    pub fn events(
+        &self,
+        from: Revision,
+        max_bytes: usize,
+        wanted: impl Fn(&[u8], EventKind) -> bool,
+    ) -> (Vec<Event>, Option<Revision>) {
+        events(&self.read(), from, max_bytes, wanted)
+    }
+
+    /// `key` as it was just before `revision`, if it existed then and that
+    /// version has not been compacted away.
+    pub fn version_before(&self, key: &[u8], revision: Revision) -> Option<KeyValue> {
+        version_before(&self.read(), key, revision)
+    }
+
+    /// The whole state, encoded for a snapshot. Encoded under the read
+    /// lock rather than copied first: encoding is quicker than a deep copy
+    /// and needs only the encoded bytes beside the state, not a second
+    /// state.
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        Ok(crate::codec::encode(&*self.read())?)
+    }
+
+    /// Replaces the whole state, from a snapshot.
+    pub fn restore(&self, state: State) {
+        *self
+            .state
+            .write()
+            .expect("invariant: state lock is never poisoned") = state;
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a, continued from `hash`.
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// 64-bit FNV-1a of `bytes`.
+pub fn fnv1a_of(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, bytes)
+}
