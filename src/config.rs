@@ -2,12 +2,15 @@
 //!
 //! Built by `src/bin/kvd.rs` from flags and `KVD_*` variables (clap lives only
 //! there), or directly by tests; `validate()` checks it as a whole before the
-//! node touches its data dir.
+//! node touches its data dir. It serializes as `kvd --check-config`
+//! prints it (durations in milliseconds).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 
 /// A member's id: etcd's member id, our `--id`.
 pub type NodeId = u64;
@@ -23,7 +26,8 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 
 /// etcd's `--initial-cluster-state`: how a member on an empty data dir
 /// starts (see `bootstrap`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClusterState {
     /// Form the cluster of `--initial-cluster` with the other members.
     #[default]
@@ -48,7 +52,7 @@ impl std::str::FromStr for ClusterState {
 
 /// TLS on the peer port (etcd's `--peer-*` TLS flags). Loaded and checked
 /// by `tls::PeerTls`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerTlsConfig {
     /// This member's certificate, for serving and for dialing peers.
     pub cert_file: PathBuf,
@@ -64,13 +68,18 @@ pub struct PeerTlsConfig {
     pub allowed_hostname: Vec<String>,
 }
 
+/// A duration as whole milliseconds, as the flags take it.
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The configuration was rejected; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
 /// A node's full configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeConfig {
     /// This node's id; nonzero and unique in the cluster.
     pub id: NodeId,
@@ -95,8 +104,10 @@ pub struct NodeConfig {
     /// TLS for peer traffic, both ways; `None` is plaintext.
     pub peer_tls: Option<PeerTlsConfig>,
     /// How often the leader sends heartbeats.
+    #[serde(rename = "heartbeat_interval_ms", serialize_with = "millis")]
     pub heartbeat_interval: Duration,
     /// How long a follower waits without a heartbeat before it campaigns.
+    #[serde(rename = "election_timeout_ms", serialize_with = "millis")]
     pub election_timeout: Duration,
     /// Applied entries between two snapshots.
     pub snapshot_count: u64,
@@ -107,6 +118,10 @@ pub struct NodeConfig {
     pub max_txn_ops: usize,
     /// How often an idle watch that asked for progress notifications gets
     /// one.
+    #[serde(
+        rename = "watch_progress_notify_interval_ms",
+        serialize_with = "millis"
+    )]
     pub watch_progress_notify_interval: Duration,
     /// Automatic compaction of the history, if any.
     pub auto_compaction: Option<AutoCompaction>,
@@ -114,6 +129,7 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// How long a client request may wait for a leader, a commit or a read
     /// confirmation before it fails.
+    #[serde(rename = "request_timeout_ms", serialize_with = "millis")]
     pub request_timeout: Duration,
 }
 
@@ -230,12 +246,13 @@ impl NodeConfig {
 }
 
 /// What `--auto-compaction-mode` and `--auto-compaction-retention` ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AutoCompaction {
     /// Keep this many revisions.
     Revision(i64),
-    /// Keep this much time.
-    Periodic(Duration),
+    /// Keep this much time (milliseconds, when printed).
+    Periodic(#[serde(serialize_with = "millis")] Duration),
 }
 
 /// Parses `--auto-compaction-retention` for `mode`: a revision count, or a
@@ -381,6 +398,24 @@ mod tests {
         for bad in ["", "1", "x=a:1", "1=a", "1=a:b", "1=a:1,1=b:2", "1=:5"] {
             assert!(parse_initial_cluster(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    /// `--check-config` prints every field, durations in milliseconds.
+    #[test]
+    fn serializes_every_field() {
+        let json = serde_json::to_value(cfg()).unwrap();
+        let map = json.as_object().unwrap();
+        for key in [
+            "max_txn_ops",
+            "watch_progress_notify_interval_ms",
+            "request_timeout_ms",
+            "initial_cluster_state",
+            "peer_tls",
+        ] {
+            assert!(map.contains_key(key), "{key} missing from {json}");
+        }
+        assert_eq!(json["election_timeout_ms"], 1000);
+        assert_eq!(json["initial_cluster"]["3"], "127.0.0.1:32380");
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //!
 //! `Disk::sync` is the durability point everything else uses: sled's flush,
 //! then `fdatasync` on the database file, and `fsync` on every blob file that
-//! changed since the last sync and on the blob directory. It is what etcd's
-//! fsync of its write-ahead log is, and it runs before a Raft append, vote or
-//! snapshot is reported durable.
+//! changed since the last sync and on the blob directory. It runs before a
+//! vote, a purge point or the data dir's identity is reported durable (the
+//! Raft log and snapshots are files of their own, synced by their owners).
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -283,40 +283,6 @@ async fn bind(addr: SocketAddr, flag: &str) -> raftkv::Result<TcpListener> {
     })
 }
 
-/// What `--check-config` prints: the effective configuration.
-fn config_json(cfg: &NodeConfig) -> serde_json::Value {
-    let initial_cluster: serde_json::Map<String, serde_json::Value> = cfg
-        .initial_cluster
-        .iter()
-        .map(|(id, addr)| (id.to_string(), addr.clone().into()))
-        .collect();
-    serde_json::json!({
-        "id": cfg.id,
-        "data_dir": cfg.data_dir,
-        "listen_client": cfg.listen_client.to_string(),
-        "listen_peer": cfg.listen_peer.to_string(),
-        "listen_metrics": cfg.listen_metrics.to_string(),
-        "advertise_client": cfg.advertise_client,
-        "advertise_peer": cfg.advertise_peer,
-        "initial_cluster": initial_cluster,
-        "initial_cluster_state": format!("{:?}", cfg.initial_cluster_state).to_lowercase(),
-        "heartbeat_interval_ms": cfg.heartbeat_interval.as_millis() as u64,
-        "election_timeout_ms": cfg.election_timeout.as_millis() as u64,
-        "request_timeout_ms": cfg.request_timeout.as_millis() as u64,
-        "snapshot_count": cfg.snapshot_count,
-        "max_request_bytes": cfg.max_request_bytes,
-        "auto_compaction": cfg.auto_compaction.map(|m| format!("{m:?}")),
-        "peer_tls": cfg.peer_tls.as_ref().map(|t| serde_json::json!({
-            "cert_file": t.cert_file,
-            "key_file": t.key_file,
-            "trusted_ca_file": t.trusted_ca_file,
-            "client_cert_auth": t.client_cert_auth,
-            "allowed_cn": t.allowed_cn,
-            "allowed_hostname": t.allowed_hostname,
-        })),
-    })
-}
-
 async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     // Bind first: a port in use fails fast, before any data is touched.
     let listeners = Listeners {
@@ -388,7 +354,13 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
-        println!("{}", config_json(&cfg));
+        match serde_json::to_string(&cfg) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("kvd: printing the configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
     init_tracing(&args.log_level, args.log_format);

@@ -1,12 +1,11 @@
 //! Forwarding on a follower: many client writes become one call to the
 //! leader.
 //!
-//! A follower used to send each client write to the leader in its own
-//! `Forward` call, so under load the leader decoded, scheduled and answered
-//! one gRPC call per write. The forwarder queues writes while up to
-//! `MAX_IN_FLIGHT` calls are out (`batching::run`), then sends everything
-//! queued for the same leader in one call; the leader proposes them through
-//! its group commit and answers each in order. With little load a write waits for nothing.
+//! The forwarder queues writes while up to `MAX_IN_FLIGHT` calls are out
+//! (`batching::run`), then sends everything queued for the same leader in
+//! one call, so under load the leader decodes, schedules and answers one
+//! call for many writes; it proposes them through its group commit and
+//! answers each in order. With little load a write waits for nothing.
 //!
 //! A call that fails as a whole fails every write in it the same way: if it
 //! could not be sent, all are retryable; if it was lost in flight, each write

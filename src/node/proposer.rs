@@ -4,9 +4,9 @@
 //! looks at the next, so one write per entry means one fsync per write. The
 //! proposer instead queues writes (`batching::run`) while up to
 //! `MAX_IN_FLIGHT` entries are being committed, then proposes everything
-//! queued as one `Command::Batch`: under load, one fsync (on the leader and on each
-//! follower) commits hundreds of writes, and with little load a write waits
-//! for nothing. Each write still gets its own response, in order, and each
+//! queued as one `Command::Batch`: under load, one fsync (on the leader and
+//! on each follower) commits hundreds of writes, and with little load a
+//! write waits for nothing. Each write still gets its own response, in order, and each
 //! is applied as its own revision.
 
 use tokio::sync::{mpsc, oneshot};

@@ -6,9 +6,9 @@
 //! not per entry). The vote, commit point and purge point are small and rare
 //! and live in sled, synced through `Disk::sync`.
 //!
-//! Data dirs from before the log moved out of sled are migrated on open: the
-//! entries are copied to the new log and synced, a marker is recorded, then
-//! the old tree is dropped.
+//! A data dir whose log is still in sled (as older builds wrote it) is
+//! migrated on open: the entries are copied to the segment files and
+//! synced, a marker is recorded, then the old tree is dropped.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};

@@ -1,6 +1,8 @@
 //! Outbound peer traffic: openraft's `RaftNetworkFactory` over our `Peer`
-//! gRPC service, and the pool of long-lived channels it shares with write
-//! forwarding (`node.rs`).
+//! gRPC service, and the pool of long-lived channels it shares with the
+//! follower's calls to the leader (`node/to_leader.rs`). Followers' replies
+//! are stamped in `acks`; AppendEntries carry at most `APPEND_BATCH_BYTES`
+//! of entries each.
 //!
 //! One tonic channel per peer, created lazily on first use and reused for
 //! every RPC after. A peer that refuses the connection is `Unreachable` (so

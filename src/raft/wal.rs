@@ -1,11 +1,9 @@
 //! The Raft log in files of its own: append-only segment files, synced with
 //! one `fdatasync` per append.
 //!
-//! sled made each append cost two `pwrite`s, two `sync_file_range`s and then
-//! our `fdatasync` (see `disk.rs`); openraft 0.9 waits for the leader's sync
-//! before it replicates, so a write pays for two syncs in a row. Here an
-//! append is one `pwrite` of all its records and one `fdatasync`, as etcd's
-//! WAL does.
+//! An append is one `pwrite` of all its records and one `fdatasync`, as
+//! etcd's WAL does: openraft 0.9 waits for the leader's sync before it
+//! replicates, so the cost of an append is paid twice in a row per write.
 //!
 //! Layout: `<dir>/<seq>.wal`, numbered in order. A segment is a run of
 //! records `[payload length: u32 LE][crc32 of payload: u32 LE][payload]`,

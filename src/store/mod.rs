@@ -1,14 +1,17 @@
 //! The replicated state machine: `Command`s in, `Response`s out, applied in
 //! log order, deterministically, on every member.
 //!
-//! `state` is the replicated state in memory (current keys, MVCC history,
-//! events); `kv` the key-value types and the shared handle; `history` reads
-//! at past revisions and watch events; `batch` the writes; `txn`
-//! transactions; `apply` one command; `command` the data that goes through
-//! Raft; `validate` what makes a client write well-formed; `state_machine`
-//! the openraft adapter, which persists the state as snapshots
-//! (`snapshot_file`, one file replaced whole). The store never calls Raft or
-//! the server.
+//! From the bottom up: `state` is the replicated state in memory (the MVCC
+//! history of every key, events, members; `Revision`, `MemberInfo`); `kv`
+//! the types clients see (keys, ranges, results, `Rejection`, the `Reads`
+//! contract); `history` reads over a state (current, at a past revision,
+//! watch events); `batch` the writes; `txn` transactions; `command` the data
+//! that goes through Raft; `apply` one command, deterministically and
+//! infallibly; `kv_store` the shared handle readers and the adapter hold;
+//! `validate` what makes a client write well-formed. `state_machine` is the
+//! openraft adapter and the only part that can fail (disk): it persists the
+//! state as snapshots (`snapshot_file`, one file replaced whole). The store
+//! never calls the node or the server.
 
 mod apply;
 mod batch;

@@ -9,9 +9,9 @@
 //! re-applies the entries after it. A snapshot is on disk, synced, before
 //! openraft hears of it (and may purge the log behind it).
 //!
-//! Data dirs written before snapshots had their own file keep the snapshot
-//! in sled's `snapshot` tree; opening moves it into the file (synced first,
-//! then the tree emptied).
+//! A data dir that still keeps its snapshot in sled's `snapshot` tree (as
+//! older builds wrote it) has it moved into the file when opened (synced
+//! first, then the tree emptied).
 
 use std::io::Cursor;
 use std::path::Path;

@@ -1,5 +1,5 @@
-//! openraft's own storage conformance suite against our sled log store and
-//! state machine.
+//! openraft's own storage conformance suite against our log store (segment
+//! files, with the vote in sled) and state machine.
 
 use std::sync::Arc;
 
