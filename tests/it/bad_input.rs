@@ -10,7 +10,8 @@ use raftkv::pb::peer::peer_client::PeerClient;
 use raftkv::pb::peer::Payload;
 use tonic::Code;
 
-use crate::cluster::{all_keys, get_value, put_req, Options, TestCluster};
+use crate::cluster::{Options, TestCluster};
+use crate::requests::{all_keys, get_value, put_req};
 
 fn assert_status<T: std::fmt::Debug>(
     result: Result<tonic::Response<T>, tonic::Status>,

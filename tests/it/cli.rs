@@ -4,27 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::cluster::{line_reader, run_output, Options, TestCluster, LIVENESS};
+use crate::cluster::{Options, TestCluster, LIVENESS};
+use crate::tools::{kvctl, kvctl_ok, kvctl_stdin, line_reader};
 
 /// Runs kvctl; returns (exit code, stdout, stderr).
-fn kvctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    run_output(
-        Command::new(env!("CARGO_BIN_EXE_kvctl"))
-            .arg("--endpoints")
-            .arg(endpoints)
-            .arg("--dial-timeout")
-            .arg("1s")
-            .args(args),
-        None,
-    )
-}
-
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    let (rc, out, err) = kvctl(endpoints, args);
-    assert_eq!(rc, 0, "kvctl {args:?} failed: {err}");
-    out
-}
-
 /// An address nothing listens on.
 fn dead_endpoint() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -39,23 +22,23 @@ fn dead_endpoint() -> String {
 async fn kvctl_put_get_del_like_etcdctl() {
     let cluster = TestCluster::start(3).await;
     let eps = cluster.endpoints();
-    assert_eq!(ok(&eps, &["put", "color", "blue"]), "OK\n");
+    assert_eq!(kvctl_ok(&eps, &["put", "color", "blue"]), "OK\n");
     assert_eq!(
-        ok(&eps, &["put", "color", "green", "--prev-kv"]),
+        kvctl_ok(&eps, &["put", "color", "green", "--prev-kv"]),
         "OK\ncolor\nblue\n"
     );
-    assert_eq!(ok(&eps, &["put", "colour", "red"]), "OK\n");
-    assert_eq!(ok(&eps, &["get", "color"]), "color\ngreen\n");
+    assert_eq!(kvctl_ok(&eps, &["put", "colour", "red"]), "OK\n");
+    assert_eq!(kvctl_ok(&eps, &["get", "color"]), "color\ngreen\n");
     assert_eq!(
-        ok(&eps, &["get", "col", "--prefix"]),
+        kvctl_ok(&eps, &["get", "col", "--prefix"]),
         "color\ngreen\ncolour\nred\n"
     );
     assert_eq!(
-        ok(&eps, &["get", "col", "--prefix", "--keys-only"]),
+        kvctl_ok(&eps, &["get", "col", "--prefix", "--keys-only"]),
         "color\n\ncolour\n\n"
     );
     assert_eq!(
-        ok(
+        kvctl_ok(
             &eps,
             &[
                 "get",
@@ -68,31 +51,34 @@ async fn kvctl_put_get_del_like_etcdctl() {
         ),
         "green\n"
     );
-    assert_eq!(ok(&eps, &["get", "col", "--prefix", "--count-only"]), "2\n");
     assert_eq!(
-        ok(&eps, &["get", "color", "--consistency", "s"]),
+        kvctl_ok(&eps, &["get", "col", "--prefix", "--count-only"]),
+        "2\n"
+    );
+    assert_eq!(
+        kvctl_ok(&eps, &["get", "color", "--consistency", "s"]),
         "color\ngreen\n"
     );
-    assert_eq!(ok(&eps, &["get", "nothing"]), "");
+    assert_eq!(kvctl_ok(&eps, &["get", "nothing"]), "");
 
-    let json = ok(&eps, &["get", "color", "-w", "json"]);
+    let json = kvctl_ok(&eps, &["get", "color", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["kvs"][0]["key"], "Y29sb3I=");
     assert_eq!(v["kvs"][0]["version"], 2);
     assert_eq!(v["count"], 1);
     assert!(v["header"]["member_id"].as_u64().unwrap() >= 1);
 
-    let table = ok(&eps, &["get", "col", "--prefix", "-w", "table"]);
+    let table = kvctl_ok(&eps, &["get", "col", "--prefix", "-w", "table"]);
     assert!(
         table.contains("KEY") && table.contains("| colour |") && table.contains("| green |"),
         "{table}"
     );
 
     assert_eq!(
-        ok(&eps, &["del", "col", "--prefix", "--prev-kv"]),
+        kvctl_ok(&eps, &["del", "col", "--prefix", "--prev-kv"]),
         "2\ncolor\ngreen\ncolour\nred\n"
     );
-    assert_eq!(ok(&eps, &["del", "color"]), "0\n");
+    assert_eq!(kvctl_ok(&eps, &["del", "color"]), "0\n");
 }
 
 /// Scenario: the first endpoints are down; kvctl moves on to one that
@@ -108,8 +94,8 @@ async fn kvctl_fails_over_and_reports_errors() {
         dead_endpoint(),
         cluster.nodes[1].client_addr
     );
-    assert_eq!(ok(&eps, &["put", "k", "v"]), "OK\n");
-    assert_eq!(ok(&eps, &["get", "k"]), "k\nv\n");
+    assert_eq!(kvctl_ok(&eps, &["put", "k", "v"]), "OK\n");
+    assert_eq!(kvctl_ok(&eps, &["get", "k"]), "k\nv\n");
 
     let down = format!("{},{}", dead_endpoint(), dead_endpoint());
     let (rc, out, err) = kvctl(&down, &["get", "k"]);
@@ -133,7 +119,7 @@ async fn kvctl_fails_over_and_reports_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kvctl_endpoint_status_table() {
     let mut cluster = TestCluster::start(3).await;
-    let out = ok(&cluster.endpoints(), &["endpoint", "status"]);
+    let out = kvctl_ok(&cluster.endpoints(), &["endpoint", "status"]);
     let rows: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with("| 127.0.0.1"))
@@ -204,17 +190,6 @@ async fn kvctl_status_watch_reports_a_re_election() {
     assert!(changed.contains("without a leader"), "{changed}");
 }
 
-/// Runs kvctl with `input` on stdin.
-fn kvctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
-    run_output(
-        Command::new(env!("CARGO_BIN_EXE_kvctl"))
-            .arg("--endpoints")
-            .arg(endpoints)
-            .args(args),
-        Some(input),
-    )
-}
-
 /// Scenario: compare-and-swap with `put --if-absent` / `--if-version` /
 /// `--if-value` (a failed condition exits 1 and says why); `txn` from stdin
 /// as etcdctl's (a malformed one exits 3); `get --rev`; `compaction`.
@@ -223,7 +198,7 @@ async fn kvctl_cas_txn_history_and_compaction() {
     let cluster = TestCluster::start(3).await;
     let eps = cluster.endpoints();
     assert_eq!(
-        ok(&eps, &["put", "leader", "node-a", "--if-absent"]),
+        kvctl_ok(&eps, &["put", "leader", "node-a", "--if-absent"]),
         "OK\n"
     ); // rev 2
     let (rc, _, err) = kvctl(&eps, &["put", "leader", "node-b", "--if-absent"]);
@@ -233,13 +208,13 @@ async fn kvctl_cas_txn_history_and_compaction() {
         "Error: precondition failed: leader is at version 1 (mod revision 2) with value \"node-a\""
     );
     assert_eq!(
-        ok(&eps, &["put", "leader", "node-b", "--if-version", "1"]),
+        kvctl_ok(&eps, &["put", "leader", "node-b", "--if-version", "1"]),
         "OK\n"
     ); // rev 3
     let (rc, _, _) = kvctl(&eps, &["put", "leader", "node-c", "--if-value", "node-a"]);
     assert_eq!(rc, 1);
     assert_eq!(
-        ok(
+        kvctl_ok(
             &eps,
             &[
                 "put",
@@ -266,10 +241,13 @@ async fn kvctl_cas_txn_history_and_compaction() {
     assert_eq!(rc, 3, "{err}");
 
     assert_eq!(
-        ok(&eps, &["get", "leader", "--rev", "2"]),
+        kvctl_ok(&eps, &["get", "leader", "--rev", "2"]),
         "leader\nnode-a\n"
     );
-    assert_eq!(ok(&eps, &["compaction", "4"]), "compacted revision 4\n");
+    assert_eq!(
+        kvctl_ok(&eps, &["compaction", "4"]),
+        "compacted revision 4\n"
+    );
     let (rc, _, err) = kvctl(&eps, &["get", "leader", "--rev", "2"]);
     assert_eq!(rc, 1);
     assert_eq!(
@@ -285,7 +263,7 @@ async fn kvctl_cas_txn_history_and_compaction() {
 async fn kvctl_watch_replays_and_follows() {
     let cluster = TestCluster::start(3).await;
     let eps = cluster.endpoints();
-    ok(&eps, &["put", "cfg/a", "1"]); // rev 2
+    kvctl_ok(&eps, &["put", "cfg/a", "1"]); // rev 2
     let mut watch = Command::new(env!("CARGO_BIN_EXE_kvctl"))
         .args([
             "--endpoints",
@@ -303,8 +281,8 @@ async fn kvctl_watch_replays_and_follows() {
         .expect("spawn kvctl watch");
     let stdout = watch.stdout.take().unwrap();
     let rx = line_reader(stdout);
-    ok(&eps, &["put", "cfg/a", "2"]);
-    ok(&eps, &["del", "cfg/", "--prefix"]);
+    kvctl_ok(&eps, &["put", "cfg/a", "2"]);
+    kvctl_ok(&eps, &["del", "cfg/", "--prefix"]);
     let expected = [
         "PUT", "cfg/a", "1", "PUT", "cfg/a", "1", "cfg/a", "2", "DELETE", "cfg/a", "2", "cfg/a", "",
     ];
@@ -316,7 +294,7 @@ async fn kvctl_watch_replays_and_follows() {
     let _ = watch.wait();
     assert_eq!(got, expected);
 
-    ok(&eps, &["compaction", "3"]);
+    kvctl_ok(&eps, &["compaction", "3"]);
     let (rc, _, err) = kvctl(&eps, &["watch", "cfg/a", "--rev", "2"]);
     assert_eq!(rc, 5);
     assert!(
@@ -327,7 +305,7 @@ async fn kvctl_watch_replays_and_follows() {
 
 /// The cluster's revision, as `kvctl get -w json` reports it.
 fn revision(endpoints: &str) -> i64 {
-    let out = ok(endpoints, &["get", "any-key", "-w", "json"]);
+    let out = kvctl_ok(endpoints, &["get", "any-key", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("get -w json");
     v["header"]["revision"].as_i64().expect("a revision")
 }
@@ -339,7 +317,7 @@ fn bench_json(endpoints: &str, args: &[&str], total: u64) -> serde_json::Value {
     let mut all = vec!["bench"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["-w", "json"]);
-    let out = ok(endpoints, &all);
+    let out = kvctl_ok(endpoints, &all);
     let r: serde_json::Value = serde_json::from_str(&out).expect("bench -w json");
     assert_eq!(r["requests"].as_u64(), Some(total), "{r}");
     assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
@@ -394,7 +372,7 @@ async fn kvctl_bench_measures_real_writes_and_reads() {
         400,
     );
     assert_eq!(revision(&eps), before + 400);
-    let count = ok(
+    let count = kvctl_ok(
         &eps,
         &["get", "000000", "--prefix", "--count-only", "-w", "json"],
     );
@@ -421,7 +399,7 @@ async fn kvctl_bench_measures_real_writes_and_reads() {
     bench_json(&eps, &["txn-put", "--clients", "4", "--total", "100"], 100);
     assert_eq!(revision(&eps), before + 100);
 
-    let human = ok(&eps, &["bench", "put", "--total", "50"]);
+    let human = kvctl_ok(&eps, &["bench", "put", "--total", "50"]);
     for section in [
         "Summary:",
         "Requests/sec:",
@@ -440,19 +418,22 @@ async fn kvctl_check_perf_touches_only_its_own_keys() {
     let cluster = TestCluster::start(3).await;
     cluster.wait_leader().await;
     let eps = cluster.endpoints();
-    ok(&eps, &["put", "2024/report", "quarterly"]);
-    ok(&eps, &["put", "00000042", "user-owned"]);
+    kvctl_ok(&eps, &["put", "2024/report", "quarterly"]);
+    kvctl_ok(&eps, &["put", "00000042", "user-owned"]);
     let (rc, out, err) = kvctl(&eps, &["check", "perf", "--duration", "2s"]);
     assert!(
         out.contains("PASS") || out.contains("FAIL"),
         "no verdict (exit {rc}): {out}{err}"
     );
     assert_eq!(
-        ok(&eps, &["get", "2024/report"]),
+        kvctl_ok(&eps, &["get", "2024/report"]),
         "2024/report\nquarterly\n"
     );
-    assert_eq!(ok(&eps, &["get", "00000042"]), "00000042\nuser-owned\n");
-    let left = ok(
+    assert_eq!(
+        kvctl_ok(&eps, &["get", "00000042"]),
+        "00000042\nuser-owned\n"
+    );
+    let left = kvctl_ok(
         &eps,
         &[
             "get",
@@ -465,7 +446,7 @@ async fn kvctl_check_perf_touches_only_its_own_keys() {
     );
     let left: serde_json::Value = serde_json::from_str(&left).unwrap();
     assert_eq!(left["count"].as_i64().unwrap_or(0), 0, "{left}");
-    let all = ok(&eps, &["get", "", "--prefix", "--count-only", "-w", "json"]);
+    let all = kvctl_ok(&eps, &["get", "", "--prefix", "--count-only", "-w", "json"]);
     let all: serde_json::Value = serde_json::from_str(&all).unwrap();
     assert_eq!(all["count"].as_i64(), Some(2), "{all}");
 }

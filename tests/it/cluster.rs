@@ -462,54 +462,6 @@ where
     }
 }
 
-/// A put request.
-pub fn put_req(key: &str, value: &str) -> pb::PutRequest {
-    pb::PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    }
-}
-
-/// A linearizable single-key get.
-pub fn get_req(key: &str) -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: key.into(),
-        ..Default::default()
-    }
-}
-
-/// A serializable (local) read of every key.
-pub fn all_keys_local() -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        serializable: true,
-        ..Default::default()
-    }
-}
-
-/// A linearizable read of every key.
-pub fn all_keys() -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        ..Default::default()
-    }
-}
-
-/// The value of `key` read linearizably through `kv`, if present.
-pub async fn get_value(kv: &mut KvClient<Channel>, key: &str) -> Option<String> {
-    let resp = kv
-        .range(get_req(key))
-        .await
-        .expect("linearizable get")
-        .into_inner();
-    resp.kvs
-        .first()
-        .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
-}
-
 /// `GET path` on `addr` over HTTP/1.0; returns the status code and body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
@@ -525,78 +477,6 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_string()))
-}
-
-/// How long `run_output` lets a command run before it fails the test.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Runs `cmd` to completion, with `stdin` as its input if given; returns
-/// (exit code, stdout, stderr). A command still running after
-/// `COMMAND_TIMEOUT` is killed and fails the test, so a hang is a failure
-/// with the command named rather than a stuck test run.
-pub fn run_output(cmd: &mut Command, stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::{Read, Write};
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run a command");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for a command") {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {COMMAND_TIMEOUT:?}; stderr: {}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        stdout.join().expect("read stdout"),
-        stderr.join().expect("read stderr"),
-    )
-}
-
-/// The lines a child writes, through a channel (so reads can time out).
-pub fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
-    use std::io::{BufRead, BufReader};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Node `i`'s `/metrics`, parsed: `name{labels}` (labels sorted, as

@@ -1,48 +1,10 @@
 //! etcd's own `etcdctl` (v3, Debian's etcd-client) against raftkv: it must
 //! work unmodified and print what it prints against etcd.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use crate::cluster::{eventually, line_reader, run_output, TestCluster, LIVENESS};
-
-fn etcdctl_path() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("etcdctl"))
-        .find(|p| p.is_file());
-    found.expect(
-        "etcdctl not found on PATH: install etcd's CLI (Debian: apt-get install etcd-client)",
-    )
-}
-
-/// Runs etcdctl; returns (exit code, stdout, stderr without clientv3's JSON
-/// retry warnings).
-fn etcdctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    let (code, stdout, stderr) = run_output(
-        Command::new(etcdctl_path())
-            .env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(endpoints)
-            .arg("--dial-timeout")
-            .arg("5s")
-            .args(args),
-        None,
-    );
-    let stderr = stderr
-        .lines()
-        .filter(|l| !l.starts_with("{\"level\""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (code, stdout, stderr)
-}
-
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    let (rc, out, err) = etcdctl(endpoints, args);
-    assert_eq!(rc, 0, "etcdctl {args:?} failed: {err}");
-    out
-}
+use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::tools::{etcdctl, etcdctl_ok, etcdctl_path, etcdctl_stdin, line_reader};
 
 /// Scenario: put, get (single, --prefix, --keys-only, -w json), del
 /// (--prefix, --prev-kv), each sent to a different node, print exactly what
@@ -52,46 +14,49 @@ async fn etcdctl_put_get_del_print_what_etcd_prints() {
     let cluster = TestCluster::start(3).await;
     let node = |i: usize| cluster.nodes[i].client_addr.clone();
 
-    assert_eq!(ok(&node(0), &["put", "foo", "bar"]), "OK\n");
-    assert_eq!(ok(&node(1), &["put", "foo/a", "1"]), "OK\n");
-    assert_eq!(ok(&node(2), &["put", "foo/b", "2"]), "OK\n");
-    assert_eq!(ok(&node(1), &["put", "fop", "3", "--prev-kv"]), "OK\n");
+    assert_eq!(etcdctl_ok(&node(0), &["put", "foo", "bar"]), "OK\n");
+    assert_eq!(etcdctl_ok(&node(1), &["put", "foo/a", "1"]), "OK\n");
+    assert_eq!(etcdctl_ok(&node(2), &["put", "foo/b", "2"]), "OK\n");
     assert_eq!(
-        ok(&node(1), &["put", "fop", "4", "--prev-kv"]),
+        etcdctl_ok(&node(1), &["put", "fop", "3", "--prev-kv"]),
+        "OK\n"
+    );
+    assert_eq!(
+        etcdctl_ok(&node(1), &["put", "fop", "4", "--prev-kv"]),
         "OK\nfop\n3\n"
     );
 
-    assert_eq!(ok(&node(2), &["get", "foo"]), "foo\nbar\n");
-    assert_eq!(ok(&node(0), &["get", "missing"]), "");
+    assert_eq!(etcdctl_ok(&node(2), &["get", "foo"]), "foo\nbar\n");
+    assert_eq!(etcdctl_ok(&node(0), &["get", "missing"]), "");
     assert_eq!(
-        ok(&node(0), &["get", "foo", "--prefix"]),
+        etcdctl_ok(&node(0), &["get", "foo", "--prefix"]),
         "foo\nbar\nfoo/a\n1\nfoo/b\n2\n"
     );
     assert_eq!(
-        ok(&node(0), &["get", "foo/", "--prefix", "--keys-only"]),
+        etcdctl_ok(&node(0), &["get", "foo/", "--prefix", "--keys-only"]),
         "foo/a\n\nfoo/b\n\n"
     );
     assert_eq!(
-        ok(&node(0), &["get", "", "--prefix", "--limit", "1"]),
+        etcdctl_ok(&node(0), &["get", "", "--prefix", "--limit", "1"]),
         "foo\nbar\n"
     );
     assert_eq!(
-        ok(&node(1), &["get", "foo", "--consistency", "s"]),
+        etcdctl_ok(&node(1), &["get", "foo", "--consistency", "s"]),
         "foo\nbar\n"
     );
 
-    let json = ok(&node(2), &["get", "foo", "-w", "json"]);
+    let json = etcdctl_ok(&node(2), &["get", "foo", "-w", "json"]);
     let expected_header = format!("\"member_id\":{},\"revision\":6,", cluster.nodes[2].id);
     assert!(json.contains(&expected_header), "{json}");
     assert!(json.contains(r#""kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":2,"version":1,"value":"YmFy"}],"count":1"#), "{json}");
 
     assert_eq!(
-        ok(&node(0), &["del", "foo/", "--prefix", "--prev-kv"]),
+        etcdctl_ok(&node(0), &["del", "foo/", "--prefix", "--prev-kv"]),
         "2\nfoo/a\n1\nfoo/b\n2\n"
     );
-    assert_eq!(ok(&node(1), &["del", "nothing"]), "0\n");
+    assert_eq!(etcdctl_ok(&node(1), &["del", "nothing"]), "0\n");
     assert_eq!(
-        ok(
+        etcdctl_ok(
             &cluster.endpoints(),
             &["get", "", "--from-key", "--keys-only"]
         ),
@@ -109,7 +74,7 @@ async fn etcdctl_put_get_del_print_what_etcd_prints() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_endpoint_status_and_member_list() {
     let cluster = TestCluster::start(3).await;
-    let out = ok(&cluster.endpoints(), &["endpoint", "status"]);
+    let out = etcdctl_ok(&cluster.endpoints(), &["endpoint", "status"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     let leaders = lines
@@ -128,7 +93,7 @@ async fn etcdctl_endpoint_status_and_member_list() {
         "every member published its client URL",
         LIVENESS,
         || async {
-            let out = ok(&cluster.endpoints(), &["member", "list"]);
+            let out = etcdctl_ok(&cluster.endpoints(), &["member", "list"]);
             (out.matches(", started, ").count() == 3).then_some(out)
         },
     )
@@ -145,18 +110,6 @@ async fn etcdctl_endpoint_status_and_member_list() {
     }
 }
 
-/// Runs etcdctl with `input` on stdin.
-fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, String) {
-    run_output(
-        Command::new(etcdctl_path())
-            .env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(endpoints)
-            .args(args),
-        Some(input),
-    )
-}
-
 /// Scenario: `etcdctl txn -i` takes the success branch, then (the compare no
 /// longer holding) the failure branch, printing what etcd prints;
 /// `get --rev` reads the past; `compaction` then makes that read fail with
@@ -165,7 +118,7 @@ fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, String, S
 async fn etcdctl_txn_history_and_compaction() {
     let cluster = TestCluster::start(3).await;
     let eps = cluster.endpoints();
-    assert_eq!(ok(&eps, &["put", "user1", "bad"]), "OK\n"); // rev 2
+    assert_eq!(etcdctl_ok(&eps, &["put", "user1", "bad"]), "OK\n"); // rev 2
     let prompts =
         "compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n";
     let txn = "value(\"user1\") = \"bad\"\n\nput user1 good\nget user1\n\nget user1\n\n";
@@ -179,15 +132,24 @@ async fn etcdctl_txn_history_and_compaction() {
     let (_, out, _) = etcdctl_stdin(&eps, &["txn"], "mod(\"user1\") > \"0\"\n\nget user1\n\n\n");
     assert_eq!(out, "SUCCESS\n\nuser1\ngood\n");
 
-    assert_eq!(ok(&eps, &["get", "user1", "--rev", "2"]), "user1\nbad\n");
-    assert_eq!(ok(&eps, &["compaction", "3"]), "compacted revision 3\n");
+    assert_eq!(
+        etcdctl_ok(&eps, &["get", "user1", "--rev", "2"]),
+        "user1\nbad\n"
+    );
+    assert_eq!(
+        etcdctl_ok(&eps, &["compaction", "3"]),
+        "compacted revision 3\n"
+    );
     let (rc, _, err) = etcdctl(&eps, &["get", "user1", "--rev", "2"]);
     assert_eq!(rc, 1);
     assert_eq!(
         err.trim(),
         "Error: etcdserver: mvcc: required revision has been compacted"
     );
-    assert_eq!(ok(&eps, &["get", "user1", "--rev", "3"]), "user1\ngood\n");
+    assert_eq!(
+        etcdctl_ok(&eps, &["get", "user1", "--rev", "3"]),
+        "user1\ngood\n"
+    );
 }
 
 /// Scenario: `etcdctl watch --prefix` runs in the background on one node
@@ -218,7 +180,7 @@ async fn etcdctl_watch_prints_changes_as_etcd() {
             std::time::Instant::now() < deadline,
             "etcdctl watch never reported a change"
         );
-        ok(other, &["put", "w0", "ready"]);
+        etcdctl_ok(other, &["put", "w0", "ready"]);
         while let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(300)) {
             if line == "ready" {
                 break 'ready;
@@ -226,9 +188,9 @@ async fn etcdctl_watch_prints_changes_as_etcd() {
         }
     }
     // Markers are put one at a time, so none is left in flight now.
-    ok(other, &["put", "w1", "a"]);
-    ok(other, &["put", "w2", "b"]);
-    ok(other, &["del", "w1"]);
+    etcdctl_ok(other, &["put", "w1", "a"]);
+    etcdctl_ok(other, &["put", "w2", "b"]);
+    etcdctl_ok(other, &["del", "w1"]);
     let got: Vec<String> = (0..9)
         .map(|_| lines.recv_timeout(LIVENESS).expect("watch output"))
         .collect();
@@ -240,7 +202,7 @@ async fn etcdctl_watch_prints_changes_as_etcd() {
     );
 
     // Replay from the first put's revision with the previous values.
-    let first = ok(&cluster.nodes[1].client_addr, &["get", "w0", "-w", "json"]);
+    let first = etcdctl_ok(&cluster.nodes[1].client_addr, &["get", "w0", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     let rev = v["kvs"][0]["mod_revision"].as_i64().unwrap() + 1;
     let mut replay = start(&["watch", "w1", "--rev", &rev.to_string(), "--prev-kv"]);

@@ -8,9 +8,8 @@ use raftkv::pb;
 use raftkv::pb::maintenance_client::MaintenanceClient;
 use tokio::time::Instant;
 
-use crate::cluster::{
-    all_keys, all_keys_local, eventually, get_value, put_req, Options, TestCluster, LIVENESS,
-};
+use crate::cluster::{eventually, Options, TestCluster, LIVENESS};
+use crate::requests::{all_keys, all_keys_local, get_value, put_req};
 
 /// Writes `n` keys `{prefix}{i}` through node `via`; returns key -> value and
 /// the highest revision acknowledged.
@@ -213,7 +212,7 @@ async fn a_leader_resuming_its_term_reads_its_last_acked_write() {
         let mut kv = cluster.kv(l).await;
         let deadline = Instant::now() + LIVENESS;
         let resp = loop {
-            match kv.range(crate::cluster::get_req("k")).await {
+            match kv.range(crate::requests::get_req("k")).await {
                 Ok(resp) => break resp.into_inner(),
                 // Not up yet, or no quorum yet: retry at once.
                 Err(_) if Instant::now() < deadline => {

@@ -18,7 +18,8 @@ use raftkv::store::{Command, MemberInfo};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::cluster::{all_keys, get_value, put_req, scrape, Options, TestCluster};
+use crate::cluster::{scrape, Options, TestCluster};
+use crate::requests::{all_keys, get_value, put_req};
 
 /// A member id no cluster here has.
 pub(crate) const STRANGER: u64 = 99;

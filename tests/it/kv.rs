@@ -3,7 +3,8 @@
 
 use raftkv::pb;
 
-use crate::cluster::{all_keys, eventually, get_req, get_value, put_req, TestCluster, LIVENESS};
+use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::requests::{all_keys, get_req, get_value, put_req};
 
 /// Scenario:
 /// - a write is sent to a follower, which forwards it to the leader;

@@ -13,5 +13,7 @@ mod kv;
 mod ops;
 mod peer_tls;
 mod recovery;
+mod requests;
 mod storage;
+mod tools;
 mod watch;

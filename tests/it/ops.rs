@@ -9,9 +9,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::cluster::{
-    eventually, free_ports, http_get, put_req, run_output, scrape, Options, TestCluster, LIVENESS,
-};
+use crate::cluster::{eventually, free_ports, http_get, scrape, Options, TestCluster, LIVENESS};
+use crate::requests::put_req;
+use crate::tools::run_output;
 
 fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
@@ -153,6 +153,7 @@ async fn health_reports_whether_a_node_can_serve() {
     assert!(serving(resp.into_inner().status));
 }
 
+/// Runs kvctl with `args` as they are (endpoints included).
 fn kvctl(args: &[&str]) -> (i32, String, String) {
     run_output(Command::new(env!("CARGO_BIN_EXE_kvctl")).args(args), None)
 }

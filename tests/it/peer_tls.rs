@@ -13,7 +13,9 @@ use tempfile::TempDir;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
-use crate::cluster::{eventually, get_value, put_req, run_output, TestCluster, LIVENESS};
+use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::requests::{get_value, put_req};
+use crate::tools::run_output;
 
 /// The common name every member's peer certificate carries.
 const MEMBER_CN: &str = "raftkv-peer";

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::cluster::{all_keys_local, eventually, put_req, Options, TestCluster, LIVENESS};
+use crate::cluster::{eventually, Options, TestCluster, LIVENESS};
+use crate::requests::{all_keys_local, put_req};
 
 /// The revision node `i` reports for a serializable read of every key, and
 /// how many keys it serves from its own state, if it answers.
@@ -141,7 +142,7 @@ async fn a_member_whose_disk_fills_up_exits() {
     let mut kv = cluster.kv(0).await;
     kv.put(put_req("after", "full disk")).await.unwrap();
     let all = kv
-        .range(crate::cluster::all_keys())
+        .range(crate::requests::all_keys())
         .await
         .unwrap()
         .into_inner();

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::cluster::{eventually, put_req, scrape, Options, TestCluster, LIVENESS};
+use crate::cluster::{eventually, scrape, Options, TestCluster, LIVENESS};
+use crate::requests::put_req;
 
 /// A watch stream on one node: requests in, responses out.
 struct Stream {
