@@ -74,6 +74,12 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
     postcard::experimental::serialized_size(value).unwrap_or(usize::MAX)
 }
 
+/// Decodes one value from the front of `bytes`; returns it and the bytes
+/// after it.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    Ok(postcard::take_from_bytes(bytes)?)
+}
+
 /// Decodes a value from `bytes`, which must hold exactly one encoded value
 /// (trailing bytes are allowed and ignored).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

@@ -31,9 +31,15 @@ pub enum Error {
     /// `ignore_lease` with a lease.
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
-    /// A lease id that does not exist (raftkv has no leases yet, so any).
+    /// A lease id that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant of a lease id already in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A lease TTL over etcd's limit (9,000,000,000 s).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A read or compaction below the compacted revision.
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,

@@ -38,7 +38,9 @@ impl Node {
             | Response::DeleteRange { revision, .. }
             | Response::Txn { revision, .. }
             | Response::Compacted { revision }
-            | Response::Applied { revision } => *revision,
+            | Response::Applied { revision }
+            | Response::LeaseGranted { revision, .. }
+            | Response::LeaseRevoked { revision } => *revision,
             Response::Rejected(_) | Response::Batch(_) => return,
         };
         let compacted = match (cmd, response) {

@@ -633,6 +633,7 @@ mod tests {
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(3, 1), i + 1),
                 payload: EntryPayload::Normal(crate::store::Command::Put {
+                    lease: Some(0),
                     key: format!("key-{i}").into_bytes(),
                     value: Some(vec![b'a' + (i % 26) as u8; 20 + (i as usize * 37) % 700]),
                     must_exist: true,

@@ -30,7 +30,7 @@ pub fn key_value(kv: KeyValue) -> pb::KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         value: kv.value,
-        lease: 0,
+        lease: kv.lease,
     }
 }
 
@@ -87,15 +87,26 @@ pub fn range_response(r: RangeResult, header: Option<pb::ResponseHeader>) -> pb:
     }
 }
 
-/// A put's key and value after etcd's checks: `(key, value or None to keep
-/// it, must the key exist)`.
+/// A put's fields after etcd's checks. Whether the lease exists is the
+/// state machine's to say.
+pub struct PutFields {
+    pub key: Vec<u8>,
+    /// `None` keeps the key's value (`ignore_value`).
+    pub value: Option<Vec<u8>>,
+    /// `None` keeps the key's lease (`ignore_lease`).
+    pub lease: Option<i64>,
+    /// The key must exist (either of the above).
+    pub must_exist: bool,
+}
+
+/// Checks a put's wire fields as etcd does (see `PutFields`).
 pub fn put_fields(
     key: Vec<u8>,
     value: Vec<u8>,
     lease: i64,
     ignore_value: bool,
     ignore_lease: bool,
-) -> Result<(Vec<u8>, Option<Vec<u8>>, bool)> {
+) -> Result<PutFields> {
     check_key(&key)?;
     check_utf8(&value, "value")?;
     if ignore_value && !value.is_empty() {
@@ -104,12 +115,10 @@ pub fn put_fields(
     if ignore_lease && lease != 0 {
         return Err(Error::LeaseProvided);
     }
-    if lease != 0 {
-        return Err(Error::LeaseNotFound);
-    }
-    Ok((
+    Ok(PutFields {
         key,
-        (!ignore_value).then_some(value),
-        ignore_value || ignore_lease,
-    ))
+        value: (!ignore_value).then_some(value),
+        lease: (!ignore_lease).then_some(lease),
+        must_exist: ignore_value || ignore_lease,
+    })
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_size, header, key_value, put_fields, range_query, range_response};
+use super::convert::{
+    check_size, header, key_value, put_fields, range_query, range_response, PutFields,
+};
 use super::status::rejected;
 use super::txn;
 use crate::error::{Error, Result};
@@ -58,7 +60,12 @@ impl KvService {
 
     async fn serve_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
-        let (key, value, must_exist) = put_fields(
+        let PutFields {
+            key,
+            value,
+            lease,
+            must_exist,
+        } = put_fields(
             req.key,
             req.value,
             req.lease,
@@ -68,6 +75,7 @@ impl KvService {
         let cmd = Command::Put {
             key,
             value,
+            lease,
             must_exist,
             prev_kv: req.prev_kv,
         };

@@ -12,6 +12,8 @@ pub fn rejected(r: Rejection) -> Error {
         Rejection::KeyNotFound => Error::KeyNotFound,
         Rejection::Compacted => Error::Compacted,
         Rejection::FutureRevision => Error::FutureRevision,
+        Rejection::LeaseNotFound => Error::LeaseNotFound,
+        Rejection::LeaseExists => Error::LeaseExists,
     }
 }
 
@@ -34,6 +36,8 @@ impl From<Error> for Status {
             Error::BadPeerMessage(_) => Code::InvalidArgument,
             Error::LeaderLeaseHeld(_) | Error::AuthNotEnabled => Code::FailedPrecondition,
             Error::LeaseNotFound => Code::NotFound,
+            Error::LeaseExists => Code::FailedPrecondition,
+            Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::FutureRevision | Error::Compacted => Code::OutOfRange,
             Error::NoLeader
             | Error::NotLeader

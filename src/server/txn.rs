@@ -66,7 +66,12 @@ fn request_op(op: pb::RequestOp) -> Result<TxnOp> {
         None => Err(Error::KeyNotFound),
         Some(Request::RequestRange(r)) => Ok(TxnOp::Range(range_query(&r))),
         Some(Request::RequestPut(p)) => {
-            let (key, value, must_exist) = super::convert::put_fields(
+            let super::convert::PutFields {
+                key,
+                value,
+                lease,
+                must_exist,
+            } = super::convert::put_fields(
                 p.key,
                 p.value,
                 p.lease,
@@ -76,6 +81,7 @@ fn request_op(op: pb::RequestOp) -> Result<TxnOp> {
             Ok(TxnOp::Put {
                 key,
                 value,
+                lease,
                 must_exist,
                 prev_kv: p.prev_kv,
             })

@@ -10,14 +10,30 @@ use super::txn;
 /// do is in its `Response`.
 pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
     match cmd {
-        Command::Put {
+        Command::PutV1 {
             key,
             value,
             must_exist,
             prev_kv,
+        } => apply(
+            batch,
+            Command::Put {
+                key,
+                value,
+                lease: Some(0),
+                must_exist,
+                prev_kv,
+            },
+        ),
+        Command::Put {
+            key,
+            value,
+            lease,
+            must_exist,
+            prev_kv,
         } => {
             let mut w = batch.write();
-            match w.put(&key, value, must_exist, prev_kv) {
+            match w.put(&key, value, lease, must_exist, prev_kv) {
                 Ok(prev) => Response::Put {
                     revision: w.finish(),
                     prev_kv: prev,
@@ -60,6 +76,26 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
                 responses.push(apply(batch, cmd));
             }
             Response::Batch(responses)
+        }
+        Command::LeaseGrant { id, ttl } => match batch.grant(id, ttl) {
+            Ok(()) => Response::LeaseGranted {
+                id,
+                ttl,
+                revision: batch.revision(),
+            },
+            Err(rejection) => Response::Rejected(rejection),
+        },
+        Command::LeaseRevoke { id } => match batch.revoke(id) {
+            Ok(revision) => Response::LeaseRevoked { revision },
+            Err(rejection) => Response::Rejected(rejection),
+        },
+        Command::LeaseCheckpoint { remaining_ms } => {
+            for (id, ms) in remaining_ms {
+                batch.checkpoint(id, ms);
+            }
+            Response::Applied {
+                revision: batch.revision(),
+            }
         }
         Command::PublishMember { id, info } => {
             batch.set_member(id, &info);

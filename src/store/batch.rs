@@ -11,7 +11,7 @@
 use std::sync::RwLockWriteGuard;
 
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
-use super::state::{MemberInfo, Revision, State, Version};
+use super::state::{Lease, LeaseId, MemberInfo, Revision, State, Version};
 
 /// Changes to the state, under its write lock until dropped.
 pub struct WriteBatch<'a> {
@@ -78,6 +78,45 @@ impl<'a> WriteBatch<'a> {
         Ok(())
     }
 
+    /// Grants lease `id` for `ttl` seconds, unless it exists; does not
+    /// change the revision.
+    pub fn grant(&mut self, id: LeaseId, ttl: i64) -> Result<(), Rejection> {
+        if self.st.leases.contains_key(&id) {
+            return Err(Rejection::LeaseExists);
+        }
+        let lease = Lease {
+            ttl,
+            remaining_ms: ttl.saturating_mul(1000),
+            keys: Default::default(),
+        };
+        self.st.leases.insert(id, lease);
+        Ok(())
+    }
+
+    /// Records how long lease `id` has left, if it exists.
+    pub fn checkpoint(&mut self, id: LeaseId, remaining_ms: i64) {
+        if let Some(lease) = self.st.leases.get_mut(&id) {
+            lease.remaining_ms = remaining_ms.clamp(0, lease.ttl.saturating_mul(1000));
+        }
+    }
+
+    /// Revokes lease `id`: deletes every key attached to it, in key order,
+    /// as the changes of one revision, then the lease. Returns the store
+    /// revision after.
+    pub fn revoke(&mut self, id: LeaseId) -> Result<Revision, Rejection> {
+        let keys = match self.st.leases.get(&id) {
+            Some(lease) => lease.keys.clone(),
+            None => return Err(Rejection::LeaseNotFound),
+        };
+        let mut w = self.write();
+        for key in &keys {
+            w.delete_range(&KeyRange::Single(key.clone()), false);
+        }
+        let revision = w.finish();
+        self.st.leases.remove(&id);
+        Ok(revision)
+    }
+
     /// Records a member's attributes; does not change the revision.
     pub fn set_member(&mut self, id: u64, info: &MemberInfo) {
         self.st.members.insert(id, info.clone());
@@ -108,13 +147,31 @@ impl Reads for Writer<'_> {
     fn range(&self, q: &RangeQuery) -> Result<RangeResult, Rejection> {
         self.st.range(q)
     }
+
+    fn has_lease(&self, id: LeaseId) -> bool {
+        self.st.has_lease(id)
+    }
 }
 
 impl Writer<'_> {
     /// Adds `version` of `key` at this revision (the key is copied only
-    /// when new), its event, and keeps the live-key count.
+    /// when new), its event, and keeps the live-key count and the leases'
+    /// key sets.
     fn record(&mut self, key: &[u8], version: Version) {
         let st = &mut *self.st;
+        let old_lease = st.current(key).map_or(0, |(c, _)| c.lease);
+        let new_lease = match &version {
+            Version::Put { lease, .. } => *lease,
+            Version::Delete => 0,
+        };
+        if old_lease != new_lease {
+            if let Some(lease) = st.leases.get_mut(&old_lease) {
+                lease.keys.remove(key);
+            }
+            if let Some(lease) = st.leases.get_mut(&new_lease) {
+                lease.keys.insert(key.to_vec());
+            }
+        }
         let versions = match st.history.get_mut(key) {
             Some(v) => v,
             None => st.history.entry(key.to_vec()).or_default(),
@@ -132,18 +189,28 @@ impl Writer<'_> {
         self.sub += 1;
     }
 
-    /// Sets `key` to `value` (`None`: keep its value) and returns the
-    /// previous pair if `prev_kv` asks for it (it is copied only then).
-    /// Changes nothing and returns a `Rejection` if `must_exist` (or keeping
-    /// the value) and the key is absent.
+    /// Sets `key` to `value` (`None`: keep its value) attached to `lease`
+    /// (`None`: keep its lease) and returns the previous pair if `prev_kv`
+    /// asks for it (it is copied only then). Changes nothing and returns a
+    /// `Rejection` if `must_exist` (or keeping the value or the lease) and
+    /// the key is absent, or if the lease does not exist.
     pub fn put(
         &mut self,
         key: &[u8],
         value: Option<Vec<u8>>,
+        lease: Option<LeaseId>,
         must_exist: bool,
         prev_kv: bool,
     ) -> Result<Option<KeyValue>, Rejection> {
+        if let Some(id) = lease.filter(|id| *id != 0) {
+            if !self.st.leases.contains_key(&id) {
+                return Err(Rejection::LeaseNotFound);
+            }
+        }
         let prev = self.st.current(key);
+        if lease.is_none() && prev.is_none() {
+            return Err(Rejection::KeyNotFound);
+        }
         let value = match (value, prev) {
             (_, None) if must_exist => return Err(Rejection::KeyNotFound),
             (Some(v), _) => v,
@@ -159,6 +226,7 @@ impl Writer<'_> {
             create_revision: prev.map_or(self.rev, |p| p.create_revision),
             version: prev.map_or(1, |p| p.version + 1),
             value,
+            lease: lease.unwrap_or_else(|| prev.map_or(0, |p| p.lease)),
         };
         self.record(key, version);
         Ok(prev_pair)

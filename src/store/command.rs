@@ -8,22 +8,23 @@
 use serde::{Deserialize, Serialize};
 
 use super::kv::{KeyRange, KeyValue, Rejection};
-use super::state::{MemberInfo, Revision};
+use super::state::{LeaseId, MemberInfo, Revision};
 use super::txn::{CompareTarget, Txn, TxnOp, TxnResult};
 
 /// A change to the replicated state.
+///
+/// Variants are encoded by position: new ones go at the end, and a variant
+/// whose layout changed keeps its old layout under another name (`...V1`),
+/// so every log entry ever written still reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Set `key` to `value`, creating it if absent. With `value: None` the
-    /// key keeps its value (etcd's `ignore_value`) and must exist.
-    Put {
+    /// A put as written before leases: applied as a `Put` with lease 0.
+    PutV1 {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
-        /// The key must already exist (etcd's `ignore_value`/`ignore_lease`).
         must_exist: bool,
-        /// Return the previous key-value pair, if any.
         prev_kv: bool,
     },
     /// Delete `key`, or every key in `[key, range_end)` (see `kv::KeyRange`).
@@ -46,6 +47,30 @@ pub enum Command {
     /// A member announces its name and client URLs, as etcd members publish
     /// their attributes. Does not change the key-value revision.
     PublishMember { id: u64, info: MemberInfo },
+    /// Set `key` to `value`, creating it if absent. With `value: None` the
+    /// key keeps its value (etcd's `ignore_value`) and must exist. `lease`
+    /// attaches it to a lease (0: to none); `None` keeps its lease (etcd's
+    /// `ignore_lease`; the key must exist).
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+        lease: Option<LeaseId>,
+        /// The key must already exist (etcd's `ignore_value`/`ignore_lease`).
+        must_exist: bool,
+        /// Return the previous key-value pair, if any.
+        prev_kv: bool,
+    },
+    /// Grant lease `id` (chosen by the client or the leader) for `ttl`
+    /// seconds. Does not change the key-value revision.
+    LeaseGrant { id: LeaseId, ttl: i64 },
+    /// Revoke lease `id`: every key attached to it is deleted, at one
+    /// revision. The leader proposes this when a lease expires.
+    LeaseRevoke { id: LeaseId },
+    /// Record how long each of these leases has left (milliseconds), so a
+    /// new leader carries on from there. Unknown leases are skipped.
+    LeaseCheckpoint { remaining_ms: Vec<(LeaseId, i64)> },
 }
 
 impl Command {
@@ -53,7 +78,11 @@ impl Command {
     /// `--max-request-bytes` bounds, and what bounds batches.
     pub fn payload_size(&self) -> usize {
         match self {
-            Command::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            Command::Put { key, value, .. } | Command::PutV1 { key, value, .. } => {
+                key.len() + value.as_ref().map_or(0, Vec::len)
+            }
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
+            Command::LeaseCheckpoint { remaining_ms } => 16 * remaining_ms.len(),
             Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
             Command::Txn(txn) => txn_size(txn),
             Command::Compact { .. } => 8,
@@ -90,7 +119,9 @@ fn txn_size(txn: &Txn) -> usize {
         .chain(&txn.failure)
         .map(|op| match op {
             TxnOp::Range(q) => range_size(&q.range),
-            TxnOp::Put { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            TxnOp::Put { key, value, .. } | TxnOp::PutV1 { key, value, .. } => {
+                key.len() + value.as_ref().map_or(0, Vec::len)
+            }
             TxnOp::DeleteRange { range, .. } => range_size(range),
             TxnOp::Txn(inner) => txn_size(inner),
         })
@@ -128,4 +159,14 @@ pub enum Response {
     /// An entry that does not touch keys (a member announcement, a Raft
     /// membership or blank entry); `revision` is the current revision.
     Applied { revision: Revision },
+    /// Lease `id` was granted for `ttl` seconds; `revision` is the current
+    /// one.
+    LeaseGranted {
+        id: LeaseId,
+        ttl: i64,
+        revision: Revision,
+    },
+    /// A lease was revoked and its keys deleted; `revision` is the one they
+    /// were deleted at (or the current one if it had none).
+    LeaseRevoked { revision: Revision },
 }

@@ -5,7 +5,7 @@
 //! code path.
 
 use super::kv::{KeyValue, RangeQuery, RangeResult, Reads, Rejection};
-use super::state::{Revision, State, Version};
+use super::state::{LeaseId, Revision, State, Version};
 
 /// One key's current version, if present.
 pub(super) fn get_current(st: &State, key: &[u8]) -> Option<KeyValue> {
@@ -82,12 +82,14 @@ fn put_pair(key: &[u8], rev: Revision, version: &Version) -> Option<KeyValue> {
             create_revision,
             version,
             value,
+            lease,
         } => Some(KeyValue {
             key: key.to_vec(),
             create_revision: *create_revision,
             mod_revision: rev,
             version: *version,
             value: value.clone(),
+            lease: *lease,
         }),
         Version::Delete => None,
     }
@@ -153,6 +155,7 @@ pub(super) fn events(
                     mod_revision: rev,
                     version: 0,
                     value: Vec::new(),
+                    lease: 0,
                 },
             },
         };
@@ -174,7 +177,11 @@ impl Reads for State {
         get_current(self, key)
     }
 
-    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection> {
+    fn range(&self, q: &RangeQuery) -> Result<RangeResult, Rejection> {
         read(self, q)
+    }
+
+    fn has_lease(&self, id: LeaseId) -> bool {
+        self.leases.contains_key(&id)
     }
 }

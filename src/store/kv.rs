@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Current, Revision};
+use super::state::{Current, LeaseId, Revision};
 
 /// A key with its value and etcd's metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,8 @@ pub struct KeyValue {
     pub version: i64,
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    /// The lease the key is attached to; 0 if none.
+    pub lease: LeaseId,
 }
 
 impl KeyValue {
@@ -32,6 +34,7 @@ impl KeyValue {
             mod_revision: c.mod_revision,
             version: c.version,
             value: value.to_vec(),
+            lease: c.lease,
         }
     }
 }
@@ -249,6 +252,10 @@ pub enum Rejection {
     Compacted,
     /// A read or compaction at a revision the store has not reached.
     FutureRevision,
+    /// A lease that does not exist (a put attaching to it, a revoke).
+    LeaseNotFound,
+    /// A grant of a lease id already in use.
+    LeaseExists,
 }
 
 /// What choosing a transaction's branches needs to read: the state as a
@@ -258,5 +265,7 @@ pub trait Reads {
     /// One key's current version.
     fn get(&self, key: &[u8]) -> Option<KeyValue>;
     /// A range with etcd's semantics (see `history::read`).
-    fn range(&self, q: &RangeQuery) -> std::result::Result<RangeResult, Rejection>;
+    fn range(&self, q: &RangeQuery) -> Result<RangeResult, Rejection>;
+    /// Whether lease `id` exists.
+    fn has_lease(&self, id: LeaseId) -> bool;
 }

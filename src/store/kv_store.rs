@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use super::batch::WriteBatch;
 use super::history::{events, get_current, read, version_before, Event, EventKind};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection};
-use super::state::{MemberInfo, Revision, State};
+use super::state::{Lease, LeaseId, MemberInfo, Revision, State};
 use super::txn::{read_only, Txn, TxnResult};
 
 /// The shared handle on the state: reads, and the entry point for writes.
@@ -90,6 +90,16 @@ impl KvStore {
         Ok((hash >> 32) as u32 ^ hash as u32)
     }
 
+    /// Every lease, with its keys.
+    pub fn leases(&self) -> BTreeMap<LeaseId, Lease> {
+        self.read().leases.clone()
+    }
+
+    /// One lease, with its keys, if it exists.
+    pub fn lease(&self, id: LeaseId) -> Option<Lease> {
+        self.read().leases.get(&id).cloned()
+    }
+
     /// Every member's published attributes.
     pub fn members(&self) -> BTreeMap<u64, MemberInfo> {
         self.read().members.clone()
@@ -142,7 +152,7 @@ impl KvStore {
     /// and needs only the encoded bytes beside the state, not a second
     /// state.
     pub fn encode(&self) -> crate::Result<Vec<u8>> {
-        Ok(crate::codec::encode(&*self.read())?)
+        Ok(self.read().encode()?)
     }
 
     /// Replaces the whole state, from a snapshot.

@@ -30,7 +30,7 @@ pub use command::{Command, Response};
 pub use history::{Event, EventKind};
 pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
 pub use kv_store::{fnv1a_of, KvStore};
-pub use state::{MemberInfo, Revision, State};
+pub use state::{Lease, LeaseId, MemberInfo, Revision, State};
 
 /// The directory, in a data dir, that holds the latest snapshot.
 pub const SNAPSHOT_DIR: &str = "snapshot";
@@ -43,5 +43,7 @@ pub use validate::{
     check_key, check_member_info, check_txn, check_utf8, check_write, Limits, MAX_TXN_DEPTH,
 };
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

@@ -8,15 +8,35 @@
 //!   (in the current state) when its newest version is a put; compaction
 //!   always keeps that version, so the current state is read from here too
 //!   and a put or delete walks one map for its key, not two;
-//! - `events`: which key changed at each `revision.sub`, for watches.
+//! - `events`: which key changed at each `revision.sub`, for watches;
+//! - `leases`: etcd's leases, each with the keys attached to it.
+//!
+//! Snapshots written before leases existed read as they are: a put without
+//! a lease encodes as before, and the leases follow the rest of the state
+//! (see `State::encode`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// etcd's cluster-wide revision: starts at 1, +1 per write that changes a key.
 pub type Revision = i64;
+
+/// A lease's id; 0 means no lease.
+pub type LeaseId = i64;
+
+/// A lease as the replicated state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// The TTL it was granted, in seconds.
+    pub ttl: i64,
+    /// Its time left, in milliseconds, as of the last checkpoint of it (or
+    /// of its grant): what a new leader carries on from.
+    pub remaining_ms: i64,
+    /// The keys attached to it (derived from the history on decoding).
+    pub keys: BTreeSet<Vec<u8>>,
+}
 
 /// What a member tells the others about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,18 +54,101 @@ pub struct Current {
     pub create_revision: Revision,
     pub mod_revision: Revision,
     pub version: i64,
+    /// Not in the encoding (this struct is also the layout of a part of
+    /// snapshots that predates leases and is skipped on reading).
+    #[serde(skip)]
+    pub lease: LeaseId,
 }
 
 /// What happened to a key at one revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "VersionRepr<serde_bytes::ByteBuf>")]
 pub enum Version {
     Put {
         create_revision: Revision,
         version: i64,
-        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
+        /// The lease the key was attached to by this put; 0 if none.
+        lease: LeaseId,
     },
     Delete,
+}
+
+/// `Version` as it is encoded: a put without a lease as before leases
+/// existed, one with a lease as a variant of its own.
+#[derive(Serialize, Deserialize)]
+enum VersionRepr<B> {
+    Put {
+        create_revision: Revision,
+        version: i64,
+        value: B,
+    },
+    Delete,
+    LeasedPut {
+        create_revision: Revision,
+        version: i64,
+        value: B,
+        lease: LeaseId,
+    },
+}
+
+impl From<VersionRepr<serde_bytes::ByteBuf>> for Version {
+    fn from(v: VersionRepr<serde_bytes::ByteBuf>) -> Self {
+        match v {
+            VersionRepr::Put {
+                create_revision,
+                version,
+                value,
+            } => Version::Put {
+                create_revision,
+                version,
+                value: value.into_vec(),
+                lease: 0,
+            },
+            VersionRepr::LeasedPut {
+                create_revision,
+                version,
+                value,
+                lease,
+            } => Version::Put {
+                create_revision,
+                version,
+                value: value.into_vec(),
+                lease,
+            },
+            VersionRepr::Delete => Version::Delete,
+        }
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let repr = match self {
+            Version::Put {
+                create_revision,
+                version,
+                value,
+                lease: 0,
+            } => VersionRepr::Put {
+                create_revision: *create_revision,
+                version: *version,
+                value: serde_bytes::Bytes::new(value),
+            },
+            Version::Put {
+                create_revision,
+                version,
+                value,
+                lease,
+            } => VersionRepr::LeasedPut {
+                create_revision: *create_revision,
+                version: *version,
+                value: serde_bytes::Bytes::new(value),
+                lease: *lease,
+            },
+            Version::Delete => VersionRepr::Delete,
+        };
+        repr.serialize(s)
+    }
 }
 
 /// One key's versions, oldest first: a sorted vector rather than a map, as
@@ -74,12 +177,14 @@ impl Versions {
                     create_revision,
                     version,
                     value,
+                    lease,
                 },
             ) => Some((
                 Current {
                     create_revision: *create_revision,
                     mod_revision: *rev,
                     version: *version,
+                    lease: *lease,
                 },
                 value,
             )),
@@ -171,6 +276,7 @@ pub struct State {
     /// Metadata owned by the caller (the Raft adapter's applied log id and
     /// membership), changed atomically with the rest.
     pub meta: BTreeMap<String, Vec<u8>>,
+    pub leases: BTreeMap<LeaseId, Lease>,
 }
 
 impl Default for State {
@@ -184,6 +290,7 @@ impl Default for State {
             events: BTreeMap::new(),
             members: BTreeMap::new(),
             meta: BTreeMap::new(),
+            leases: BTreeMap::new(),
         }
     }
 }
@@ -192,6 +299,51 @@ impl State {
     /// `key`'s current version and value, if it is live.
     pub fn current(&self, key: &[u8]) -> Option<(Current, &[u8])> {
         self.history.get(key)?.current()
+    }
+
+    /// The whole state, for a snapshot: the state as encoded before leases
+    /// existed, then, if there are any, the leases (id, granted TTL, time
+    /// left). A state without leases encodes exactly as before.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        let mut bytes = crate::codec::encode(self)?;
+        if self.leases.is_empty() {
+            return Ok(bytes);
+        }
+        let leases: Vec<(LeaseId, i64, i64)> = self
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl, l.remaining_ms))
+            .collect();
+        bytes.extend(crate::codec::encode(&leases)?);
+        Ok(bytes)
+    }
+
+    /// Reads what `encode` wrote (or a snapshot from before leases). Each
+    /// lease's keys are the live keys whose current version names it.
+    pub fn decode(bytes: &[u8]) -> Result<State, crate::codec::CodecError> {
+        let (mut state, rest) = crate::codec::decode_prefix::<State>(bytes)?;
+        if !rest.is_empty() {
+            let leases: Vec<(LeaseId, i64, i64)> = crate::codec::decode(rest)?;
+            state.leases = leases
+                .into_iter()
+                .map(|(id, ttl, remaining_ms)| {
+                    let lease = Lease {
+                        ttl,
+                        remaining_ms,
+                        keys: BTreeSet::new(),
+                    };
+                    (id, lease)
+                })
+                .collect();
+        }
+        for (key, versions) in &state.history {
+            if let Some((current, _)) = versions.current() {
+                if let Some(lease) = state.leases.get_mut(&current.lease) {
+                    lease.keys.insert(key.clone());
+                }
+            }
+        }
+        Ok(state)
     }
 }
 
@@ -268,6 +420,7 @@ impl<'de> Deserialize<'de> for State {
             events: s.events,
             members: s.members,
             meta: s.meta,
+            leases: BTreeMap::new(),
         })
     }
 }
@@ -281,6 +434,7 @@ mod tests {
             create_revision: 2,
             version: 1,
             value: value.as_bytes().to_vec(),
+            lease: 0,
         }
     }
 
@@ -343,5 +497,36 @@ mod tests {
         let bytes = crate::codec::encode(&map).unwrap();
         assert_eq!(crate::codec::encode(&v).unwrap(), bytes);
         assert_eq!(crate::codec::decode::<Versions>(&bytes).unwrap(), v);
+    }
+
+    /// A put without a lease encodes exactly as before leases existed (so
+    /// older snapshots read as they are); one with a lease round-trips.
+    #[test]
+    fn versions_without_a_lease_keep_their_old_encoding() {
+        #[derive(Serialize)]
+        enum Before {
+            Put {
+                create_revision: Revision,
+                version: i64,
+                #[serde(with = "serde_bytes")]
+                value: Vec<u8>,
+            },
+        }
+        let old = Before::Put {
+            create_revision: 2,
+            version: 1,
+            value: b"x".to_vec(),
+        };
+        let bytes = crate::codec::encode(&old).unwrap();
+        assert_eq!(crate::codec::encode(&put("x")).unwrap(), bytes);
+        assert_eq!(crate::codec::decode::<Version>(&bytes).unwrap(), put("x"));
+        let leased = Version::Put {
+            create_revision: 2,
+            version: 1,
+            value: b"x".to_vec(),
+            lease: 7,
+        };
+        let bytes = crate::codec::encode(&leased).unwrap();
+        assert_eq!(crate::codec::decode::<Version>(&bytes).unwrap(), leased);
     }
 }

@@ -71,7 +71,7 @@ impl StateMachine {
             disk.sync_blocking()?;
         }
         let state = match stored {
-            Some((_, data)) => codec::decode::<State>(&data)?,
+            Some((_, data)) => State::decode(&data)?,
             None => State::default(),
         };
         let (revision, _) = watch::channel(state.revision);
@@ -157,7 +157,7 @@ impl StateMachine {
     }
 
     async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> crate::Result<()> {
-        let mut state: State = codec::decode(&data)?;
+        let mut state = State::decode(&data)?;
         state
             .meta
             .insert(APPLIED_META.into(), codec::encode(&meta.last_log_id)?);
@@ -165,7 +165,7 @@ impl StateMachine {
             MEMBERSHIP_META.into(),
             codec::encode(&meta.last_membership)?,
         );
-        let data = codec::encode(&state)?;
+        let data = state.encode()?;
         save_snapshot(&self.snapshots, meta, data).await?;
         self.kv.restore(state);
         self.publish_revision();
@@ -315,6 +315,7 @@ mod tests {
         apply::apply(
             &mut batch,
             Command::Put {
+                lease: Some(0),
                 key: b"moved".to_vec(),
                 value: Some(b"yes".to_vec()),
                 must_exist: false,

@@ -19,6 +19,7 @@ fn run(s: &KvStore, cmd: Command) -> Response {
 
 fn put_cmd(key: &str, value: &str) -> Command {
     Command::Put {
+        lease: Some(0),
         key: key.into(),
         value: Some(value.into()),
         must_exist: false,
@@ -427,6 +428,7 @@ fn events_carry_versions_and_previous_versions() {
 fn keeping_the_value_needs_an_existing_key() {
     let s = store();
     let keep = |must_exist| Command::Put {
+        lease: Some(0),
         key: "k".into(),
         value: None,
         must_exist,
@@ -437,6 +439,7 @@ fn keeping_the_value_needs_an_existing_key() {
         Response::Rejected(Rejection::KeyNotFound)
     );
     let cmd = Command::Put {
+        lease: Some(0),
         key: "k".into(),
         value: Some("v".into()),
         must_exist: true,
@@ -524,6 +527,7 @@ fn snapshots_keep_the_layout_with_a_map_of_live_keys() {
     let old: OldState = crate::codec::decode(&bytes).unwrap();
     let live: Vec<_> = old.current.iter().map(|(k, c)| (k.clone(), *c)).collect();
     let current = |create_revision, mod_revision, version| state::Current {
+        lease: 0,
         create_revision,
         mod_revision,
         version,
@@ -619,6 +623,7 @@ fn cmp(key: &str, target: CompareTarget, result: CompareResult) -> Compare {
 
 fn txn_put(key: &str, value: &str) -> TxnOp {
     TxnOp::Put {
+        lease: Some(0),
         key: key.into(),
         value: Some(value.into()),
         must_exist: false,
@@ -642,6 +647,7 @@ fn compare_semantics_for_present_and_missing_keys() {
     use CompareResult::*;
     use CompareTarget::*;
     let kv = KeyValue {
+        lease: 0,
         key: b"k".to_vec(),
         create_revision: 5,
         mod_revision: 7,
@@ -760,6 +766,7 @@ fn a_refused_txn_changes_nothing() {
         Response::Rejected(Rejection::Compacted)
     );
     let keep = TxnOp::Put {
+        lease: Some(0),
         key: "missing".into(),
         value: None,
         must_exist: true,

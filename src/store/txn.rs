@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::Writer;
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
-use super::state::State;
+use super::state::{LeaseId, State};
 
 /// A transaction: `compare`s, then `success` or `failure`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -54,11 +54,12 @@ pub enum CompareResult {
     NotEqual,
 }
 
-/// One request inside a transaction.
+/// One request inside a transaction. Encoded by position, as `Command`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     Range(RangeQuery),
-    Put {
+    /// A put as written before leases: runs as a `Put` with lease 0.
+    PutV1 {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         #[serde(with = "serde_bytes")]
@@ -72,6 +73,59 @@ pub enum TxnOp {
     },
     /// A nested transaction; decoding bounds how deep (`codec::nested`).
     Txn(#[serde(deserialize_with = "crate::codec::nested")] Txn),
+    /// A put, as `Command::Put`.
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+        lease: Option<LeaseId>,
+        must_exist: bool,
+        prev_kv: bool,
+    },
+}
+
+/// A put inside a transaction, whichever layout it was written in.
+pub(super) struct PutOp<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a Vec<u8>>,
+    pub lease: Option<LeaseId>,
+    pub must_exist: bool,
+    pub prev_kv: bool,
+}
+
+impl TxnOp {
+    /// The op as a put, if it is one.
+    pub(super) fn as_put(&self) -> Option<PutOp<'_>> {
+        match self {
+            TxnOp::Put {
+                key,
+                value,
+                lease,
+                must_exist,
+                prev_kv,
+            } => Some(PutOp {
+                key,
+                value: value.as_ref(),
+                lease: *lease,
+                must_exist: *must_exist,
+                prev_kv: *prev_kv,
+            }),
+            TxnOp::PutV1 {
+                key,
+                value,
+                must_exist,
+                prev_kv,
+            } => Some(PutOp {
+                key,
+                value: value.as_ref(),
+                lease: Some(0),
+                must_exist: *must_exist,
+                prev_kv: *prev_kv,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What a transaction did.
@@ -133,8 +187,7 @@ pub fn compare_one(kv: Option<&KeyValue>, c: &Compare) -> bool {
         CompareTarget::Version(v) => number(|kv| kv.version).cmp(v),
         CompareTarget::Create(v) => number(|kv| kv.create_revision).cmp(v),
         CompareTarget::Mod(v) => number(|kv| kv.mod_revision).cmp(v),
-        // raftkv has no leases: every key's lease is 0.
-        CompareTarget::Lease(v) => 0.cmp(v),
+        CompareTarget::Lease(v) => number(|kv| kv.lease).cmp(v),
     };
     holds(actual, c.result)
 }
@@ -175,13 +228,15 @@ fn precheck(r: &impl Reads, txn: &Txn, path: &Path) -> Result<(), Rejection> {
                     ..q.clone()
                 })?;
             }
-            TxnOp::Put {
-                key,
-                value,
-                must_exist,
-                ..
-            } if (*must_exist || value.is_none()) && r.get(key).is_none() => {
-                return Err(Rejection::KeyNotFound);
+            TxnOp::Put { .. } | TxnOp::PutV1 { .. } => {
+                let put = op.as_put().expect("invariant: a put");
+                let keeps = put.must_exist || put.value.is_none() || put.lease.is_none();
+                if keeps && r.get(put.key).is_none() {
+                    return Err(Rejection::KeyNotFound);
+                }
+                if put.lease.is_some_and(|id| id != 0 && !r.has_lease(id)) {
+                    return Err(Rejection::LeaseNotFound);
+                }
             }
             TxnOp::Txn(inner) => {
                 let p = nested
@@ -201,14 +256,18 @@ fn execute(w: &mut Writer<'_>, txn: &Txn, path: &Path) -> Result<TxnResult, Reje
     for op in txn.branch(path.succeeded) {
         let response = match op {
             TxnOp::Range(q) => OpResult::Range(w.range(q)?),
-            TxnOp::Put {
-                key,
-                value,
-                must_exist,
-                prev_kv,
-            } => OpResult::Put {
-                prev_kv: w.put(key, value.clone(), *must_exist, *prev_kv)?,
-            },
+            TxnOp::Put { .. } | TxnOp::PutV1 { .. } => {
+                let put = op.as_put().expect("invariant: a put");
+                OpResult::Put {
+                    prev_kv: w.put(
+                        put.key,
+                        put.value.cloned(),
+                        put.lease,
+                        put.must_exist,
+                        put.prev_kv,
+                    )?,
+                }
+            }
             TxnOp::DeleteRange { range, prev_kv } => {
                 let (count, deleted) = w.delete_range(range, *prev_kv);
                 OpResult::DeleteRange {
@@ -245,7 +304,7 @@ pub fn is_read_only(txn: &Txn) -> bool {
     txn.success.iter().chain(&txn.failure).all(|op| match op {
         TxnOp::Range(_) => true,
         TxnOp::Txn(inner) => is_read_only(inner),
-        TxnOp::Put { .. } | TxnOp::DeleteRange { .. } => false,
+        TxnOp::Put { .. } | TxnOp::PutV1 { .. } | TxnOp::DeleteRange { .. } => false,
     })
 }
 
@@ -272,7 +331,7 @@ fn read_branches(st: &State, txn: &Txn, path: &Path) -> Result<TxnResult, Reject
                 OpResult::Txn(read_branches(st, inner, p)?)
             }
             // `read_only` checked there are none.
-            TxnOp::Put { .. } | TxnOp::DeleteRange { .. } => continue,
+            TxnOp::Put { .. } | TxnOp::PutV1 { .. } | TxnOp::DeleteRange { .. } => continue,
         });
     }
     Ok(TxnResult {

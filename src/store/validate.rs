@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use super::command::Command;
 use super::kv::KeyRange;
-use super::state::MemberInfo;
+use super::state::{LeaseId, MemberInfo};
 use super::txn::{Txn, TxnOp};
 use crate::error::{Error, Result};
 
@@ -58,6 +58,10 @@ pub fn check_write(cmd: &Command, limits: &Limits) -> Result<()> {
         Command::DeleteRange { key, .. } => check_key(key),
         Command::Txn(txn) => check_txn(txn, limits),
         Command::Compact { .. } => Ok(()),
+        Command::LeaseGrant { id, ttl } => check_lease_grant(*id, *ttl),
+        Command::LeaseRevoke { .. } => Ok(()),
+        Command::PutV1 { .. } => Err(Error::NotAClientWrite("put in the old layout")),
+        Command::LeaseCheckpoint { .. } => Err(Error::NotAClientWrite("lease checkpoint")),
         Command::Batch(_) => Err(Error::NotAClientWrite("batch")),
         Command::PublishMember { .. } => Err(Error::NotAClientWrite("member announcement")),
     }
@@ -82,6 +86,22 @@ pub fn check_member_info(info: &MemberInfo) -> Result<()> {
         .any(|u| u.is_empty() || u.len() > MAX_URL)
     {
         return Err(Error::InvalidMember("a client URL is empty or too long"));
+    }
+    Ok(())
+}
+
+/// etcd's largest lease TTL, in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// A grant names a lease (the leader picks one for a client that did not)
+/// and a TTL no larger than etcd's limit (the minimum is raised to, not
+/// refused).
+pub fn check_lease_grant(id: LeaseId, ttl: i64) -> Result<()> {
+    if ttl > MAX_LEASE_TTL {
+        return Err(Error::LeaseTtlTooLarge);
+    }
+    if id <= 0 {
+        return Err(Error::LeaseNotFound);
     }
     Ok(())
 }
@@ -144,6 +164,7 @@ fn check_txn_level(txn: &Txn, limits: &Limits, depth: usize) -> Result<()> {
         match op {
             TxnOp::Range(q) => check_key(first_key(&q.range))?,
             TxnOp::Put { key, value, .. } => check_put(key, value.as_deref())?,
+            TxnOp::PutV1 { .. } => return Err(Error::NotAClientWrite("put in the old layout")),
             TxnOp::DeleteRange { range, .. } => check_key(first_key(range))?,
             TxnOp::Txn(inner) => check_txn_level(inner, limits, depth + 1)?,
         }
@@ -207,6 +228,7 @@ mod tests {
 
     fn put(key: &[u8], value: &[u8]) -> TxnOp {
         TxnOp::Put {
+            lease: Some(0),
             key: key.to_vec(),
             value: Some(value.to_vec()),
             must_exist: false,
@@ -236,6 +258,7 @@ mod tests {
     #[test]
     fn keys_sizes_and_limits() {
         let put_cmd = |key: &[u8], value: &[u8]| Command::Put {
+            lease: Some(0),
             key: key.to_vec(),
             value: Some(value.to_vec()),
             must_exist: false,

@@ -62,6 +62,7 @@ pub(crate) fn put_entry(term: u64, leader: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, leader, index),
         payload: EntryPayload::Normal(Command::Put {
+            lease: Some(0),
             key: b"forged".to_vec(),
             value: Some(b"by an outsider".to_vec()),
             must_exist: false,
@@ -269,6 +270,7 @@ pub(crate) fn forward(from: u64, cmds: Vec<Command>) -> Payload {
 
 pub(crate) fn put(key: &[u8], value: &[u8]) -> Command {
     Command::Put {
+        lease: Some(0),
         key: key.to_vec(),
         value: Some(value.to_vec()),
         must_exist: false,
