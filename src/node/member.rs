@@ -12,6 +12,8 @@ use tokio::time::Instant;
 use super::bootstrap::{self, Start};
 use super::forwarder::Forwarder;
 use super::identity::{cluster_id_of, publish_member, read_identity, record_identity, unreadable};
+use super::leases::min_lease_ttl;
+use super::lessor::{self, Lessor};
 use super::proposer::Proposer;
 use super::read_index::ReadIndex;
 use super::status::{leader_of, watch_leader};
@@ -50,6 +52,10 @@ pub struct Node {
     pub(super) inbound: Inbound,
     /// TLS on the peer port, if configured.
     pub(super) peer_tls: Option<Arc<PeerTls>>,
+    /// Channels to the other members.
+    pub(super) peers: PeerClients,
+    /// Leases' deadlines, while this member leads.
+    pub(super) lessor: Lessor,
 }
 
 impl Node {
@@ -151,6 +157,8 @@ impl Node {
             ),
             raft,
             peer_tls: tls,
+            peers: peers.clone(),
+            lessor: Lessor::new(min_lease_ttl(cfg.election_timeout)),
         });
         tokio::spawn(watch_leader(
             node.id,
@@ -162,6 +170,7 @@ impl Node {
             client_urls: vec![format!("http://{}", cfg.advertise_client)],
         };
         tokio::spawn(publish_member(node.clone(), info));
+        tokio::spawn(lessor::run(node.clone()));
         Ok(node)
     }
 

@@ -29,6 +29,13 @@
 //! read skips the round. While there is no leader, both wait for one until
 //! the request timeout.
 //!
+//! # Leases
+//!
+//! Granting and revoking are writes. Only the leader keeps leases' time
+//! (`lessor.rs`): it renews them on keep-alives without a proposal, revokes
+//! what expires through Raft, and checkpoints the time left so a new leader
+//! carries on from it; a follower asks the leader (`leases.rs`).
+//!
 //! # The rest
 //!
 //! `member.rs` is the member and how it starts; `bootstrap.rs` how a member
@@ -39,6 +46,8 @@ mod batching;
 mod bootstrap;
 mod forwarder;
 mod identity;
+mod leases;
+mod lessor;
 mod member;
 mod proposer;
 mod read_index;
@@ -48,6 +57,7 @@ mod to_leader;
 mod writes;
 
 pub use bootstrap::ClusterInfo;
+pub use leases::LeaseStatus;
 pub use member::{peer_message_limit, Node};
 pub use status::{leader_of, MemberView, NodeStatus};
-pub use to_leader::{ForwardRequest, ForwardResults, PeerError};
+pub use to_leader::{ForwardRequest, ForwardResults, LeaseAnswer, LeaseCall, PeerError};

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 use crate::raft::{NodeId, PeerClients, Raft, ReadFloor};
-use crate::store::{Command, Response};
+use crate::store::{Command, LeaseId, Response};
 use crate::transport::is_connect_error;
 
 /// Failures a peer reports back over `Forward` and `ReadIndex`.
@@ -136,6 +136,41 @@ pub async fn send_writes(
         .await
         .map_err(|s| call_failure(&s))?;
     Ok(codec::decode(&reply.into_inner().data)?)
+}
+
+/// A lease question only the leader can answer: it keeps leases' time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum LeaseCall {
+    /// Renew the lease; the answer is its TTL (0 if it does not exist).
+    KeepAlive(LeaseId),
+    /// How long the lease has left, in milliseconds, and its TTL; `None`
+    /// if it does not exist.
+    TimeLeft(LeaseId),
+}
+
+/// The leader's answer to a `LeaseCall`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum LeaseAnswer {
+    Renewed { ttl: i64 },
+    TimeLeft(Option<(i64, i64)>),
+}
+
+/// Asks the leader a `LeaseCall`.
+pub async fn ask_lease(
+    raft: &Raft,
+    peers: &PeerClients,
+    leader: NodeId,
+    call: LeaseCall,
+    deadline: Instant,
+) -> Result<LeaseAnswer> {
+    let mut client = peer_client(raft, peers, leader)?;
+    let reply = client
+        .lease(peer_request(codec::encode(&call)?, deadline))
+        .await
+        .map_err(|s| call_failure(&s))?;
+    let answer: std::result::Result<LeaseAnswer, PeerError> =
+        codec::decode(&reply.into_inner().data)?;
+    answer.map_err(Error::from)
 }
 
 /// One read-index round for member `me`: its own if it leads, else the

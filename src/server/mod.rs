@@ -11,6 +11,7 @@ mod convert;
 mod grpc_metrics;
 mod http;
 mod kv;
+mod lease;
 mod maintenance;
 mod peer;
 mod status;
@@ -82,6 +83,10 @@ pub async fn serve(
                 node.clone(),
             ))
             .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            pb::lease_server::LeaseServer::new(lease::LeaseService::new(node.clone()))
+                .max_decoding_message_size(recv_limit),
         )
         .add_service(
             pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(node.clone()))

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::error::Error;
-use crate::node::{ForwardRequest, ForwardResults, Node, PeerError};
+use crate::node::{ForwardRequest, ForwardResults, LeaseCall, Node, PeerError};
 use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -84,6 +84,16 @@ impl Peer for PeerService {
             .map(|r| r.map_err(|e| PeerError::from(&e)))
             .collect();
         reply(&results)
+    }
+
+    async fn lease(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let call: LeaseCall = decode(request)?;
+        let answer = self
+            .node
+            .answer_lease_call(call)
+            .await
+            .map_err(|e| PeerError::from(&e));
+        reply(&answer)
     }
 
     async fn cluster_info(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {

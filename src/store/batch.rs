@@ -90,6 +90,7 @@ impl<'a> WriteBatch<'a> {
             keys: Default::default(),
         };
         self.st.leases.insert(id, lease);
+        self.st.lease_version += 1;
         Ok(())
     }
 
@@ -114,6 +115,7 @@ impl<'a> WriteBatch<'a> {
         }
         let revision = w.finish();
         self.st.leases.remove(&id);
+        self.st.lease_version += 1;
         Ok(revision)
     }
 

@@ -95,6 +95,18 @@ impl KvStore {
         self.read().leases.clone()
     }
 
+    /// Every lease's id, granted TTL and recorded time left, and the
+    /// version of the lease set (which changes with every grant and revoke).
+    pub fn lease_clocks(&self) -> (u64, Vec<(LeaseId, i64, i64)>) {
+        let st = self.read();
+        let leases = st
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl, l.remaining_ms))
+            .collect();
+        (st.lease_version, leases)
+    }
+
     /// One lease, with its keys, if it exists.
     pub fn lease(&self, id: LeaseId) -> Option<Lease> {
         self.read().leases.get(&id).cloned()
@@ -156,11 +168,14 @@ impl KvStore {
     }
 
     /// Replaces the whole state, from a snapshot.
-    pub fn restore(&self, state: State) {
-        *self
+    pub fn restore(&self, mut state: State) {
+        let mut st = self
             .state
             .write()
-            .expect("invariant: state lock is never poisoned") = state;
+            .expect("invariant: state lock is never poisoned");
+        // Whatever the leases were, a lease clock looks again.
+        state.lease_version = st.lease_version.wrapping_add(1);
+        *st = state;
     }
 }
 

@@ -277,6 +277,9 @@ pub struct State {
     /// membership), changed atomically with the rest.
     pub meta: BTreeMap<String, Vec<u8>>,
     pub leases: BTreeMap<LeaseId, Lease>,
+    /// Bumped whenever a lease is granted or revoked (not encoded): tells a
+    /// lease clock when to look again.
+    pub lease_version: u64,
 }
 
 impl Default for State {
@@ -291,6 +294,7 @@ impl Default for State {
             members: BTreeMap::new(),
             meta: BTreeMap::new(),
             leases: BTreeMap::new(),
+            lease_version: 0,
         }
     }
 }
@@ -421,6 +425,7 @@ impl<'de> Deserialize<'de> for State {
             members: s.members,
             meta: s.meta,
             leases: BTreeMap::new(),
+            lease_version: 0,
         })
     }
 }

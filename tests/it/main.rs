@@ -10,6 +10,7 @@ mod etcdctl;
 mod failover;
 mod hostile;
 mod kv;
+mod leases;
 mod ops;
 mod peer_tls;
 mod recovery;

@@ -1,0 +1,259 @@
+//! Leases end to end: etcd's etcdctl and the etcd-client crate against
+//! raftkv, expiry, and what a leader change does to leases.
+
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use tokio::time::Instant;
+
+use crate::cluster::{eventually, Options, TestCluster, LIVENESS};
+use crate::tools::{etcdctl, etcdctl_ok};
+
+async fn connect(endpoint: &str) -> Client {
+    Client::connect([endpoint], None)
+        .await
+        .expect("etcd-client connects")
+}
+
+/// The hex lease id in etcdctl's "lease <id> granted with TTL(..)".
+fn granted_id(out: &str) -> String {
+    out.split_whitespace()
+        .nth(1)
+        .expect("a lease id")
+        .to_string()
+}
+
+/// Scenario (etcd's defaults, with etcdctl): `lease grant 1` answers TTL 2;
+/// keys put with `--lease` are listed by `timetolive --keys`; `keep-alive
+/// --once` renews; `lease list` lists; `revoke` deletes the keys; a put to
+/// an unknown lease, a revoke of one and a TTL over 9e9 get etcd's errors;
+/// an unknown lease has "already expired". Each output is etcd 3.4's.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_lease_commands_print_what_etcd_prints() {
+    let cluster = TestCluster::start_with(3, Options::production()).await;
+    let eps = cluster.endpoints();
+    let out = etcdctl_ok(&eps, &["lease", "grant", "1"]);
+    assert!(out.ends_with("granted with TTL(2s)\n"), "{out}");
+    let out = etcdctl_ok(&eps, &["lease", "grant", "60"]);
+    let id = granted_id(&out);
+    assert_eq!(out, format!("lease {id} granted with TTL(60s)\n"));
+    etcdctl_ok(&eps, &["put", "--lease", &id, "svc/a", "1"]);
+    etcdctl_ok(&eps, &["put", "--lease", &id, "svc/b", "2"]);
+    let out = etcdctl_ok(&eps, &["lease", "timetolive", &id, "--keys"]);
+    let remaining = format!("lease {id} granted with TTL(60s), remaining(");
+    assert!(out.starts_with(&remaining), "{out}");
+    assert!(out.ends_with("s), attached keys([svc/a svc/b])\n"), "{out}");
+    assert_eq!(
+        etcdctl_ok(&eps, &["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    let out = etcdctl_ok(&eps, &["lease", "list"]);
+    assert!(
+        out.starts_with("found 2 leases\n") && out.contains(&id),
+        "{out}"
+    );
+    let json = etcdctl_ok(&eps, &["get", "svc/a", "-w", "json"]);
+    let lease = i64::from_str_radix(&id, 16).unwrap();
+    assert!(json.contains(&format!("\"lease\":{lease}")), "{json}");
+
+    let (rc, _, err) = etcdctl(&eps, &["put", "--lease", "1234", "x", "y"]);
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+    let (rc, _, err) = etcdctl(&eps, &["lease", "grant", "10000000000"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("etcdserver: too large lease TTL"), "{err}");
+    assert_eq!(
+        etcdctl_ok(&eps, &["lease", "timetolive", "1234"]),
+        "lease 0000000000001234 already expired\n"
+    );
+
+    assert_eq!(
+        etcdctl_ok(&eps, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(etcdctl_ok(&eps, &["get", "svc", "--prefix"]), "");
+    let (rc, _, err) = etcdctl(&eps, &["lease", "revoke", &id]);
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+}
+
+/// Scenario: etcdctl's lock and election recipes (leases, transactions
+/// and watches) with two contenders: the second gets the lock only after
+/// the first's command ended, and an observer sees the first candidate's
+/// proposal.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_lock_and_elect_take_turns() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let hold = format!(
+        "echo first-in >> {0}; sleep 2; echo first-out >> {0}",
+        log.display()
+    );
+    let first = std::process::Command::new(crate::tools::etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &eps,
+            "lock",
+            "shared",
+            "--",
+            "sh",
+            "-c",
+            &hold,
+        ])
+        .spawn()
+        .unwrap();
+    eventually("the first holder has the lock", LIVENESS, || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("first-in"))
+            .map(|_| ())
+    })
+    .await;
+    let then = format!("echo second-in >> {}", log.display());
+    etcdctl_ok(&eps, &["lock", "shared", "--", "sh", "-c", &then]);
+    let mut first = first;
+    first.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "first-in\nfirst-out\nsecond-in\n"
+    );
+
+    let mut candidate = std::process::Command::new(crate::tools::etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &eps, "elect", "election", "proposal-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let leader = eventually("the candidate leads", LIVENESS, || async {
+        let mut client = connect(&cluster.nodes[1].client_addr).await;
+        let resp = client
+            .get("election", Some(GetOptions::new().with_prefix()))
+            .await
+            .ok()?;
+        resp.kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap().to_string())
+    })
+    .await;
+    assert_eq!(leader, "proposal-1");
+    let _ = candidate.kill();
+    let _ = candidate.wait();
+}
+
+/// The revision and time at which every key under `prefix` was gone, from
+/// a watch that started at `from`.
+async fn deletes_of(client: &mut Client, prefix: &str, from: i64, keys: usize) -> Vec<i64> {
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from);
+    let mut stream = client.watch(prefix, Some(opts)).await.unwrap();
+    let mut revisions = Vec::new();
+    while revisions.len() < keys {
+        let resp = tokio::time::timeout(LIVENESS, stream.message())
+            .await
+            .expect("the lease's keys are deleted in time")
+            .unwrap()
+            .expect("a watch response");
+        for e in resp.events() {
+            if e.event_type() == EventType::Delete {
+                revisions.push(e.kv().unwrap().mod_revision());
+            }
+        }
+    }
+    revisions
+}
+
+/// Scenario: two leases with TTL 4 s. One is kept alive through a
+/// follower (which asks the leader); nobody keeps the other alive. Right
+/// away the leader is killed. The kept lease never expires: its key is
+/// there after ten renewals 1.3 s apart. The other expires after its TTL, not earlier, and well
+/// before twice its TTL (a new leader carries on with the time it had
+/// left); its two keys are deleted at one revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_survive_a_leader_change_with_the_time_they_had() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let li = cluster.index_of(leader);
+    let follower = (0..3).find(|&i| i != li).unwrap();
+    let other = (0..3).find(|&i| i != li && i != follower).unwrap();
+    let mut client = connect(&cluster.nodes[follower].client_addr).await;
+    let kept = client.lease_grant(4, None).await.unwrap().id();
+    let dead = client.lease_grant(4, None).await.unwrap().id();
+    let granted = Instant::now();
+    client
+        .put("kept", "1", Some(PutOptions::new().with_lease(kept)))
+        .await
+        .unwrap();
+    let start = client
+        .put("dead/1", "1", Some(PutOptions::new().with_lease(dead)))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client
+        .put("dead/2", "1", Some(PutOptions::new().with_lease(dead)))
+        .await
+        .unwrap();
+
+    // A client that keeps the lease alive as etcd's clients do (every
+    // TTL/3), opening a new stream when one breaks.
+    let endpoint = cluster.nodes[follower].client_addr.clone();
+    let keeping = tokio::spawn(async move {
+        let mut client = connect(&endpoint).await;
+        let mut renewals = 0;
+        let mut errors = Vec::new();
+        while renewals < 10 {
+            let Ok((mut keeper, mut responses)) = client.lease_keep_alive(kept).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            loop {
+                if let Err(e) = keeper.keep_alive().await {
+                    errors.push(e.to_string());
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_secs(5), responses.message()).await {
+                    Ok(Ok(Some(r))) => {
+                        assert!(r.ttl() > 0, "the kept lease expired ({errors:?})");
+                        renewals += 1;
+                    }
+                    other => {
+                        errors.push(format!("{other:?}"));
+                        break;
+                    }
+                }
+                if renewals >= 10 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1300)).await;
+            }
+        }
+        renewals
+    });
+    cluster.kill(li);
+
+    let mut watcher = connect(&cluster.nodes[other].client_addr).await;
+    let revisions = deletes_of(&mut watcher, "dead/", start, 2).await;
+    let expired_after = granted.elapsed();
+    assert_eq!(revisions[0], revisions[1], "both keys at one revision");
+    assert!(
+        expired_after >= Duration::from_millis(3500) && expired_after < Duration::from_secs(8),
+        "expired {expired_after:?} after the grant"
+    );
+    let renewals = tokio::time::timeout(Duration::from_secs(40), keeping)
+        .await
+        .expect("the keep-alive client is done in time");
+    assert_eq!(renewals.unwrap(), 10);
+    let resp = watcher.get("kept", None).await.unwrap();
+    assert_eq!(resp.kvs().len(), 1, "the kept lease's key is gone");
+    let ttl = watcher.lease_time_to_live(kept, None).await.unwrap();
+    assert!(ttl.ttl() > 0, "{ttl:?}");
+}
