@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/etcd/kv.proto",
         "proto/etcd/rpc.proto",
+        "proto/etcd/v3lock.proto",
+        "proto/etcd/v3election.proto",
         "proto/raft.proto",
     ];
     for proto in protos {

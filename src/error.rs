@@ -37,6 +37,15 @@ pub enum Error {
     /// A grant of a lease id already in use.
     #[error("etcdserver: lease already exists")]
     LeaseExists,
+    /// A lock contender's lease expired before it got the lock.
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// A proclamation by a leadership that no longer leads.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// An election nobody leads.
+    #[error("election: no leader")]
+    ElectionNoLeader,
     /// A lease TTL over etcd's limit (9,000,000,000 s).
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,

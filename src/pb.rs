@@ -15,6 +15,16 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// etcd's `v3lockpb` package: the lock service.
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's `v3electionpb` package: the election service.
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 /// raftkv's node-to-node service.
 pub mod peer {
     tonic::include_proto!("raftkv.peer");

@@ -47,7 +47,7 @@ pub(super) fn min_lease_ttl(election_timeout: std::time::Duration) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1)
 }
 
-fn rejected(r: Rejection) -> Error {
+pub(super) fn rejected(r: Rejection) -> Error {
     match r {
         Rejection::LeaseExists => Error::LeaseExists,
         Rejection::LeaseNotFound => Error::LeaseNotFound,

@@ -8,10 +8,12 @@
 mod auth;
 mod cluster;
 mod convert;
+mod election;
 mod grpc_metrics;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod peer;
 mod status;
@@ -87,6 +89,16 @@ pub async fn serve(
         .add_service(
             pb::lease_server::LeaseServer::new(lease::LeaseService::new(node.clone()))
                 .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            pb::v3lockpb::lock_server::LockServer::new(lock::LockService::new(node.clone()))
+                .max_decoding_message_size(recv_limit),
+        )
+        .add_service(
+            pb::v3electionpb::election_server::ElectionServer::new(election::ElectionService::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(recv_limit),
         )
         .add_service(
             pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(node.clone()))

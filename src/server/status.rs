@@ -46,6 +46,10 @@ impl From<Error> for Status {
             | Error::LeaderLost
             | Error::Stopped => Code::Unavailable,
             Error::Unimplemented(_) => Code::Unimplemented,
+            // etcd's recipes return plain errors: gRPC's Unknown.
+            Error::SessionExpired | Error::ElectionNotLeader | Error::ElectionNoLeader => {
+                Code::Unknown
+            }
             Error::Config(_)
             | Error::Storage(_)
             | Error::Codec(_)

@@ -55,6 +55,20 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// Every key that starts with `prefix` (etcd's `--prefix`).
+    pub fn prefix(prefix: &[u8]) -> Self {
+        // The end is the prefix with its last byte below 0xff bumped and
+        // what follows dropped; with none, there is no end.
+        let end = prefix
+            .iter()
+            .rposition(|&b| b < 0xff)
+            .map(|i| [&prefix[..i], &[prefix[i] + 1]].concat());
+        KeyRange::Span {
+            start: prefix.to_vec(),
+            end,
+        }
+    }
+
     /// etcd's rules: an empty `range_end` means just `key`; `"\0"` means every
     /// key `>= key`; anything else means `[key, range_end)`, which is empty
     /// when `range_end <= key`.

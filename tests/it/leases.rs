@@ -257,3 +257,99 @@ async fn leases_survive_a_leader_change_with_the_time_they_had() {
     let ttl = watcher.lease_time_to_live(kept, None).await.unwrap();
     assert!(ttl.ttl() > 0, "{ttl:?}");
 }
+
+/// Scenario (the etcd-client crate's lock service): a holder on a TTL-3
+/// lease kept alive by nobody, and a waiter on another node. The waiter
+/// gets the lock only once the holder's lease expires (within its TTL plus
+/// an election, not before), with a key created after the holder's; after
+/// it unlocks, a third contender gets the lock at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lock_service_waits_for_the_holder_and_its_lease() {
+    use etcd_client::LockOptions;
+    let cluster = TestCluster::start(3).await;
+    let mut a = connect(&cluster.nodes[0].client_addr).await;
+    let mut b = connect(&cluster.nodes[1].client_addr).await;
+    let held = a.lease_grant(3, None).await.unwrap().id();
+    let waiting = b.lease_grant(30, None).await.unwrap().id();
+    let first = a
+        .lock("door", Some(LockOptions::new().with_lease(held)))
+        .await
+        .unwrap();
+    let taken = Instant::now();
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.lock("door", Some(LockOptions::new().with_lease(waiting))),
+    )
+    .await
+    .expect("the waiter gets the lock once the holder's lease expires")
+    .unwrap();
+    let waited = taken.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6),
+        "waited {waited:?}"
+    );
+    assert!(second.key().starts_with(b"door/"));
+    assert_ne!(first.key(), second.key());
+    b.unlock(second.key()).await.unwrap();
+    let third_lease = a.lease_grant(30, None).await.unwrap().id();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        a.lock("door", Some(LockOptions::new().with_lease(third_lease))),
+    )
+    .await
+    .expect("a free lock is taken at once")
+    .unwrap();
+}
+
+/// Scenario (the etcd-client crate's election service): the first
+/// candidate leads and proclaims a new value, which `Leader` and an
+/// observer see; a second candidate waits; when the first resigns, it
+/// leads. Proclaiming with a leadership that was given up is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_election_service_hands_over_leadership() {
+    use etcd_client::{ProclaimOptions, ResignOptions};
+    let cluster = TestCluster::start(3).await;
+    let mut a = connect(&cluster.nodes[0].client_addr).await;
+    let mut b = connect(&cluster.nodes[2].client_addr).await;
+    let la = a.lease_grant(30, None).await.unwrap().id();
+    let lb = b.lease_grant(30, None).await.unwrap().id();
+    let won = a.campaign("chair", "alice", la).await.unwrap();
+    let leadership = won.leader().unwrap().clone();
+    let mut observer = b.observe("chair").await.unwrap();
+    let seen = observer.message().await.unwrap().unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"alice");
+    a.proclaim(
+        "alice-2",
+        Some(ProclaimOptions::new().with_leader(leadership.clone())),
+    )
+    .await
+    .unwrap();
+    let seen = observer.message().await.unwrap().unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"alice-2");
+    let leader = b.leader("chair").await.unwrap();
+    assert_eq!(leader.kv().unwrap().value(), b"alice-2");
+
+    let mut b2 = b.clone();
+    let second = tokio::spawn(async move { b2.campaign("chair", "bob", lb).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "two leaders at once");
+    a.resign(Some(ResignOptions::new().with_leader(leadership.clone())))
+        .await
+        .unwrap();
+    let bob = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second candidate leads once the first resigns")
+        .unwrap()
+        .unwrap();
+    assert_ne!(bob.leader().unwrap().key(), leadership.key());
+    let seen = observer.message().await.unwrap().unwrap();
+    assert_eq!(seen.kv().unwrap().value(), b"bob");
+    let err = a
+        .proclaim(
+            "again",
+            Some(ProclaimOptions::new().with_leader(leadership)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("election: not leader"), "{err}");
+}
