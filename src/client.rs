@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
+use crate::pb::lease_client::LeaseClient;
 use crate::pb::maintenance_client::MaintenanceClient;
 
 /// The endpoints `kvctl` uses by default: the local cluster of `make run`.
@@ -230,6 +231,49 @@ impl Client {
             }
         }
         Err(ClientError::Unreachable(failures))
+    }
+
+    pub async fn lease_grant(
+        &mut self,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, ClientError> {
+        self.call(Retry::Write, |ch| async move {
+            Ok(LeaseClient::new(ch).lease_grant(req).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(
+        &mut self,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, ClientError> {
+        self.call(Retry::Write, |ch| async move {
+            Ok(LeaseClient::new(ch).lease_revoke(req).await?.into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_time_to_live(
+        &mut self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, ClientError> {
+        self.call(Retry::Read, |ch| async move {
+            Ok(LeaseClient::new(ch)
+                .lease_time_to_live(req)
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    pub async fn lease_leases(&mut self) -> Result<pb::LeaseLeasesResponse, ClientError> {
+        self.call(Retry::Read, |ch| async move {
+            Ok(LeaseClient::new(ch)
+                .lease_leases(pb::LeaseLeasesRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
     }
 
     pub async fn member_list(&mut self) -> Result<pb::MemberListResponse, ClientError> {

@@ -68,6 +68,63 @@ pub enum Command {
     /// Member commands.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Lease commands: grant, revoke, timetolive, list, keep-alive.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Take a lock: `lock NAME [COMMAND...]` holds it while COMMAND runs
+    /// (or until Ctrl-C).
+    Lock(LockArgs),
+    /// Campaign in an election (`elect NAME PROPOSAL`, leading until
+    /// Ctrl-C), or print each leader (`elect --listen NAME`).
+    Elect(ElectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds (raised to the cluster's minimum).
+    Grant { ttl: i64 },
+    /// Revoke a lease (its keys are deleted). ID is hexadecimal.
+    Revoke { id: String },
+    /// How long a lease has left.
+    Timetolive {
+        id: String,
+        /// Also list the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List the leases.
+    List,
+    /// Keep a lease alive, printing each renewal (Ctrl-C stops).
+    KeepAlive {
+        id: String,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    pub name: String,
+    /// The command to run while holding the lock.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// TTL of the lease that holds the lock, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    pub name: String,
+    /// The value to lead with.
+    pub proposal: Option<String>,
+    /// Print the leader each time it changes instead of campaigning.
+    #[arg(short, long)]
+    pub listen: bool,
+    /// TTL of the lease that holds the leadership, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +138,12 @@ pub struct PutArgs {
     /// Keep the current value (the key must exist).
     #[arg(long)]
     pub ignore_value: bool,
+    /// Attach the key to this lease (hexadecimal, as `lease grant` prints).
+    #[arg(long, value_parser = parse_lease_id)]
+    pub lease: Option<i64>,
+    /// Keep the key's current lease (the key must exist).
+    #[arg(long, conflicts_with = "lease")]
+    pub ignore_lease: bool,
     /// Only if the key does not exist (compare-and-swap).
     #[arg(long, conflicts_with_all = ["if_version", "if_value", "if_mod_rev"])]
     pub if_absent: bool,
@@ -324,8 +387,16 @@ pub fn put_request(a: &PutArgs, value: String) -> pb::PutRequest {
         value: value.into_bytes(),
         prev_kv: a.prev_kv,
         ignore_value: a.ignore_value,
-        ..Default::default()
+        lease: a.lease.unwrap_or(0),
+        ignore_lease: a.ignore_lease,
     }
+}
+
+/// A lease id as etcdctl takes it: hexadecimal.
+pub fn parse_lease_id(s: &str) -> Result<i64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map(|id| id as i64)
+        .map_err(|_| format!("bad lease ID {s:?} (hexadecimal, as etcdctl prints it)"))
 }
 
 pub fn watch_request(a: &WatchArgs) -> pb::WatchCreateRequest {

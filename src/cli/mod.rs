@@ -7,6 +7,7 @@
 mod args;
 pub mod bench;
 mod health;
+mod lease;
 mod output;
 mod run;
 mod status;

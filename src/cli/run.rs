@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use super::args::{self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand};
 use super::output::{self, GetStyle};
-use super::{bench, health, status, txn, watch};
+use super::{bench, health, lease, status, txn, watch};
 use crate::client::{Client, Timeouts};
 use crate::pb::response_op::Response as OpResponse;
 
@@ -35,7 +35,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Coded(code, msg)) => {
-            eprintln!("{msg}");
+            if !msg.is_empty() {
+                eprintln!("{msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -175,6 +177,18 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         Command::Del(a) => output::del(&client.delete_range(args::del_request(a)).await?, simple),
         Command::Member(MemberCommand::List) => {
             output::member_list(&client.member_list().await?, simple)
+        }
+        Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?,
+        Command::Lock(a) => {
+            let code = lease::lock(&mut client, a).await?;
+            if code != 0 {
+                return Err(Failure::Coded(code, String::new()));
+            }
+            String::new()
+        }
+        Command::Elect(a) => {
+            lease::elect(&mut client, a).await?;
+            String::new()
         }
         Command::Endpoint(_) => unreachable!("handled above"),
     };

@@ -450,3 +450,87 @@ async fn kvctl_check_perf_touches_only_its_own_keys() {
     let all: serde_json::Value = serde_json::from_str(&all).unwrap();
     assert_eq!(all["count"].as_i64(), Some(2), "{all}");
 }
+
+/// Scenario: kvctl's lease commands print what etcdctl's do (grant, put
+/// --lease, timetolive --keys, keep-alive --once, list, revoke, an expired
+/// lease); `lock NAME COMMAND` runs the command holding the lock, with
+/// ETCD_LOCK_KEY set, ends with its exit code and releases the lock, so a
+/// second `lock` gets it at once; `elect` leads and `elect --listen` sees
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_leases_locks_and_elections() {
+    let cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+    let out = kvctl_ok(&eps, &["lease", "grant", "60"]);
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(out, format!("lease {id} granted with TTL(60s)\n"));
+    kvctl_ok(&eps, &["put", "--lease", &id, "svc/a", "1"]);
+    let out = kvctl_ok(&eps, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        out.starts_with(&format!("lease {id} granted with TTL(60s), remaining("))
+            && out.ends_with("s), attached keys([svc/a])\n"),
+        "{out}"
+    );
+    assert_eq!(
+        kvctl_ok(&eps, &["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    assert_eq!(
+        kvctl_ok(&eps, &["lease", "list"]),
+        format!("found 1 leases\n{id}\n")
+    );
+    assert_eq!(
+        kvctl_ok(&eps, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(kvctl_ok(&eps, &["get", "svc/a"]), "");
+    assert_eq!(
+        kvctl_ok(&eps, &["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+    let (rc, _, err) = kvctl(&eps, &["lease", "keep-alive", "--once", &id]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("requested lease not found"), "{err}");
+
+    let (rc, out, _) = kvctl(
+        &eps,
+        &[
+            "lock",
+            "door",
+            "--",
+            "sh",
+            "-c",
+            "echo \"in $ETCD_LOCK_KEY\"; exit 3",
+        ],
+    );
+    assert_eq!(rc, 3);
+    assert!(out.starts_with("in door/"), "{out}");
+    let (rc, out, _) = kvctl(&eps, &["lock", "door", "echo", "second"]);
+    assert_eq!((rc, out.as_str()), (0, "second\n"));
+    // etcd's JSON leaves a zero count out: the lock keys are gone.
+    let left = kvctl_ok(
+        &eps,
+        &["get", "door", "--prefix", "--count-only", "-w", "json"],
+    );
+    assert!(!left.contains("\"count\""), "{left}");
+
+    let mut candidate = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args(["--endpoints", &eps, "elect", "chair", "alice"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut listener = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args(["--endpoints", &eps, "elect", "--listen", "chair"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(listener.stdout.take().unwrap());
+    let key = lines.recv_timeout(LIVENESS).expect("the leader's key");
+    let value = lines.recv_timeout(LIVENESS).expect("the leader's value");
+    assert!(key.starts_with("chair/"), "{key}");
+    assert_eq!(value, "alice");
+    for child in [&mut candidate, &mut listener] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
