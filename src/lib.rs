@@ -51,7 +51,6 @@
 //!
 //! # Not implemented yet
 //!
-//! - `Lease` (and so keys that expire): it answers `UNIMPLEMENTED`.
 //! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
 //! - TLS and authentication on the client port.
 
