@@ -353,3 +353,37 @@ async fn the_election_service_hands_over_leadership() {
         .unwrap_err();
     assert!(err.to_string().contains("election: not leader"), "{err}");
 }
+
+/// Scenario: a TTL-8 lease nobody keeps alive; 6 s after the grant every
+/// member is killed and restarted. The cluster carries on with the ~2 s the
+/// lease had left (checkpointed): it expires well before a fresh TTL would
+/// end (about 14 s), and not before its TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_cluster_carries_on_with_the_time_leases_had_left() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut client = connect(&cluster.nodes[0].client_addr).await;
+    let lease = client.lease_grant(8, None).await.unwrap().id();
+    let granted = Instant::now();
+    client
+        .put("ttl/key", "1", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    tokio::time::sleep_until(granted + Duration::from_secs(6)).await;
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_leader().await;
+    let gone = eventually("the lease's key is gone", LIVENESS, || async {
+        let mut c = connect(&cluster.nodes[1].client_addr).await;
+        let resp = c.get("ttl/key", None).await.ok()?;
+        resp.kvs().is_empty().then(|| granted.elapsed())
+    })
+    .await;
+    assert!(
+        gone >= Duration::from_millis(7500) && gone < Duration::from_secs(12),
+        "gone {gone:?} after the grant"
+    );
+}
