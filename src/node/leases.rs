@@ -172,6 +172,15 @@ impl Node {
         self.lessor.sync(Some(self.term()), &self.store);
         Ok(match call {
             LeaseCall::KeepAlive(_) => {
+                // A leader cut off from the others must not renew: a new
+                // leader may already keep the lease's time. Renew only with
+                // a quorum's word fresh, after a round to get one if need be.
+                if !self.leads_confirmed() {
+                    self.read_barrier().await?;
+                    if !self.leads_confirmed() {
+                        return Err(Error::NotLeader);
+                    }
+                }
                 let renewed = self.lessor.renew(id, lease.ttl);
                 LeaseAnswer::Renewed {
                     ttl: if renewed { lease.ttl } else { 0 },

@@ -8,11 +8,16 @@
 //! restarted whole, carries on with the time each lease had left rather
 //! than a fresh TTL (etcd's default resets them).
 //!
-//! A member that becomes leader starts every lease at the time it had left
-//! when last checkpointed, but never below the minimum TTL: that is what a
-//! client needs to find the new leader and renew. So a lease whose holder
-//! died expires within its TTL plus an election, and one kept alive through
-//! a leader change does not expire.
+//! Every member notes when it applied each checkpoint (`Lease::recorded_at`),
+//! so the time left counts down from then on its own clock. A member that
+//! becomes leader gives each lease the deadline its last checkpoint implies,
+//! but never less than the minimum TTL from the start of its term: that is
+//! what a client needs to find the new leader and renew. So a lease whose
+//! holder died expires within its TTL plus an election, and one kept alive
+//! through a leader change does not expire. A lease is checkpointed when
+//! its deadline moved away from what its record implies (after a renewal),
+//! and once a second otherwise, so that a cluster restarted whole, whose
+//! members replay the records, adds at most about a second to a lease.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,12 +32,17 @@ use crate::store::{Command, KvStore, LeaseId, Response};
 /// How often the lessor looks for expired leases.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the leader checkpoints leases' time left.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Most leases in one checkpoint: the rest wait for the next ones.
 const MAX_CHECKPOINT: usize = 1000;
-/// A lease whose recorded time left is this close to the truth needs no
-/// checkpoint.
-const CHECKPOINT_SLACK_MS: i64 = 500;
+/// A lease whose recorded deadline is this close to the leader's needs no
+/// checkpoint...
+const CHECKPOINT_SLACK: Duration = Duration::from_millis(250);
+/// ...unless its record is older than this. Members count a record's time
+/// left from when they applied it, and a cluster restarted whole applies
+/// its log again: the time since the last record is what a restart adds
+/// to a lease.
+const RECORD_REFRESH: Duration = Duration::from_secs(1);
 
 /// Deadlines while this member leads.
 #[derive(Default)]
@@ -40,6 +50,8 @@ struct Clock {
     /// The term the deadlines are for: this member led in it when it set
     /// them.
     term: Option<u64>,
+    /// When this member saw itself lead in that term.
+    term_started: Option<Instant>,
     /// The store's lease set they were synced with.
     synced: Option<u64>,
     deadlines: HashMap<LeaseId, Instant>,
@@ -49,8 +61,8 @@ struct Clock {
 
 /// The leader's lease clock. Cheap to share.
 pub struct Lessor {
-    /// The least time a lease gets on a new leader, in milliseconds.
-    min_ttl_ms: i64,
+    /// The least time a lease gets on a new leader.
+    min_ttl: Duration,
     clock: Mutex<Clock>,
 }
 
@@ -58,7 +70,7 @@ impl Lessor {
     /// A lessor whose leases get at least `min_ttl` seconds on a new leader.
     pub fn new(min_ttl: i64) -> Lessor {
         Lessor {
-            min_ttl_ms: min_ttl.saturating_mul(1000),
+            min_ttl: Duration::from_secs(min_ttl.max(0) as u64),
             clock: Mutex::default(),
         }
     }
@@ -68,9 +80,9 @@ impl Lessor {
     }
 
     /// Brings the deadlines in line with `store` for a member that leads in
-    /// `term` (`None`: it does not lead, and keeps no deadlines). A new
-    /// term starts every lease afresh at its recorded time left (at least
-    /// the minimum TTL); within a term, new leases start at theirs.
+    /// `term` (`None`: it does not lead, and keeps no deadlines). A lease
+    /// new to the clock gets the deadline its record implies, but no less
+    /// than the minimum TTL from the start of the term.
     pub fn sync(&self, term: Option<u64>, store: &KvStore) {
         let mut clock = self.lock();
         let Some(term) = term else {
@@ -80,6 +92,7 @@ impl Lessor {
         if clock.term != Some(term) {
             *clock = Clock {
                 term: Some(term),
+                term_started: Some(Instant::now()),
                 ..Clock::default()
             };
         }
@@ -87,19 +100,15 @@ impl Lessor {
         if clock.synced == Some(version) {
             return;
         }
-        let now = Instant::now();
-        let fresh = clock.deadlines.is_empty() && clock.synced.is_none();
+        let floor = clock.term_started.unwrap_or_else(Instant::now) + self.min_ttl;
         let mut deadlines = HashMap::with_capacity(leases.len());
-        for (id, _ttl, remaining_ms) in leases {
-            let deadline = clock.deadlines.get(&id).copied().unwrap_or_else(|| {
-                let ms = if fresh {
-                    remaining_ms.max(self.min_ttl_ms)
-                } else {
-                    remaining_ms
-                };
-                now + Duration::from_millis(ms.max(0) as u64)
-            });
-            deadlines.insert(id, deadline);
+        for lease in leases {
+            let deadline = clock
+                .deadlines
+                .get(&lease.id)
+                .copied()
+                .unwrap_or_else(|| Instant::from_std(lease.deadline).max(floor));
+            deadlines.insert(lease.id, deadline);
         }
         clock.revoking.retain(|id| deadlines.contains_key(id));
         clock.deadlines = deadlines;
@@ -150,19 +159,27 @@ impl Lessor {
         self.lock().revoking.remove(&id);
     }
 
-    /// The time left of the leases whose recorded time left is furthest
-    /// from it, at most `MAX_CHECKPOINT` of them.
-    fn checkpoints(&self, store: &KvStore) -> Vec<(LeaseId, i64)> {
+    /// The time left of the leases whose record is furthest off the
+    /// clock's deadline or oldest, at most `MAX_CHECKPOINT` of them: a
+    /// lease needs a checkpoint when a renewal moved its deadline away from
+    /// the record (by more than `CHECKPOINT_SLACK`), or when its record is
+    /// older than `RECORD_REFRESH` and it has time left, `now`.
+    fn checkpoints(&self, store: &KvStore, now: Instant) -> Vec<(LeaseId, i64)> {
         let clock = self.lock();
-        let now = Instant::now();
         let (_, leases) = store.lease_clocks();
-        let mut stale: Vec<(i64, LeaseId, i64)> = leases
+        let mut stale: Vec<(Duration, LeaseId, i64)> = leases
             .into_iter()
-            .filter_map(|(id, _ttl, recorded)| {
-                let left = clock.deadlines.get(&id)?.saturating_duration_since(now);
+            .filter_map(|lease| {
+                let deadline = *clock.deadlines.get(&lease.id)?;
+                let recorded = Instant::from_std(lease.deadline);
+                let off = deadline
+                    .saturating_duration_since(recorded)
+                    .max(recorded.saturating_duration_since(deadline));
+                let age = now.saturating_duration_since(Instant::from_std(lease.recorded_at));
+                let left = deadline.saturating_duration_since(now);
+                let due = off > CHECKPOINT_SLACK || (age > RECORD_REFRESH && !left.is_zero());
                 let left = i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
-                let off = (left - recorded).abs();
-                (off > CHECKPOINT_SLACK_MS).then_some((off, id, left))
+                due.then_some((off.max(age), lease.id, left))
             })
             .collect();
         stale.sort_unstable_by(|a, b| b.cmp(a));
@@ -195,13 +212,13 @@ pub(super) async fn run(node: Arc<Node>) {
         }
         let term = leading_term(&node);
         node.lessor.sync(term, &node.store);
-        if term.is_none() {
-            continue;
-        }
+        let Some(term) = term else { continue };
         for id in node.lessor.expired() {
             let node = node.clone();
             tokio::spawn(async move {
-                match node.write(Command::LeaseRevoke { id }).await {
+                // Fenced by the term: if this member no longer leads in it
+                // by the time the entry is proposed, it changes nothing.
+                match node.propose(Command::LeaseExpire { id, term }).await {
                     Ok(Response::LeaseRevoked { revision }) => {
                         tracing::info!(lease = %format!("{id:016x}"), revision, "lease expired")
                     }
@@ -213,13 +230,138 @@ pub(super) async fn run(node: Arc<Node>) {
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
-            let remaining_ms = node.lessor.checkpoints(&node.store);
+            let remaining_ms = node.lessor.checkpoints(&node.store, Instant::now());
             if !remaining_ms.is_empty() {
                 let cmd = Command::LeaseCheckpoint { remaining_ms };
-                if let Err(e) = node.write(cmd).await {
+                if let Err(e) = node.propose(cmd).await {
                     tracing::debug!(error = %e, "checkpointing leases; will retry");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with(leases: &[(LeaseId, i64)]) -> KvStore {
+        let s = KvStore::default();
+        {
+            let mut b = s.batch();
+            for (id, ttl) in leases {
+                b.grant(*id, *ttl).expect("a new lease");
+            }
+        }
+        s
+    }
+
+    fn left(lessor: &Lessor, id: LeaseId) -> Duration {
+        lessor.time_left(id).expect("a deadline")
+    }
+
+    #[test]
+    fn a_new_leader_carries_on_with_the_recorded_time_but_at_least_the_minimum() {
+        let s = store_with(&[(1, 60), (2, 60)]);
+        s.batch().checkpoint(1, 30_000);
+        s.batch().checkpoint(2, 500);
+        let lessor = Lessor::new(2);
+        lessor.sync(Some(3), &s);
+        let one = left(&lessor, 1);
+        assert!(
+            one <= Duration::from_secs(30) && one > Duration::from_secs(29),
+            "{one:?}"
+        );
+        let two = left(&lessor, 2);
+        assert!(
+            two <= Duration::from_secs(2) && two > Duration::from_millis(1900),
+            "{two:?}"
+        );
+        // Not leading forgets every deadline.
+        lessor.sync(None, &s);
+        assert_eq!(lessor.time_left(1), None);
+    }
+
+    #[test]
+    fn the_recorded_time_counts_down_from_when_it_was_applied() {
+        let s = store_with(&[(1, 60)]);
+        s.batch().checkpoint(1, 10_000);
+        std::thread::sleep(Duration::from_millis(300));
+        let lessor = Lessor::new(1);
+        lessor.sync(Some(1), &s);
+        let one = left(&lessor, 1);
+        assert!(
+            one <= Duration::from_millis(9_700),
+            "not a fresh 10 s: {one:?}"
+        );
+        // Nothing moved: nothing to checkpoint.
+        assert!(lessor.checkpoints(&s, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_renewal_is_checkpointed_and_then_nothing_is() {
+        let s = store_with(&[(1, 60), (2, 60)]);
+        s.batch().checkpoint(1, 5_000);
+        let lessor = Lessor::new(1);
+        lessor.sync(Some(1), &s);
+        assert!(lessor.checkpoints(&s, Instant::now()).is_empty());
+        assert!(lessor.renew(1, 60));
+        let cps = lessor.checkpoints(&s, Instant::now());
+        assert_eq!(cps.len(), 1, "{cps:?}");
+        assert_eq!(cps[0].0, 1);
+        assert!(cps[0].1 > 59_000, "{cps:?}");
+        let mut b = s.batch();
+        for (id, ms) in cps {
+            b.checkpoint(id, ms);
+        }
+        drop(b);
+        assert!(lessor.checkpoints(&s, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn an_old_record_is_refreshed_while_the_lease_has_time_left() {
+        let s = store_with(&[(1, 60), (2, 60)]);
+        s.batch().checkpoint(2, 500);
+        let lessor = Lessor::new(0);
+        lessor.sync(Some(1), &s);
+        let now = Instant::now();
+        assert!(lessor.checkpoints(&s, now).is_empty());
+        let later = now + RECORD_REFRESH + Duration::from_millis(500);
+        let cps = lessor.checkpoints(&s, later);
+        assert_eq!(cps.len(), 1, "lease 2 has no time left to record: {cps:?}");
+        assert_eq!(cps[0].0, 1);
+        assert!(
+            (58_000..=58_500).contains(&cps[0].1),
+            "the time left then: {cps:?}"
+        );
+    }
+
+    #[test]
+    fn expired_leases_are_handed_out_once() {
+        let s = store_with(&[(1, 60)]);
+        s.batch().checkpoint(1, 0);
+        let lessor = Lessor::new(0);
+        lessor.sync(Some(1), &s);
+        assert_eq!(lessor.expired(), vec![1]);
+        assert!(lessor.expired().is_empty(), "its revocation is under way");
+        assert!(!lessor.renew(1, 60), "no renewal while it is revoked");
+        lessor.revoked(1);
+        assert!(lessor.renew(1, 60));
+        assert!(lessor.expired().is_empty());
+    }
+
+    #[test]
+    fn a_new_term_starts_afresh() {
+        let s = store_with(&[(1, 60)]);
+        let lessor = Lessor::new(1);
+        lessor.sync(Some(1), &s);
+        assert!(lessor.renew(1, 60));
+        s.batch().checkpoint(1, 3_000);
+        // Still leading in term 1: the renewal's deadline holds.
+        lessor.sync(Some(1), &s);
+        assert!(left(&lessor, 1) > Duration::from_secs(59));
+        // Leading again in a later term: from the record.
+        lessor.sync(Some(2), &s);
+        assert!(left(&lessor, 1) <= Duration::from_secs(3));
     }
 }

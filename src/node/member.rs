@@ -56,6 +56,8 @@ pub struct Node {
     pub(super) peers: PeerClients,
     /// Leases' deadlines, while this member leads.
     pub(super) lessor: Lessor,
+    /// Followers' acknowledgements of this member's leadership.
+    pub(super) acks: Acks,
 }
 
 impl Node {
@@ -152,9 +154,10 @@ impl Node {
                 cfg.id,
                 cfg.initial_cluster.keys().copied().collect(),
                 cfg.election_timeout,
-                acks,
+                acks.clone(),
                 metrics.clone(),
             ),
+            acks,
             raft,
             peer_tls: tls,
             peers: peers.clone(),
@@ -211,6 +214,21 @@ impl Node {
     /// Whether this member is the leader right now.
     pub fn is_leader(&self) -> bool {
         leader_of(&self.raft.metrics().borrow()) == Some(self.id)
+    }
+
+    /// Whether this member leads and a quorum acknowledged it within a
+    /// quarter of an election timeout: no other leader can have been
+    /// elected since, for a follower refuses votes for half an election
+    /// timeout after it hears from its leader (`raft::inbound`).
+    pub fn leads_confirmed(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        leader_of(&m) == Some(self.id)
+            && self.acks.quorum_within(
+                self.id,
+                &m.vote,
+                m.membership_config.membership(),
+                self.election_timeout / 4,
+            )
     }
 
     /// Whether this member knows a leader right now.

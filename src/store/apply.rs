@@ -6,9 +6,15 @@ use super::command::{Command, Response};
 use super::kv::KeyRange;
 use super::txn;
 
-/// Applies `cmd`. Deterministic and infallible: what a command could not
-/// do is in its `Response`.
+/// Applies `cmd`, from a log entry of no particular term (a `LeaseExpire`
+/// changes nothing).
 pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
+    apply_in_term(batch, cmd, None)
+}
+
+/// Applies `cmd`, from a log entry proposed in `term`. Deterministic and
+/// infallible: what a command could not do is in its `Response`.
+pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>) -> Response {
     match cmd {
         Command::PutV1 {
             key,
@@ -73,7 +79,7 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {
-                responses.push(apply(batch, cmd));
+                responses.push(apply_in_term(batch, cmd, term));
             }
             Response::Batch(responses)
         }
@@ -88,6 +94,13 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
         Command::LeaseRevoke { id } => match batch.revoke(id) {
             Ok(revision) => Response::LeaseRevoked { revision },
             Err(rejection) => Response::Rejected(rejection),
+        },
+        Command::LeaseExpire { id, term: of } if term == Some(of) => match batch.revoke(id) {
+            Ok(revision) => Response::LeaseRevoked { revision },
+            Err(rejection) => Response::Rejected(rejection),
+        },
+        Command::LeaseExpire { .. } => Response::Applied {
+            revision: batch.revision(),
         },
         Command::LeaseCheckpoint { remaining_ms } => {
             for (id, ms) in remaining_ms {

@@ -87,6 +87,7 @@ impl<'a> WriteBatch<'a> {
         let lease = Lease {
             ttl,
             remaining_ms: ttl.saturating_mul(1000),
+            recorded_at: Some(std::time::Instant::now()),
             keys: Default::default(),
         };
         self.st.leases.insert(id, lease);
@@ -98,6 +99,7 @@ impl<'a> WriteBatch<'a> {
     pub fn checkpoint(&mut self, id: LeaseId, remaining_ms: i64) {
         if let Some(lease) = self.st.leases.get_mut(&id) {
             lease.remaining_ms = remaining_ms.clamp(0, lease.ttl.saturating_mul(1000));
+            lease.recorded_at = Some(std::time::Instant::now());
         }
     }
 

@@ -71,6 +71,12 @@ pub enum Command {
     /// Record how long each of these leases has left (milliseconds), so a
     /// new leader carries on from there. Unknown leases are skipped.
     LeaseCheckpoint { remaining_ms: Vec<(LeaseId, i64)> },
+    /// Lease `id` expired on the clock of the leader of `term`: revoke it
+    /// as `LeaseRevoke` does, but only if this entry was proposed in
+    /// `term`. A member that led in `term` and lost the lead may propose it
+    /// late (or forward it) from a clock that no longer counts; then it
+    /// changes nothing.
+    LeaseExpire { id: LeaseId, term: u64 },
 }
 
 impl Command {
@@ -82,6 +88,7 @@ impl Command {
                 key.len() + value.as_ref().map_or(0, Vec::len)
             }
             Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
+            Command::LeaseExpire { .. } => 16,
             Command::LeaseCheckpoint { remaining_ms } => 16 * remaining_ms.len(),
             Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
             Command::Txn(txn) => txn_size(txn),

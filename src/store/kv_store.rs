@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use super::batch::WriteBatch;
 use super::history::{events, get_current, read, version_before, Event, EventKind};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection};
-use super::state::{Lease, LeaseId, MemberInfo, Revision, State};
+use super::state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State};
 use super::txn::{read_only, Txn, TxnResult};
 
 /// The shared handle on the state: reads, and the entry point for writes.
@@ -95,14 +95,23 @@ impl KvStore {
         self.read().leases.clone()
     }
 
-    /// Every lease's id, granted TTL and recorded time left, and the
-    /// version of the lease set (which changes with every grant and revoke).
-    pub fn lease_clocks(&self) -> (u64, Vec<(LeaseId, i64, i64)>) {
+    /// Every lease's record on this member's clock, and the version of the
+    /// lease set (which changes with every grant and revoke).
+    pub fn lease_clocks(&self) -> (u64, Vec<LeaseClock>) {
         let st = self.read();
+        let now = std::time::Instant::now();
         let leases = st
             .leases
             .iter()
-            .map(|(id, l)| (*id, l.ttl, l.remaining_ms))
+            .map(|(id, l)| {
+                let left = std::time::Duration::from_millis(l.remaining_ms.max(0) as u64);
+                let recorded_at = l.recorded_at.unwrap_or(now);
+                LeaseClock {
+                    id: *id,
+                    recorded_at,
+                    deadline: recorded_at + left,
+                }
+            })
             .collect();
         (st.lease_version, leases)
     }

@@ -67,6 +67,33 @@ fn grant_attach_and_detach() {
 }
 
 #[test]
+fn an_expiry_counts_only_in_the_term_it_was_decided_in() {
+    let s = KvStore::default();
+    grant(&s, 7, 10);
+    put(&s, "a", Some(7));
+    let before = s.revision();
+    let expire = |term| Command::LeaseExpire { id: 7, term };
+    // Proposed late by a member that led in term 3, committed in term 4:
+    // nothing changes.
+    let stale = apply::apply_in_term(&mut s.batch(), expire(3), Some(4));
+    assert_eq!(stale, Response::Applied { revision: before });
+    assert!(s.get(b"a").is_some());
+    assert_eq!(lease_of(&s, "a"), Some(7));
+    // Outside any term (a test's apply): nothing either.
+    assert_eq!(run(&s, expire(4)), Response::Applied { revision: before });
+    // In its own term: revoked, its key deleted.
+    let ended = apply::apply_in_term(&mut s.batch(), expire(4), Some(4));
+    assert_eq!(
+        ended,
+        Response::LeaseRevoked {
+            revision: before + 1
+        }
+    );
+    assert!(s.get(b"a").is_none());
+    assert!(s.leases().is_empty());
+}
+
+#[test]
 fn revoking_deletes_every_attached_key_at_one_revision() {
     let s = KvStore::default();
     grant(&s, 7, 10);

@@ -30,7 +30,7 @@ pub use command::{Command, Response};
 pub use history::{Event, EventKind};
 pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
 pub use kv_store::{fnv1a_of, KvStore};
-pub use state::{Lease, LeaseId, MemberInfo, Revision, State};
+pub use state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State};
 
 /// The directory, in a data dir, that holds the latest snapshot.
 pub const SNAPSHOT_DIR: &str = "snapshot";

@@ -27,15 +27,37 @@ pub type Revision = i64;
 pub type LeaseId = i64;
 
 /// A lease as the replicated state holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Lease {
     /// The TTL it was granted, in seconds.
     pub ttl: i64,
     /// Its time left, in milliseconds, as of the last checkpoint of it (or
     /// of its grant): what a new leader carries on from.
     pub remaining_ms: i64,
+    /// When this member applied that checkpoint (or the grant, or read the
+    /// lease from disk): `remaining_ms` counts from then. Local, neither
+    /// replicated nor compared.
+    pub recorded_at: Option<std::time::Instant>,
     /// The keys attached to it (derived from the history on decoding).
     pub keys: BTreeSet<Vec<u8>>,
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Lease) -> bool {
+        (self.ttl, self.remaining_ms, &self.keys) == (other.ttl, other.remaining_ms, &other.keys)
+    }
+}
+
+impl Eq for Lease {}
+
+/// A lease's record as one member's clock reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseClock {
+    pub id: LeaseId,
+    /// When this member applied the lease's last checkpoint (or grant).
+    pub recorded_at: std::time::Instant,
+    /// The deadline that record implies.
+    pub deadline: std::time::Instant,
 }
 
 /// What a member tells the others about itself.
@@ -334,6 +356,7 @@ impl State {
                     let lease = Lease {
                         ttl,
                         remaining_ms,
+                        recorded_at: Some(std::time::Instant::now()),
                         keys: BTreeSet::new(),
                     };
                     (id, lease)

@@ -129,7 +129,9 @@ impl StateMachine {
                         revision: batch.revision(),
                     }
                 }
-                EntryPayload::Normal(cmd) => apply::apply(&mut batch, cmd),
+                EntryPayload::Normal(cmd) => {
+                    apply::apply_in_term(&mut batch, cmd, Some(entry.log_id.leader_id.term))
+                }
             };
             responses.push(response);
         }

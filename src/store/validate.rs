@@ -62,6 +62,7 @@ pub fn check_write(cmd: &Command, limits: &Limits) -> Result<()> {
         Command::LeaseRevoke { .. } => Ok(()),
         Command::PutV1 { .. } => Err(Error::NotAClientWrite("put in the old layout")),
         Command::LeaseCheckpoint { .. } => Err(Error::NotAClientWrite("lease checkpoint")),
+        Command::LeaseExpire { .. } => Err(Error::NotAClientWrite("lease expiry")),
         Command::Batch(_) => Err(Error::NotAClientWrite("batch")),
         Command::PublishMember { .. } => Err(Error::NotAClientWrite("member announcement")),
     }
