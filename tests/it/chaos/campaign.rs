@@ -12,6 +12,7 @@ use raftkv::pb::maintenance_client::MaintenanceClient;
 use tokio::sync::watch;
 
 use super::history::{Clock, Kind, Op, Outcome};
+use super::leases;
 use super::nemesis::{watch_leaders, Nemesis, Net};
 use super::verify;
 use super::watcher;
@@ -153,7 +154,27 @@ pub async fn run(cfg: &Config) -> Report {
             ))
         })
         .collect();
-    let watcher = tokio::spawn(watch_leaders(endpoints.clone(), clock, stop_rx.clone()));
+    let (changes_tx, changes_rx) = watch::channel(0);
+    let watcher = tokio::spawn(watch_leaders(
+        endpoints.clone(),
+        clock,
+        changes_tx,
+        stop_rx.clone(),
+    ));
+    // Lease holders, checked for leases that expire early or keys that
+    // outlive them.
+    let holders: Vec<_> = (0..2)
+        .map(|h| {
+            let seed = cfg.seed.wrapping_mul(97).wrapping_add(h as u64 + 1);
+            tokio::spawn(leases::holder(
+                h,
+                endpoints.clone(),
+                seed,
+                changes_rx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     // Two watchers of every key, from the first revision, through it all.
     let (watch_target, target_rx) = watch::channel(None);
     let watchers: Vec<_> = (0..2)
@@ -212,11 +233,20 @@ pub async fn run(cfg: &Config) -> Report {
     nemesis_log.push_str(&leader_log.join("\n"));
     std::fs::write(cfg.out_dir.join("nemesis.log"), nemesis_log + "\n").expect("write nemesis log");
 
+    // The holders' last keys go when their leases expire: wait for that
+    // before the revision the nodes converge to is taken.
+    let mut lease_logs = Vec::new();
+    for h in holders {
+        lease_logs.push(h.await.expect("lease holder"));
+    }
     let convergence = converge(&cluster).await;
     let mut analysis = verify::analyze(&history);
     analysis
         .violations
         .extend(nemesis.violations.iter().cloned());
+    for log in &lease_logs {
+        analysis.violations.extend(log.violations.iter().cloned());
+    }
     // The watchers stop once they have seen the converged revision.
     let last = convergence.as_ref().map_or(i64::MAX, |(rev, _)| *rev);
     let _ = watch_target.send(Some(last));
@@ -253,6 +283,13 @@ pub async fn run(cfg: &Config) -> Report {
     let total: usize = nemesis.counts.values().sum();
     let _ = writeln!(s, "faults injected: {total} ({})", faults.join(", "));
     let _ = writeln!(s, "forged peer messages sent: {}", nemesis.forged);
+    let held: usize = lease_logs.iter().map(|l| l.leases).sum();
+    let renewals: usize = lease_logs.iter().map(|l| l.renewals).sum();
+    let expiries: usize = lease_logs.iter().map(|l| l.expiries).sum();
+    let _ = writeln!(
+        s,
+        "leases: {held} held, {renewals} renewals answered, {expiries} seen expire"
+    );
     let _ = writeln!(s, "leader changes: {leader_changes}");
     for log in &watch_logs {
         let _ = writeln!(

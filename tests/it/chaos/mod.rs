@@ -11,6 +11,7 @@ mod campaign;
 mod checker;
 mod history;
 mod intruder;
+mod leases;
 mod nemesis;
 mod proxy;
 mod rng;

@@ -360,10 +360,12 @@ impl Nemesis {
 }
 
 /// Polls every node's status until `stop` and counts how often a new leader
-/// appears; returns the count and the changes seen.
+/// appears, publishing the count on `changes_seen` as it goes; returns the
+/// count and the changes seen.
 pub async fn watch_leaders(
     endpoints: Vec<String>,
     clock: Clock,
+    changes_seen: watch::Sender<usize>,
     mut stop: watch::Receiver<bool>,
 ) -> (usize, Vec<String>) {
     let timeouts = Timeouts {
@@ -391,6 +393,7 @@ pub async fn watch_leaders(
             if last.is_none_or(|(last_id, last_term)| id != last_id || term > last_term) {
                 if last.is_some() {
                     changes += 1;
+                    changes_seen.send_replace(changes);
                 }
                 log.push(format!(
                     "[{:>9.3}s] leader {id} (term {term})",
