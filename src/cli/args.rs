@@ -454,6 +454,9 @@ pub enum BenchKind {
     Range,
     /// A Txn holding one put per request.
     TxnPut,
+    /// Keep-alives: each client keeps a lease of its own alive over one
+    /// stream, one renewal at a time.
+    LeaseKeepalive,
 }
 
 #[derive(Debug, Clone, Args)]

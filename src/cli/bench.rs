@@ -19,6 +19,7 @@ use super::args::{BenchArgs, BenchKind, Format};
 use crate::client::{StatusProbe, Timeouts};
 use crate::pb;
 use crate::pb::kv_client::KvClient;
+use crate::pb::lease_client::LeaseClient;
 
 /// The key with index `i` of a run: its prefix, then `--key-size` digits.
 fn key_of(a: &BenchArgs, i: usize) -> Vec<u8> {
@@ -84,7 +85,7 @@ impl Report {
         let (mean, stddev) = self.mean_and_stddev();
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         json!({
-            "kind": format!("{:?}", self.kind).to_lowercase(),
+            "kind": clap::ValueEnum::to_possible_value(&self.kind).map(|v| v.get_name().to_string()),
             "requests": self.requests,
             "errors": self.errors,
             "seconds": secs(self.elapsed),
@@ -195,6 +196,116 @@ impl Rng {
     }
 }
 
+/// The TTL of the leases `lease-keepalive` keeps alive: long enough that
+/// none expires during a run.
+const BENCH_LEASE_TTL: i64 = 100;
+
+/// What one bench client sends its requests through.
+enum Caller {
+    Kv(KvClient<Channel>),
+    /// A lease of its own, renewed over one keep-alive stream, as an etcd
+    /// client keeps its leases.
+    Lease {
+        id: i64,
+        client: LeaseClient<Channel>,
+        tx: tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>,
+        responses: Box<tonic::Streaming<pb::LeaseKeepAliveResponse>>,
+    },
+}
+
+impl Caller {
+    async fn new(kind: BenchKind, ch: Channel) -> anyhow::Result<Caller> {
+        if kind != BenchKind::LeaseKeepalive {
+            return Ok(Caller::Kv(KvClient::new(ch)));
+        }
+        let mut client = LeaseClient::new(ch);
+        let grant = pb::LeaseGrantRequest {
+            ttl: BENCH_LEASE_TTL,
+            id: 0,
+        };
+        let id = client.lease_grant(grant).await?.into_inner().id;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        // etcd answers the call's headers only with its first response:
+        // the first keep-alive goes out before the call is awaited.
+        tx.send(pb::LeaseKeepAliveRequest { id }).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut responses = client.lease_keep_alive(stream).await?.into_inner();
+        anyhow::ensure!(
+            responses.message().await?.is_some_and(|r| r.ttl > 0),
+            "lease {id:x}: the first keep-alive was not answered"
+        );
+        Ok(Caller::Lease {
+            id,
+            client,
+            tx,
+            responses: Box::new(responses),
+        })
+    }
+
+    /// Sends one request of `a.kind` on key `k`.
+    async fn request(&mut self, a: &BenchArgs, k: Vec<u8>, value: &[u8]) -> Result<(), String> {
+        let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+        match self {
+            Caller::Lease {
+                id, tx, responses, ..
+            } => {
+                let req = pb::LeaseKeepAliveRequest { id: *id };
+                tx.send(req)
+                    .await
+                    .map_err(|_| "keep-alive stream closed".to_string())?;
+                match responses.message().await.map_err(status)? {
+                    Some(r) if r.ttl > 0 => Ok(()),
+                    Some(_) => Err(format!("lease {id:x} expired")),
+                    None => Err("keep-alive stream ended".into()),
+                }
+            }
+            Caller::Kv(kv) => match a.kind {
+                BenchKind::Put | BenchKind::LeaseKeepalive => kv
+                    .put(pb::PutRequest {
+                        key: k,
+                        value: value.to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(status),
+                BenchKind::Range => {
+                    let req = pb::RangeRequest {
+                        key: k,
+                        serializable: a.consistency == "s",
+                        ..Default::default()
+                    };
+                    kv.range(req).await.map(|_| ()).map_err(status)
+                }
+                BenchKind::TxnPut => {
+                    let put = pb::PutRequest {
+                        key: k,
+                        value: value.to_vec(),
+                        ..Default::default()
+                    };
+                    let op = pb::RequestOp {
+                        request: Some(pb::request_op::Request::RequestPut(put)),
+                    };
+                    kv.txn(pb::TxnRequest {
+                        success: vec![op],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(status)
+                }
+            },
+        }
+    }
+
+    /// Revokes the lease, if it holds one (best effort: it would expire).
+    async fn finish(self) {
+        if let Caller::Lease { id, mut client, .. } = self {
+            let _ = client.lease_revoke(pb::LeaseRevokeRequest { id }).await;
+        }
+    }
+}
+
 /// Runs a benchmark and returns what it measured.
 pub async fn run(
     endpoints: &[String],
@@ -253,11 +364,14 @@ pub async fn run(
     } else {
         None
     };
+    let callers = futures::future::try_join_all(
+        (0..a.clients).map(|c| Caller::new(a.kind, conns[c % conns.len()].clone())),
+    )
+    .await?;
     let started = Instant::now();
     let progress = tokio::spawn(show_progress(done.clone(), total, deadline));
     let mut tasks = Vec::new();
-    for c in 0..a.clients {
-        let mut kv = KvClient::new(conns[c % conns.len()].clone());
+    for (c, mut caller) in callers.into_iter().enumerate() {
         let (sent, done, value, permits) =
             (sent.clone(), done.clone(), value.clone(), permits.clone());
         let a = a.clone();
@@ -285,46 +399,14 @@ pub async fn run(
                 };
                 let k = key_of(&a, k);
                 let t = Instant::now();
-                let result = match a.kind {
-                    BenchKind::Put => kv
-                        .put(pb::PutRequest {
-                            key: k,
-                            value: value.clone(),
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ()),
-                    BenchKind::Range => {
-                        let req = pb::RangeRequest {
-                            key: k,
-                            serializable: a.consistency == "s",
-                            ..Default::default()
-                        };
-                        kv.range(req).await.map(|_| ())
-                    }
-                    BenchKind::TxnPut => {
-                        let put = pb::PutRequest {
-                            key: k,
-                            value: value.clone(),
-                            ..Default::default()
-                        };
-                        let op = pb::RequestOp {
-                            request: Some(pb::request_op::Request::RequestPut(put)),
-                        };
-                        kv.txn(pb::TxnRequest {
-                            success: vec![op],
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ())
-                    }
-                };
+                let result = caller.request(&a, k, &value).await;
                 match result {
                     Ok(()) => latencies.push(t.elapsed()),
-                    Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
+                    Err(e) => errors.push(e),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
+            caller.finish().await;
             (latencies, errors)
         }));
     }

@@ -343,8 +343,10 @@ fn bench_json(endpoints: &str, args: &[&str], total: u64) -> serde_json::Value {
 
 /// Scenario: `kvctl bench` really does what it measures. 400 puts from 8
 /// clients over 2 connections advance the revision by exactly 400 and leave
-/// the 50 sequential keys in place; a serializable range load and a txn-put
-/// load answer every request; the human report has etcd's sections.
+/// the 50 sequential keys in place; a serializable range load, a txn-put
+/// load and a lease keep-alive load answer every request (the last moves no
+/// revision and leaves no lease behind); the human report has etcd's
+/// sections.
 #[tokio::test(flavor = "multi_thread")]
 async fn kvctl_bench_measures_real_writes_and_reads() {
     let cluster = TestCluster::start(3).await;
@@ -398,6 +400,18 @@ async fn kvctl_bench_measures_real_writes_and_reads() {
     let before = revision(&eps);
     bench_json(&eps, &["txn-put", "--clients", "4", "--total", "100"], 100);
     assert_eq!(revision(&eps), before + 100);
+
+    // Keep-alives renew in the leader's memory: no revision moves, and the
+    // bench's own leases are gone when it ends.
+    let before = revision(&eps);
+    bench_json(
+        &eps,
+        &["lease-keepalive", "--clients", "8", "--total", "300"],
+        300,
+    );
+    assert_eq!(revision(&eps), before);
+    let leases = kvctl_ok(&eps, &["lease", "list"]);
+    assert!(leases.starts_with("found 0 leases"), "{leases}");
 
     let human = kvctl_ok(&eps, &["bench", "put", "--total", "50"]);
     for section in [
