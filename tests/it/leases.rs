@@ -175,7 +175,8 @@ async fn deletes_of(client: &mut Client, prefix: &str, from: i64, keys: usize) -
 /// away the leader is killed. The kept lease never expires: its key is
 /// there after ten renewals 1.3 s apart. The other expires after its TTL, not earlier, and well
 /// before twice its TTL (a new leader carries on with the time it had
-/// left); its two keys are deleted at one revision.
+/// left); its two keys are deleted at one revision, the same on both live
+/// members.
 #[tokio::test(flavor = "multi_thread")]
 async fn leases_survive_a_leader_change_with_the_time_they_had() {
     let mut cluster = TestCluster::start(3).await;
@@ -244,6 +245,12 @@ async fn leases_survive_a_leader_change_with_the_time_they_had() {
     let revisions = deletes_of(&mut watcher, "dead/", start, 2).await;
     let expired_after = granted.elapsed();
     assert_eq!(revisions[0], revisions[1], "both keys at one revision");
+    let mut on_follower = connect(&cluster.nodes[follower].client_addr).await;
+    let seen_there = deletes_of(&mut on_follower, "dead/", start, 2).await;
+    assert_eq!(
+        seen_there, revisions,
+        "the other live member deleted them alike"
+    );
     assert!(
         expired_after >= Duration::from_millis(3500) && expired_after < Duration::from_secs(8),
         "expired {expired_after:?} after the grant"
@@ -386,4 +393,71 @@ async fn a_restarted_cluster_carries_on_with_the_time_leases_had_left() {
         gone >= Duration::from_millis(7500) && gone < Duration::from_secs(13),
         "gone {gone:?} after the grant"
     );
+}
+
+/// Scenario: a lease holds three keys; 300 more writes make the leader
+/// snapshot (every 100 entries) and purge its log; then a follower's data
+/// dir is wiped and it rejoins (`--initial-cluster-state existing`). It
+/// catches up by snapshot and knows the lease: each key carries it, and
+/// when the lease is revoked through the leader, the rebuilt member deletes
+/// the three keys at the revocation's revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_caught_up_by_snapshot_knows_leases_and_their_keys() {
+    let opts = Options {
+        snapshot_count: 100,
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, opts).await;
+    let leader = cluster.wait_leader().await;
+    let li = cluster.index_of(leader);
+    let mut client = connect(&cluster.nodes[li].client_addr).await;
+    let lease = client.lease_grant(600, None).await.unwrap().id();
+    for key in ["held/a", "held/b", "held/c"] {
+        let opts = PutOptions::new().with_lease(lease);
+        client.put(key, "1", Some(opts)).await.unwrap();
+    }
+    for i in 0..300 {
+        client
+            .put(format!("filler/{i:03}"), "x", None)
+            .await
+            .unwrap();
+    }
+    let last = client.get("filler/299", None).await.unwrap();
+    let revision = last.header().unwrap().revision();
+
+    let f = cluster.follower_of(leader);
+    cluster.kill(f);
+    cluster.nodes[f].wipe_data_dir();
+    cluster.nodes[f]
+        .extra_args
+        .extend(["--initial-cluster-state".into(), "existing".into()]);
+    cluster.restart(f);
+    let endpoint = cluster.nodes[f].client_addr.clone();
+    let local = GetOptions::new().with_prefix().with_serializable();
+    let held = eventually(
+        "the rebuilt member has the leased keys",
+        LIVENESS,
+        || async {
+            let mut c = Client::connect([endpoint.as_str()], None).await.ok()?;
+            let resp = c.get("held/", Some(local.clone())).await.ok()?;
+            (resp.header()?.revision() >= revision).then(|| resp.kvs().to_vec())
+        },
+    )
+    .await;
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|kv| kv.lease() == lease), "{held:?}");
+    let installed = crate::cluster::scrape(&cluster, f)["raftkv_snapshots_installed_total"];
+    assert!(installed >= 1.0, "caught up without a snapshot?");
+
+    let revoked = client.lease_revoke(lease).await.unwrap();
+    let at = revoked.header().unwrap().revision();
+    let mut rebuilt = connect(&endpoint).await;
+    let revisions = deletes_of(&mut rebuilt, "held/", at, 3).await;
+    assert_eq!(
+        revisions,
+        vec![at; 3],
+        "deleted at the revocation's revision"
+    );
+    let resp = rebuilt.get("held/", Some(local)).await.unwrap();
+    assert!(resp.kvs().is_empty(), "{:?}", resp.kvs());
 }
