@@ -276,6 +276,61 @@ impl Client {
         .await
     }
 
+    pub async fn member_add(
+        &mut self,
+        req: pb::MemberAddRequest,
+    ) -> Result<pb::MemberAddResponse, ClientError> {
+        self.call(Retry::Write, |ch| {
+            let req = req.clone();
+            async move { Ok(ClusterClient::new(ch).member_add(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn member_remove(
+        &mut self,
+        id: u64,
+    ) -> Result<pb::MemberRemoveResponse, ClientError> {
+        self.call(Retry::Write, |ch| async move {
+            let req = pb::MemberRemoveRequest { id };
+            Ok(ClusterClient::new(ch)
+                .member_remove(req)
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    pub async fn member_update(
+        &mut self,
+        req: pb::MemberUpdateRequest,
+    ) -> Result<pb::MemberUpdateResponse, ClientError> {
+        self.call(Retry::Write, |ch| {
+            let req = req.clone();
+            async move {
+                Ok(ClusterClient::new(ch)
+                    .member_update(req)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    pub async fn member_promote(
+        &mut self,
+        id: u64,
+    ) -> Result<pb::MemberPromoteResponse, ClientError> {
+        self.call(Retry::Write, |ch| async move {
+            let req = pb::MemberPromoteRequest { id };
+            Ok(ClusterClient::new(ch)
+                .member_promote(req)
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
     pub async fn member_list(&mut self) -> Result<pb::MemberListResponse, ClientError> {
         self.call(Retry::Read, |ch| async move {
             Ok(ClusterClient::new(ch)

@@ -10,6 +10,30 @@ use crate::config::ConfigError;
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why the leader refused a membership change, in etcd's words.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
+pub enum MemberRefusal {
+    #[error("etcdserver: member not found")]
+    NotFound,
+    #[error("etcdserver: given member URLs are invalid")]
+    BadUrls,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    /// openraft changes the membership one change at a time.
+    #[error("raftkv: another membership change is in progress; retry")]
+    InProgress,
+    #[error("raftkv: the cluster's last voter cannot be removed")]
+    LastVoter,
+}
+
 /// Every way a raftkv operation can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,6 +104,12 @@ pub enum Error {
     /// A peer message claiming to come from a node outside the membership.
     #[error("raftkv: node {0} is not a member of this cluster")]
     NotAMember(u64),
+    /// A membership change the leader refused.
+    #[error(transparent)]
+    Member(MemberRefusal),
+    /// This member was removed from its cluster.
+    #[error("raftkv: this member ({0}) was removed from the cluster")]
+    Removed(u64),
     /// A transaction that writes a key twice in one branch.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,

@@ -296,11 +296,20 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     }
     tracing::info!(id = cfg.id, data_dir = %cfg.data_dir.display(), "kvd started");
     let serving = raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal());
+    tokio::pin!(serving);
     tokio::select! {
-        served = serving => served?,
+        served = &mut serving => served?,
         // A member whose Raft core stopped cannot serve: it ends here,
         // rather than answer as if it were healthy.
         fatal = node.failed() => return Err(fatal),
+        // So does a member removed from the cluster, once the answers in
+        // flight (the removal's own, if it led) had a moment to go out.
+        removed = node.removed() => {
+            tracing::error!(error = %removed, "stopping: the data dir is left as it is");
+            let _ = tokio::time::timeout(REMOVED_GRACE, &mut serving).await;
+            node.shutdown().await;
+            return Err(removed);
+        }
     }
     tracing::info!("shutting down");
     node.shutdown().await;
@@ -318,6 +327,9 @@ fn exit_on_panic() {
         std::process::exit(PANIC_EXIT_CODE);
     }));
 }
+
+/// How long a removed member keeps answering what is in flight.
+const REMOVED_GRACE: Duration = Duration::from_millis(500);
 
 /// Exit code after a panic (as a Rust process that panics in `main`).
 const PANIC_EXIT_CODE: i32 = 101;

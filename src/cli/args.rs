@@ -293,6 +293,36 @@ pub struct PerfArgs {
 pub enum MemberCommand {
     /// List the cluster's members.
     List,
+    /// Add a member (prints the kvd command line that starts it).
+    Add {
+        /// A name for it (shown in the command line printed).
+        name: Option<String>,
+        /// Its peer URL, e.g. http://10.0.0.4:2380.
+        #[arg(long = "peer-urls")]
+        peer_urls: String,
+        /// Add it as a learner: it receives the log but does not vote
+        /// until promoted.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a member.
+    Remove {
+        /// The member's id.
+        id: u64,
+    },
+    /// Change a member's peer URL.
+    Update {
+        /// The member's id.
+        id: u64,
+        /// Its new peer URL.
+        #[arg(long = "peer-urls")]
+        peer_urls: String,
+    },
+    /// Promote a learner that caught up to a voter.
+    Promote {
+        /// The learner's id.
+        id: u64,
+    },
 }
 
 /// Parses `1500ms`, `2s`, `1m` or a bare number of seconds.

@@ -247,6 +247,73 @@ pub fn del(resp: &pb::DeleteRangeResponse, format: Format) -> String {
     }
 }
 
+/// `member add`: etcdctl's first line, then the kvd command line that
+/// starts the new member (`name` only labels it).
+pub fn member_added(resp: &pb::MemberAddResponse, name: Option<&str>, format: Format) -> String {
+    let cluster = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+    let Some(member) = &resp.member else {
+        return "the cluster did not say which member it added\n".into();
+    };
+    if format == Format::Json {
+        let m = json!({
+            "ID": member.id,
+            "peerURLs": member.peer_ur_ls,
+            "isLearner": member.is_learner,
+        });
+        return json!({"header": header_json(&resp.header), "member": m}).to_string() + "\n";
+    }
+    let strip = |u: &str| {
+        u.trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let initial: Vec<String> = resp
+        .members
+        .iter()
+        .filter_map(|m| {
+            m.peer_ur_ls
+                .first()
+                .map(|u| format!("{}={}", m.id, strip(u)))
+        })
+        .collect();
+    let peer = member
+        .peer_ur_ls
+        .first()
+        .map(|u| strip(u))
+        .unwrap_or_default();
+    let kind = if member.is_learner {
+        " as a learner"
+    } else {
+        ""
+    };
+    let label = name.map(|n| format!(" ({n})")).unwrap_or_default();
+    format!(
+        "Member {id} added to cluster {cluster:x}{kind}\n\n\
+         Start it{label} on an empty data dir with:\n\n\
+         kvd --id {id} --data-dir DATA_DIR --listen-peer {peer} \\\n  \
+         --listen-client HOST:CLIENT_PORT --listen-metrics HOST:METRICS_PORT \\\n  \
+         --initial-cluster {initial} \\\n  \
+         --initial-cluster-state existing\n",
+        id = member.id,
+        initial = initial.join(","),
+    )
+}
+
+/// `member remove|update|promote`: etcdctl's one line.
+pub fn member_changed(
+    what: &str,
+    id: u64,
+    header: Option<&pb::ResponseHeader>,
+    format: Format,
+) -> String {
+    if format == Format::Json {
+        return json!({"header": header_json(&header.cloned())}).to_string() + "\n";
+    }
+    let cluster = header.map_or(0, |h| h.cluster_id);
+    format!("Member {id} {what} cluster {cluster:x}\n")
+}
+
 pub fn member_list(resp: &pb::MemberListResponse, format: Format) -> String {
     let started = |m: &pb::Member| {
         if m.name.is_empty() {

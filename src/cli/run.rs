@@ -178,6 +178,33 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         Command::Member(MemberCommand::List) => {
             output::member_list(&client.member_list().await?, simple)
         }
+        Command::Member(MemberCommand::Add {
+            name,
+            peer_urls,
+            learner,
+        }) => {
+            let req = crate::pb::MemberAddRequest {
+                peer_ur_ls: split_urls(peer_urls),
+                is_learner: *learner,
+            };
+            output::member_added(&client.member_add(req).await?, name.as_deref(), simple)
+        }
+        Command::Member(MemberCommand::Remove { id }) => {
+            let resp = client.member_remove(*id).await?;
+            output::member_changed("removed from", *id, resp.header.as_ref(), simple)
+        }
+        Command::Member(MemberCommand::Update { id, peer_urls }) => {
+            let req = crate::pb::MemberUpdateRequest {
+                id: *id,
+                peer_ur_ls: split_urls(peer_urls),
+            };
+            let resp = client.member_update(req).await?;
+            output::member_changed("updated in", *id, resp.header.as_ref(), simple)
+        }
+        Command::Member(MemberCommand::Promote { id }) => {
+            let resp = client.member_promote(*id).await?;
+            output::member_changed("promoted in", *id, resp.header.as_ref(), simple)
+        }
         Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?,
         Command::Lock(a) => {
             let code = lease::lock(&mut client, a).await?;
@@ -235,4 +262,13 @@ fn read_stdin_value() -> Result<String, Failure> {
         value.pop();
     }
     Ok(value)
+}
+
+/// etcdctl's comma-separated URL list.
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
 }

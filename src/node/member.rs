@@ -58,6 +58,8 @@ pub struct Node {
     pub(super) lessor: Lessor,
     /// Followers' acknowledgements of this member's leadership.
     pub(super) acks: Acks,
+    /// Set when the leader tells this member it was removed.
+    pub(super) removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -158,6 +160,7 @@ impl Node {
                 metrics.clone(),
             ),
             acks,
+            removed: tokio::sync::watch::Sender::new(false),
             raft,
             peer_tls: tls,
             peers: peers.clone(),

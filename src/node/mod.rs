@@ -38,7 +38,8 @@
 //!
 //! # The rest
 //!
-//! `member.rs` is the member and how it starts; `bootstrap.rs` how a member
+//! `member.rs` is the member and how it starts; `membership.rs` how the
+//! leader adds, promotes, moves and removes members; `bootstrap.rs` how a member
 //! on an empty data dir joins or forms its cluster; `identity.rs` what the
 //! data dir says it is; `status.rs` what it reports.
 
@@ -49,6 +50,7 @@ mod identity;
 mod leases;
 mod lessor;
 mod member;
+mod membership;
 mod proposer;
 mod read_index;
 mod reads;
@@ -60,6 +62,9 @@ mod writes;
 pub use bootstrap::ClusterInfo;
 pub use leases::LeaseStatus;
 pub use member::{peer_message_limit, Node};
+pub use membership::{peer_addr_of, MemberChange};
 pub use recipes::Leadership;
 pub use status::{leader_of, MemberView, NodeStatus};
-pub use to_leader::{ForwardRequest, ForwardResults, LeaseAnswer, LeaseCall, PeerError};
+pub use to_leader::{
+    ForwardRequest, ForwardResults, LeaseAnswer, LeaseCall, PeerError, RemovedNotice,
+};

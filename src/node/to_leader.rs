@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::membership::MemberChange;
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, MemberRefusal, Result};
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 use crate::raft::{NodeId, PeerClients, Raft, ReadFloor};
@@ -33,6 +34,8 @@ pub enum PeerError {
     /// from this member's); the message says why.
     Invalid(String),
     Other(String),
+    /// The leader refused a membership change.
+    Member(MemberRefusal),
 }
 
 impl From<&Error> for PeerError {
@@ -44,6 +47,7 @@ impl From<&Error> for PeerError {
             Error::Stopped => PeerError::Stopped,
             Error::LeaderUnreachable(why) => PeerError::Unreachable(why.clone()),
             Error::LeaderLost => PeerError::Lost,
+            Error::Member(r) => PeerError::Member(*r),
             Error::EmptyKey
             | Error::RequestTooLarge
             | Error::NotUtf8 { .. }
@@ -70,6 +74,7 @@ impl From<PeerError> for Error {
             PeerError::Stopped | PeerError::Lost => Error::LeaderLost,
             PeerError::Invalid(msg) => Error::RefusedByLeader(msg),
             PeerError::Other(msg) => Error::LeaderFailed(msg),
+            PeerError::Member(r) => Error::Member(r),
         }
     }
 }
@@ -203,4 +208,52 @@ pub async fn read_index_round(
         .await
     };
     result.map_err(|e| PeerError::from(&e))
+}
+
+/// Asks the leader to make a membership change; returns the id of the
+/// member it concerns.
+pub async fn ask_member_change(
+    raft: &Raft,
+    peers: &PeerClients,
+    leader: NodeId,
+    change: &MemberChange,
+    deadline: Instant,
+) -> Result<NodeId> {
+    let mut client = peer_client(raft, peers, leader)?;
+    let reply = client
+        .members(peer_request(codec::encode(change)?, deadline))
+        .await
+        .map_err(|s| call_failure(&s))?;
+    let answer: std::result::Result<NodeId, PeerError> = codec::decode(&reply.into_inner().data)?;
+    answer.map_err(Error::from)
+}
+
+/// What the leader tells a member it removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedNotice {
+    pub cluster_id: u64,
+    /// The removed member.
+    pub removed: NodeId,
+    /// The leader that removed it.
+    pub by: NodeId,
+}
+
+/// Tells member `id`, at `addr`, that it was removed (best effort: a
+/// member that never hears it keeps campaigning in vain, refused by every
+/// member, until it is stopped).
+pub async fn tell_removed(
+    peers: &PeerClients,
+    id: NodeId,
+    addr: &str,
+    notice: &RemovedNotice,
+) -> Result<()> {
+    let mut client = peers
+        .get(id, addr)
+        .map_err(|e| Error::LeaderUnreachable(e.to_string()))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    client
+        .removed(peer_request(codec::encode(notice)?, deadline))
+        .await
+        .map_err(|s| call_failure(&s))?;
+    Ok(())
 }

@@ -50,6 +50,14 @@ impl Acks {
         })
     }
 
+    /// Whether `follower` acknowledged this member leading with `vote`
+    /// within `within`.
+    pub fn acked_within(&self, follower: NodeId, vote: &Vote, within: Duration) -> bool {
+        self.lock()
+            .get(&follower)
+            .is_some_and(|(v, at)| v == vote && at.elapsed() < within)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (Vote, Instant)>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,5 +1,6 @@
 //! The peer-facing service: decodes Raft RPCs and hands them to openraft, and
-//! serves followers' forwarded writes and read-index requests on the leader.
+//! serves followers' forwarded writes, read-index requests, lease calls and
+//! membership changes on the leader, and the leader's removal notices.
 //!
 //! Served on the peer port only, never with the client services. Bytes that
 //! do not decode are answered with `INVALID_ARGUMENT`; Raft messages pass
@@ -16,7 +17,9 @@ use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::error::Error;
-use crate::node::{ForwardRequest, ForwardResults, LeaseCall, Node, PeerError};
+use crate::node::{
+    ForwardRequest, ForwardResults, LeaseCall, MemberChange, Node, PeerError, RemovedNotice,
+};
 use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::Payload;
 use crate::raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -94,6 +97,22 @@ impl Peer for PeerService {
             .await
             .map_err(|e| PeerError::from(&e));
         reply(&answer)
+    }
+
+    async fn members(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let change: MemberChange = decode(request)?;
+        let answer = self
+            .node
+            .lead_member_change(change)
+            .await
+            .map_err(|e| PeerError::from(&e));
+        reply(&answer)
+    }
+
+    async fn removed(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let notice: RemovedNotice = decode(request)?;
+        self.node.hear_removed(notice)?;
+        reply(&())
     }
 
     async fn cluster_info(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {

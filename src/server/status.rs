@@ -3,7 +3,7 @@
 
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, MemberRefusal};
 use crate::store::Rejection;
 
 /// The error for a command the state machine refused.
@@ -46,6 +46,17 @@ impl From<Error> for Status {
             | Error::LeaderLost
             | Error::Stopped => Code::Unavailable,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Member(r) => match r {
+                MemberRefusal::NotFound => Code::NotFound,
+                MemberRefusal::BadUrls => Code::InvalidArgument,
+                MemberRefusal::InProgress => Code::Unavailable,
+                MemberRefusal::PeerUrlExists
+                | MemberRefusal::NotLearner
+                | MemberRefusal::LearnerNotReady
+                | MemberRefusal::NotEnoughStarted
+                | MemberRefusal::LastVoter => Code::FailedPrecondition,
+            },
+            Error::Removed(_) => Code::Unavailable,
             // etcd's recipes return plain errors: gRPC's Unknown.
             Error::SessionExpired | Error::ElectionNotLeader | Error::ElectionNoLeader => {
                 Code::Unknown

@@ -71,6 +71,9 @@ pub struct TestNode {
     /// Run on a data dir of this many bytes (a tmpfs of its own, in a
     /// mount namespace of its own), to see it fill up.
     pub disk_bytes: Option<u64>,
+    /// Its own `--initial-cluster` (a member added later joins with the
+    /// one `member add` gives it); `None`: the cluster's.
+    pub initial_cluster: Option<String>,
     child: Option<Child>,
 }
 
@@ -173,6 +176,7 @@ impl TestCluster {
                     log_path: dir.path().join(format!("node{id}.log")),
                     extra_args: Vec::new(),
                     disk_bytes: None,
+                    initial_cluster: None,
                     child: None,
                 }
             })
@@ -188,6 +192,36 @@ impl TestCluster {
             initial_cluster,
             _dir: dir,
         }
+    }
+
+    /// Lays out one more node (ports, data dir) for a member to be added
+    /// while the cluster runs; returns its index. It starts (`join`) once
+    /// the cluster gave it an id.
+    pub fn plan_joiner(&mut self) -> usize {
+        let ports = free_ports(3);
+        let n = self.nodes.len();
+        let dir = self._dir.path();
+        self.nodes.push(TestNode {
+            id: 0,
+            client_addr: format!("127.0.0.1:{}", ports[0]),
+            peer_addr: format!("127.0.0.1:{}", ports[1]),
+            metrics_addr: format!("127.0.0.1:{}", ports[2]),
+            data_dir: dir.join(format!("joiner{n}")),
+            log_path: dir.join(format!("joiner{n}.log")),
+            extra_args: vec!["--initial-cluster-state".into(), "existing".into()],
+            disk_bytes: None,
+            initial_cluster: None,
+            child: None,
+        });
+        n
+    }
+
+    /// Starts planned joiner `i` as member `id` of the running cluster,
+    /// whose members (with `id`) are `initial_cluster`.
+    pub fn join(&mut self, i: usize, id: u64, initial_cluster: String) {
+        self.nodes[i].id = id;
+        self.nodes[i].initial_cluster = Some(initial_cluster);
+        self.spawn(i);
     }
 
     /// Starts every node and waits for a leader.
@@ -229,7 +263,11 @@ impl TestCluster {
             .arg("--listen-metrics")
             .arg(&node.metrics_addr)
             .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
+            .arg(
+                node.initial_cluster
+                    .as_ref()
+                    .unwrap_or(&self.initial_cluster),
+            )
             .arg("--heartbeat-interval")
             .arg(self.opts.heartbeat_ms.to_string())
             .arg("--election-timeout")

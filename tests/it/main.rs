@@ -11,6 +11,7 @@ mod failover;
 mod hostile;
 mod kv;
 mod leases;
+mod membership;
 mod ops;
 mod peer_tls;
 mod recovery;

@@ -1,0 +1,404 @@
+//! Changing the membership of a running cluster: learners added, caught
+//! up and promoted, members removed (the leader too), under a write load,
+//! with real processes; etcd's refusals.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftkv::pb;
+use raftkv::pb::cluster_client::ClusterClient;
+use raftkv::pb::kv_client::KvClient;
+use tokio::sync::watch;
+use tonic::Code;
+
+use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::requests::put_req;
+
+/// What the writer saw: keys acknowledged, and errors a client could not
+/// simply retry.
+#[derive(Default)]
+struct Writes {
+    acked: Vec<String>,
+    other_errors: Vec<String>,
+}
+
+/// Puts `w/NNNNN` keys one after another through the endpoints on
+/// `endpoints` (round robin) until `stop`.
+async fn writer(
+    endpoints: watch::Receiver<Vec<String>>,
+    stop: watch::Receiver<bool>,
+    log: Arc<Mutex<Writes>>,
+) {
+    let mut n = 0usize;
+    while !*stop.borrow() {
+        let eps = endpoints.borrow().clone();
+        let ep = &eps[n % eps.len()];
+        let key = format!("w/{n:05}");
+        n += 1;
+        let call = async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+                .unwrap()
+                .connect_timeout(Duration::from_millis(500))
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            KvClient::new(ch).put(put_req(&key, "v")).await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(_)) => log.lock().unwrap().acked.push(key),
+            Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {}
+            Ok(Err(s)) => log
+                .lock()
+                .unwrap()
+                .other_errors
+                .push(format!("{key}: {s:?}")),
+            Err(_) => {}
+        }
+    }
+}
+
+async fn cluster_client(
+    cluster: &TestCluster,
+    i: usize,
+) -> ClusterClient<tonic::transport::Channel> {
+    ClusterClient::new(cluster.channel(i).await)
+}
+
+/// `--initial-cluster` for a member joining a cluster of `members`.
+fn initial_cluster_of(members: &[pb::Member]) -> String {
+    members
+        .iter()
+        .map(|m| {
+            let url = m.peer_ur_ls[0].trim_start_matches("http://");
+            format!("{}={url}", m.id)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Adds a new member as a learner through node `via`, starts it, waits
+/// until it can be promoted and promotes it; returns its index.
+async fn add_and_promote(cluster: &mut TestCluster, via: usize) -> usize {
+    let j = cluster.plan_joiner();
+    let peer = format!("http://{}", cluster.nodes[j].peer_addr);
+    let added = cluster_client(cluster, via)
+        .await
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec![peer],
+            is_learner: true,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let member = added.member.expect("the new member");
+    assert!(member.is_learner);
+    assert!(added
+        .members
+        .iter()
+        .any(|m| m.id == member.id && m.is_learner));
+    cluster.join(j, member.id, initial_cluster_of(&added.members));
+    let mut client = cluster_client(cluster, via).await;
+    eventually("the learner catches up and is promoted", LIVENESS, || {
+        let mut client = client.clone();
+        async move {
+            match client
+                .member_promote(pb::MemberPromoteRequest { id: member.id })
+                .await
+            {
+                Ok(_) => Some(()),
+                Err(s) if s.message().contains("in sync with leader") => None,
+                Err(s) => panic!("promote: {s:?}"),
+            }
+        }
+    })
+    .await;
+    let list = client
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let promoted = list.members.iter().find(|m| m.id == member.id).unwrap();
+    assert!(!promoted.is_learner, "{list:?}");
+    j
+}
+
+/// Removes node `i` through node `via`; it stops by itself, saying why.
+async fn remove(cluster: &mut TestCluster, i: usize, via: usize) {
+    let id = cluster.nodes[i].id;
+    let resp = cluster_client(cluster, via)
+        .await
+        .member_remove(pb::MemberRemoveRequest { id })
+        .await
+        .expect("member remove")
+        .into_inner();
+    assert!(resp.members.iter().all(|m| m.id != id), "{resp:?}");
+    let code = cluster.wait_exit(i, LIVENESS).await;
+    assert_ne!(code, 0);
+    let log = cluster.nodes[i].log();
+    assert!(log.contains("was removed from the cluster"), "{log}");
+}
+
+/// Indexes of the running nodes.
+fn running(cluster: &TestCluster) -> Vec<usize> {
+    (0..cluster.nodes.len())
+        .filter(|&i| cluster.nodes[i].is_running())
+        .collect()
+}
+
+/// Scenario: a 3-member cluster under a steady write load grows to 5 (two
+/// learners added, caught up by the log, promoted), loses an original
+/// member (the leader, if an original leads), gains a sixth, and loses the
+/// other two originals: 3 -> 5 -> 4 -> 5 -> 3, every original replaced.
+/// Each removed member stops by itself and says why. Clients see no error
+/// but retryable ones; at the end every acknowledged write is on every
+/// member, and all three agree on the revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_grows_and_shrinks_and_replaces_every_member_under_load() {
+    let mut cluster = TestCluster::start(3).await;
+    let (eps_tx, eps_rx) = watch::channel(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.client_addr.clone())
+            .collect::<Vec<_>>(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let log = Arc::new(Mutex::new(Writes::default()));
+    let writing = tokio::spawn(writer(eps_rx, stop_rx, log.clone()));
+    let publish = |cluster: &TestCluster| {
+        let eps = running(cluster)
+            .into_iter()
+            .map(|i| cluster.nodes[i].client_addr.clone())
+            .collect();
+        eps_tx.send_replace(eps);
+    };
+
+    let acked_before = |log: &Arc<Mutex<Writes>>| log.lock().unwrap().acked.len();
+    let j4 = add_and_promote(&mut cluster, 0).await;
+    let j5 = add_and_promote(&mut cluster, 1).await;
+    publish(&cluster);
+
+    // The leader goes first if it is an original member.
+    let leader = cluster.wait_leader().await;
+    let first = (0..3).find(|&i| cluster.nodes[i].id == leader).unwrap_or(0);
+    remove(&mut cluster, first, j4).await;
+    publish(&cluster);
+    cluster.wait_leader().await;
+    let j6 = add_and_promote(&mut cluster, j5).await;
+    publish(&cluster);
+    for i in (0..3).filter(|&i| i != first) {
+        remove(&mut cluster, i, j6).await;
+        publish(&cluster);
+        cluster.wait_leader().await;
+    }
+    // Writes went on through it all.
+    let mid = acked_before(&log);
+    eventually("writes go on after the changes", LIVENESS, || async {
+        (acked_before(&log) > mid + 20).then_some(())
+    })
+    .await;
+    stop_tx.send_replace(true);
+    writing.await.unwrap();
+
+    let writes = std::mem::take(&mut *log.lock().unwrap());
+    assert!(writes.other_errors.is_empty(), "{:?}", writes.other_errors);
+    assert!(
+        writes.acked.len() > 100,
+        "only {} writes",
+        writes.acked.len()
+    );
+    let members = cluster_client(&cluster, j6)
+        .await
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let expected: Vec<u64> = {
+        let mut v = vec![
+            cluster.nodes[j4].id,
+            cluster.nodes[j5].id,
+            cluster.nodes[j6].id,
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(ids, expected);
+    assert!(members
+        .iter()
+        .all(|m| !m.is_learner && !m.client_ur_ls.is_empty()));
+
+    // Every member has every acknowledged write, at one revision.
+    let mut revisions = BTreeMap::new();
+    for i in [j4, j5, j6] {
+        let mut kv = cluster.kv(i).await;
+        let mut req = crate::requests::all_keys();
+        req.key = b"w/".to_vec();
+        req.range_end = b"w0".to_vec();
+        req.keys_only = true;
+        let resp = kv.range(req).await.unwrap().into_inner();
+        let keys: std::collections::BTreeSet<String> = resp
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+            .collect();
+        for key in &writes.acked {
+            assert!(keys.contains(key), "member {i} lost acknowledged {key}");
+        }
+        revisions.insert(i, resp.header.unwrap().revision);
+    }
+    let first_rev = *revisions.values().next().unwrap();
+    assert!(revisions.values().all(|r| *r == first_rev), "{revisions:?}");
+}
+
+/// Scenario: etcd's refusals, each changing nothing. Promoting a voter;
+/// removing, promoting or updating an unknown id; adding a peer URL a
+/// member has; malformed peer URLs. Two voters that never start are
+/// added (3 started of 5 is a quorum), a third is refused (3 of 6 is not),
+/// and so is removing a started member (2 of 4); writes still commit; an
+/// update moves an unstarted member's peer URL, and removing both
+/// succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_changes_etcd_refuses() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let f = cluster.follower_of(leader);
+    let mut c = cluster_client(&cluster, f).await;
+    let code_msg = |s: tonic::Status| (s.code(), s.message().to_string());
+
+    let err = c
+        .member_promote(pb::MemberPromoteRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_msg(err),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member".into()
+        )
+    );
+    let not_found = (Code::NotFound, "etcdserver: member not found".to_string());
+    let err = c
+        .member_remove(pb::MemberRemoveRequest { id: 77 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_msg(err), not_found);
+    let err = c
+        .member_promote(pb::MemberPromoteRequest { id: 77 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_msg(err), not_found);
+    let err = c
+        .member_update(pb::MemberUpdateRequest {
+            id: 77,
+            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_msg(err), not_found);
+    let taken = format!("http://{}", cluster.nodes[0].peer_addr);
+    let err = c
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec![taken],
+            is_learner: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_msg(err),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists".into()
+        )
+    );
+    for urls in [
+        vec![],
+        vec!["http://nohost".to_string()],
+        vec!["x:y".to_string()],
+    ] {
+        let err = c
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: urls.clone(),
+                is_learner: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            code_msg(err),
+            (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid".into()
+            ),
+            "{urls:?}"
+        );
+    }
+    let list = |mut c: ClusterClient<tonic::transport::Channel>| async move {
+        c.member_list(pb::MemberListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+    };
+    assert_eq!(list(c.clone()).await.len(), 3, "nothing changed");
+
+    // Voters that never start: 4 and then 5 voters, 3 started, still a
+    // quorum of each.
+    let mut ghosts = Vec::new();
+    for port in [9, 10] {
+        let added = c
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec![format!("http://127.0.0.1:{port}")],
+                is_learner: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ghost = added.member.unwrap();
+        assert!(!ghost.is_learner);
+        assert_eq!(added.members.len(), 3 + ghosts.len() + 1);
+        ghosts.push(ghost);
+    }
+    // A sixth would leave 3 started of 6: refused.
+    let err = c
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec!["http://127.0.0.1:12".into()],
+            is_learner: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_msg(err),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: re-configuration failed due to not enough started members".into()
+        )
+    );
+    // So would removing a started member now (2 started of 4).
+    let err = c
+        .member_remove(pb::MemberRemoveRequest {
+            id: cluster.nodes[f].id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let ghost = ghosts[0].clone();
+    // Writes still commit with the unstarted voter.
+    cluster.kv(f).await.put(put_req("k", "v")).await.unwrap();
+    c.member_update(pb::MemberUpdateRequest {
+        id: ghost.id,
+        peer_ur_ls: vec!["http://127.0.0.1:11".into()],
+    })
+    .await
+    .unwrap();
+    let members = list(c.clone()).await;
+    let moved = members.iter().find(|m| m.id == ghost.id).unwrap();
+    assert_eq!(moved.peer_ur_ls, vec!["http://127.0.0.1:11".to_string()]);
+    for ghost in &ghosts {
+        c.member_remove(pb::MemberRemoveRequest { id: ghost.id })
+            .await
+            .unwrap();
+    }
+    assert_eq!(list(c).await.len(), 3);
+}
