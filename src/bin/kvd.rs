@@ -306,6 +306,9 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
         // flight (the removal's own, if it led) had a moment to go out.
         removed = node.removed() => {
             tracing::error!(error = %removed, "stopping: the data dir is left as it is");
+            if let Err(e) = node.record_removed().await {
+                tracing::error!(error = %e, "recording the removal in the data dir");
+            }
             let _ = tokio::time::timeout(REMOVED_GRACE, &mut serving).await;
             node.shutdown().await;
             return Err(removed);

@@ -14,6 +14,8 @@ use crate::raft::NodeId;
 use crate::store::{fnv1a_of, Command, MemberInfo};
 
 const IDENTITY_TREE: &str = "identity";
+/// Present once the member was removed from its cluster.
+const REMOVED: &str = "removed";
 
 /// Names the part of `data_dir` whose bytes could not be decoded: they were
 /// written in a format this build does not read.
@@ -41,6 +43,14 @@ pub(super) fn read_identity(disk: &Disk, cfg: &NodeConfig) -> Result<Option<u64>
         }))
     };
     if let Some(id) = read_u64("node_id")? {
+        if tree.get(REMOVED)?.is_some() {
+            return Err(Error::DataDir(format!(
+                "{}: member {id} was removed from its cluster; this data dir cannot serve \
+                 again. To rejoin, add a new member (kvctl member add) and start it on an \
+                 empty data dir",
+                cfg.data_dir.display()
+            )));
+        }
         if id != cfg.id {
             return Err(Error::DataDir(format!(
                 "{} belongs to node {id}, not --id {}",
@@ -61,6 +71,14 @@ pub(super) async fn record_identity(disk: &Disk, id: NodeId, cluster_id: u64) ->
     let tree = disk.db().open_tree(IDENTITY_TREE)?;
     tree.insert("node_id", &id.to_be_bytes())?;
     tree.insert("cluster_id", &cluster_id.to_be_bytes())?;
+    disk.sync().await
+}
+
+/// Marks this data dir as a removed member's, durably: it never serves
+/// again (`read_identity` refuses it).
+pub(super) async fn record_removed(disk: &Disk) -> Result<()> {
+    let tree = disk.db().open_tree(IDENTITY_TREE)?;
+    tree.insert(REMOVED, &[1u8])?;
     disk.sync().await
 }
 

@@ -263,6 +263,12 @@ impl Node {
         Ok(())
     }
 
+    /// Records in the data dir that this member was removed, so that it
+    /// refuses to start on it again.
+    pub async fn record_removed(&self) -> Result<()> {
+        super::identity::record_removed(&self.disk).await
+    }
+
     /// Resolves once this member knows it was removed from the cluster:
     /// its applied membership no longer has it (after having had it), or
     /// the leader said so.

@@ -123,7 +123,8 @@ async fn add_and_promote(cluster: &mut TestCluster, via: usize) -> usize {
     j
 }
 
-/// Removes node `i` through node `via`; it stops by itself, saying why.
+/// Removes node `i` through node `via`; it stops by itself, saying why,
+/// and will not start again on its data dir.
 async fn remove(cluster: &mut TestCluster, i: usize, via: usize) {
     let id = cluster.nodes[i].id;
     let resp = cluster_client(cluster, via)
@@ -137,6 +138,12 @@ async fn remove(cluster: &mut TestCluster, i: usize, via: usize) {
     assert_ne!(code, 0);
     let log = cluster.nodes[i].log();
     assert!(log.contains("was removed from the cluster"), "{log}");
+    // Started again on its data dir, it refuses to serve.
+    let earlier = log.len();
+    cluster.restart(i);
+    assert_ne!(cluster.wait_exit(i, LIVENESS).await, 0);
+    let log = cluster.nodes[i].log()[earlier..].to_string();
+    assert!(log.contains("was removed from its cluster"), "{log}");
 }
 
 /// Indexes of the running nodes.
@@ -401,4 +408,168 @@ async fn membership_changes_etcd_refuses() {
             .unwrap();
     }
     assert_eq!(list(c).await.len(), 3);
+}
+
+/// The `kvd` command line `kvctl member add` printed, as arguments.
+fn printed_command(out: &str) -> Vec<String> {
+    let start = out.find("kvd --id").expect("a kvd command line");
+    out[start..]
+        .replace("\\\n", " ")
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+/// The value after `flag` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let i = args.iter().position(|a| a == flag).expect(flag);
+    &args[i + 1]
+}
+
+/// Scenario (etcdctl and kvctl end to end): `etcdctl member add --learner`
+/// prints etcd's lines; the member started with `kvctl member add`'s
+/// printed command line (for a second one) and etcdctl's id serves; `member
+/// list` in both tools shows learners flagged and then started; `etcdctl
+/// member promote`, `update` (to the same URL) and `remove`, and `kvctl
+/// member promote` and `remove`, print what etcd prints; refusals exit 1
+/// with etcd's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_and_kvctl_member_commands() {
+    use crate::tools::{etcdctl, etcdctl_ok, kvctl, kvctl_ok};
+    let mut cluster = TestCluster::start(3).await;
+    let eps = cluster.endpoints();
+
+    // etcdctl adds a learner; its id is hex.
+    let a = cluster.plan_joiner();
+    let url = format!("http://{}", cluster.nodes[a].peer_addr);
+    let out = etcdctl_ok(
+        &eps,
+        &[
+            "member",
+            "add",
+            "n4",
+            &format!("--peer-urls={url}"),
+            "--learner",
+        ],
+    );
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with("Member ") && first.contains(" added to cluster "),
+        "{out}"
+    );
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
+    let hex = first.split_whitespace().nth(1).unwrap().to_string();
+    let id = u64::from_str_radix(&hex, 16).unwrap();
+    // etcdctl pads ids to 16 columns in its one-line answers.
+    let padded = format!("{id:16x}");
+    let listed = etcdctl_ok(&eps, &["member", "list"]);
+    assert!(
+        listed.contains(&format!("{hex}, unstarted, , {url}, , true")),
+        "{listed}"
+    );
+    let members = cluster_client(&cluster, 0)
+        .await
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    cluster.join(a, id, initial_cluster_of(&members));
+    let promoted = eventually("etcdctl promotes the learner", LIVENESS, || async {
+        let (rc, out, err) = etcdctl(&eps, &["member", "promote", &hex]);
+        if rc != 0 {
+            assert!(err.contains("in sync with leader"), "{err}");
+            return None;
+        }
+        Some(out)
+    })
+    .await;
+    assert!(
+        promoted.starts_with(&format!("Member {padded} promoted in cluster ")),
+        "{promoted}"
+    );
+    let out = etcdctl_ok(
+        &eps,
+        &["member", "update", &hex, &format!("--peer-urls={url}")],
+    );
+    assert!(
+        out.starts_with(&format!("Member {padded} updated in cluster ")),
+        "{out}"
+    );
+    let listed = etcdctl_ok(&eps, &["member", "list"]);
+    assert!(
+        listed.contains(&format!(
+            "{hex}, started, node{id}, {url}, http://{}, false",
+            cluster.nodes[a].client_addr
+        )),
+        "{listed}"
+    );
+
+    // kvctl adds a learner and prints the command line that starts it.
+    let b = cluster.plan_joiner();
+    let url_b = format!("http://{}", cluster.nodes[b].peer_addr);
+    let out = kvctl_ok(
+        &eps,
+        &["member", "add", "n5", "--peer-urls", &url_b, "--learner"],
+    );
+    let args = printed_command(&out);
+    let id_b: u64 = flag(&args, "--id").parse().unwrap();
+    assert_eq!(flag(&args, "--listen-peer"), cluster.nodes[b].peer_addr);
+    assert_eq!(flag(&args, "--initial-cluster-state"), "existing");
+    assert!(
+        out.starts_with(&format!("Member {id_b} added to cluster ")),
+        "{out}"
+    );
+    let listed = kvctl_ok(&eps, &["member", "list", "-w", "simple"]);
+    assert!(
+        listed.contains(&format!("{id_b}, unstarted, , {url_b}, , true")),
+        "{listed}"
+    );
+    cluster.join(b, id_b, flag(&args, "--initial-cluster").to_string());
+    eventually("kvctl promotes the learner", LIVENESS, || async {
+        let (rc, out, err) = kvctl(&eps, &["member", "promote", &id_b.to_string()]);
+        if rc != 0 {
+            assert!(err.contains("in sync with leader"), "{err}");
+            return None;
+        }
+        assert!(
+            out.starts_with(&format!("Member {id_b} promoted in cluster ")),
+            "{out}"
+        );
+        Some(())
+    })
+    .await;
+    let mut kv = cluster.kv(b).await;
+    kv.put(put_req("via-new-member", "1")).await.unwrap();
+
+    // Refusals: etcd's message, exit 1.
+    let (rc, _, err) = etcdctl(&eps, &["member", "promote", &hex]);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("etcdserver: can only promote a learner member"),
+        "{err}"
+    );
+    let (rc, _, err) = kvctl(&eps, &["member", "remove", "77"]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+
+    // Both leave; each stops by itself.
+    let out = etcdctl_ok(&eps, &["member", "remove", &hex]);
+    assert!(
+        out.starts_with(&format!("Member {padded} removed from cluster ")),
+        "{out}"
+    );
+    assert_ne!(cluster.wait_exit(a, LIVENESS).await, 0);
+    let out = kvctl_ok(&eps, &["member", "remove", &id_b.to_string()]);
+    assert!(
+        out.starts_with(&format!("Member {id_b} removed from cluster ")),
+        "{out}"
+    );
+    assert_ne!(cluster.wait_exit(b, LIVENESS).await, 0);
+    let listed = etcdctl_ok(&eps, &["member", "list"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
 }
