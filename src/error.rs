@@ -104,6 +104,9 @@ pub enum Error {
     /// A peer message claiming to come from a node outside the membership.
     #[error("raftkv: node {0} is not a member of this cluster")]
     NotAMember(u64),
+    /// A request raftkv cannot serve, and why.
+    #[error("raftkv: {0}")]
+    Unsupported(&'static str),
     /// A membership change the leader refused.
     #[error(transparent)]
     Member(MemberRefusal),

@@ -129,6 +129,11 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Error::Unimplemented("MoveLeader").into())
+        Err(Error::Unsupported(
+            "MoveLeader is not supported: openraft 0.9, raftkv's Raft, has no leadership \
+             transfer. To move leadership off a member, restart it (the others elect a \
+             leader among themselves)",
+        )
+        .into())
     }
 }

@@ -45,7 +45,7 @@ impl From<Error> for Status {
             | Error::Timeout
             | Error::LeaderLost
             | Error::Stopped => Code::Unavailable,
-            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Unimplemented(_) | Error::Unsupported(_) => Code::Unimplemented,
             Error::Member(r) => match r {
                 MemberRefusal::NotFound => Code::NotFound,
                 MemberRefusal::BadUrls => Code::InvalidArgument,

@@ -433,7 +433,7 @@ fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
 /// list` in both tools shows learners flagged and then started; `etcdctl
 /// member promote`, `update` (to the same URL) and `remove`, and `kvctl
 /// member promote` and `remove`, print what etcd prints; refusals exit 1
-/// with etcd's message.
+/// with etcd's message. `etcdctl move-leader` fails saying why.
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_and_kvctl_member_commands() {
     use crate::tools::{etcdctl, etcdctl_ok, kvctl, kvctl_ok};
@@ -572,4 +572,9 @@ async fn etcdctl_and_kvctl_member_commands() {
     assert_ne!(cluster.wait_exit(b, LIVENESS).await, 0);
     let listed = etcdctl_ok(&eps, &["member", "list"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
+
+    // Leadership transfer is not available, and the error says why.
+    let (rc, _, err) = etcdctl(&eps, &["move-leader", "2"]);
+    assert_eq!(rc, 1);
+    assert!(err.contains("has no leadership transfer"), "{err}");
 }
