@@ -155,7 +155,7 @@ impl Metrics {
             db_size: gauge(
                 &r,
                 "etcd_mvcc_db_total_size_in_bytes",
-                "Size of the on-disk database.",
+                "Size of the state the store holds: every kept version's key and value, plus a fixed overhead each.",
             ),
             data_dir_size: gauge(
                 &r,

@@ -23,6 +23,7 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub revision: Revision,
+    /// The size of the state the store holds (`KvStore::size_bytes`).
     pub db_size: u64,
 }
 
@@ -50,9 +51,8 @@ impl Node {
             m.applied_index
                 .set(r.last_applied.map_or(0, |l| l.index) as i64);
         }
-        if let Ok(size) = self.disk.db().size_on_disk() {
-            m.db_size.set(size as i64);
-        }
+        m.db_size
+            .set(i64::try_from(self.store.size_bytes()).unwrap_or(i64::MAX));
         m.data_dir_size.set(dir_size(&self.data_dir) as i64);
         m.keys.set(self.store.key_count());
         m.versions.set(self.store.version_count());
@@ -85,7 +85,7 @@ impl Node {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             revision: self.store.revision(),
-            db_size: self.disk.db().size_on_disk()?,
+            db_size: self.store.size_bytes(),
         })
     }
 

@@ -11,7 +11,7 @@
 use std::sync::RwLockWriteGuard;
 
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
-use super::state::{Lease, LeaseId, MemberInfo, Revision, State, Version};
+use super::state::{Lease, LeaseId, MemberInfo, Revision, State, Version, VERSION_OVERHEAD};
 
 /// Changes to the state, under its write lock until dropped.
 pub struct WriteBatch<'a> {
@@ -67,8 +67,10 @@ impl<'a> WriteBatch<'a> {
                 continue;
             };
             let before = versions.len();
+            let bytes_before = versions.bytes(key.len());
             versions.compact(revision);
             st.versions -= before - versions.len();
+            st.bytes -= bytes_before - versions.bytes(key.len());
             if versions.is_empty() {
                 st.history.remove(key);
             }
@@ -181,8 +183,13 @@ impl Writer<'_> {
             None => st.history.entry(key.to_vec()).or_default(),
         };
         let was_live = versions.is_live();
-        if versions.insert(self.rev, version) {
-            st.versions += 1;
+        let added = version.value_len();
+        match versions.insert(self.rev, version) {
+            None => {
+                st.versions += 1;
+                st.bytes += key.len() as u64 + added + VERSION_OVERHEAD;
+            }
+            Some(replaced) => st.bytes = st.bytes + added - replaced.value_len(),
         }
         match (was_live, versions.is_live()) {
             (false, true) => st.live += 1,

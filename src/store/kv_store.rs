@@ -95,6 +95,13 @@ impl KvStore {
         self.read().leases.clone()
     }
 
+    /// The size of the history the store holds, in bytes: every version's
+    /// key and value plus a fixed overhead each. What the space quota
+    /// counts, and what `Status.dbSize` reports.
+    pub fn size_bytes(&self) -> u64 {
+        self.read().bytes
+    }
+
     /// Every lease's record on this member's clock, and the version of the
     /// lease set (which changes with every grant and revoke).
     pub fn lease_clocks(&self) -> (u64, Vec<LeaseClock>) {

@@ -96,6 +96,20 @@ pub enum Version {
     Delete,
 }
 
+/// What a version costs beyond its key and value, counted in the state's
+/// size (the revision, counters, lease and the vector slot).
+pub const VERSION_OVERHEAD: u64 = 48;
+
+impl Version {
+    /// The bytes of its value (none for a delete).
+    pub fn value_len(&self) -> u64 {
+        match self {
+            Version::Put { value, .. } => value.len() as u64,
+            Version::Delete => 0,
+        }
+    }
+}
+
 /// `Version` as it is encoded: a put without a lease as before leases
 /// existed, one with a lease as a variant of its own.
 #[derive(Serialize, Deserialize)]
@@ -236,19 +250,25 @@ impl Versions {
         self.at_or_before(rev.saturating_sub(1))
     }
 
+    /// What the versions of a key of `key_len` bytes count in the state's
+    /// size.
+    pub fn bytes(&self, key_len: usize) -> u64 {
+        self.0
+            .iter()
+            .map(|(_, v)| key_len as u64 + v.value_len() + VERSION_OVERHEAD)
+            .sum()
+    }
+
     /// Records `version` at `rev`, replacing one already there; returns
-    /// whether the key has one version more.
-    pub fn insert(&mut self, rev: Revision, version: Version) -> bool {
+    /// the one it replaced, if any (else the key has one version more).
+    pub fn insert(&mut self, rev: Revision, version: Version) -> Option<Version> {
         match self.0.last() {
             Some((last, _)) if *last >= rev => {
                 match self.0.binary_search_by_key(&rev, |(r, _)| *r) {
-                    Ok(i) => {
-                        self.0[i].1 = version;
-                        false
-                    }
+                    Ok(i) => Some(std::mem::replace(&mut self.0[i].1, version)),
                     Err(i) => {
                         self.0.insert(i, (rev, version));
-                        true
+                        None
                     }
                 }
             }
@@ -258,7 +278,7 @@ impl Versions {
                     self.0.reserve_exact((self.0.len() / 2).max(1));
                 }
                 self.0.push((rev, version));
-                true
+                None
             }
         }
     }
@@ -293,6 +313,10 @@ pub struct State {
     /// How many versions `history` holds in all (kept by every write and
     /// compaction).
     pub versions: usize,
+    /// The size of `history`: keys and values of every version, plus
+    /// `VERSION_OVERHEAD` each (kept by every write and compaction). What
+    /// the space quota counts.
+    pub bytes: u64,
     pub events: BTreeMap<(Revision, u32), Vec<u8>>,
     pub members: BTreeMap<u64, MemberInfo>,
     /// Metadata owned by the caller (the Raft adapter's applied log id and
@@ -312,6 +336,7 @@ impl Default for State {
             history: BTreeMap::new(),
             live: 0,
             versions: 0,
+            bytes: 0,
             events: BTreeMap::new(),
             members: BTreeMap::new(),
             meta: BTreeMap::new(),
@@ -438,12 +463,14 @@ impl<'de> Deserialize<'de> for State {
         let s = StateIn::deserialize(d)?;
         let live = s.history.values().filter(|v| v.is_live()).count();
         let versions = s.history.values().map(Versions::len).sum();
+        let bytes = s.history.iter().map(|(k, v)| v.bytes(k.len())).sum();
         Ok(State {
             revision: s.revision,
             compacted: s.compacted,
             history: s.history,
             live,
             versions,
+            bytes,
             events: s.events,
             members: s.members,
             meta: s.meta,

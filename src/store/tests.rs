@@ -941,3 +941,45 @@ fn compaction_of_changed_keys_matches_compacting_every_key() {
     }
     assert!(compactions > 100, "only {compactions} compactions ran");
 }
+
+/// The size a decoded copy of `s` counts from scratch.
+fn recounted_size(s: &KvStore) -> u64 {
+    let copy = store();
+    copy.restore(crate::codec::decode(&s.encode().unwrap()).unwrap());
+    copy.size_bytes()
+}
+
+#[test]
+fn the_size_follows_every_write_and_compaction() {
+    let s = store();
+    assert_eq!(s.size_bytes(), 0);
+    put(&s, "key", "12345"); // 3 + 5 + overhead
+    assert_eq!(s.size_bytes(), 8 + state::VERSION_OVERHEAD);
+    put(&s, "key", "1");
+    put(&s, "other", "xyz");
+    del(&s, "key", "");
+    // A transaction that writes one key twice keeps one version.
+    let put_op = |v: &str| txn::TxnOp::Put {
+        key: b"t".to_vec(),
+        value: Some(v.as_bytes().to_vec()),
+        lease: Some(0),
+        prev_kv: false,
+        must_exist: false,
+    };
+    let twice = Txn {
+        compare: vec![],
+        success: vec![put_op("long value"), put_op("v")],
+        failure: vec![],
+    };
+    run(&s, Command::Txn(twice));
+    let grown = s.size_bytes();
+    assert_eq!(grown, recounted_size(&s));
+    run(
+        &s,
+        Command::Compact {
+            revision: s.revision(),
+        },
+    );
+    assert!(s.size_bytes() < grown, "compaction frees space");
+    assert_eq!(s.size_bytes(), recounted_size(&s));
+}
