@@ -8,7 +8,10 @@
 //!
 //! - its sender (the candidate, or the leader) is not a voter in this
 //!   member's view of the membership (before this member knows one: not in
-//!   `--initial-cluster`), or is this member itself;
+//!   `--initial-cluster`), or is this member itself; a leader this member
+//!   knows (from `--initial-cluster` or as a learner) in a term later than
+//!   the one that view was written in is let through, since the view may
+//!   be older than its promotion;
 //! - its term is at or above `MAX_TERM`, or more than `MAX_TERM_JUMP` above
 //!   this member's (no run of elections gets there in a lifetime);
 //! - its log ids contradict it (an entry from a later term than the leader's,
@@ -137,8 +140,15 @@ impl Inbound {
     }
 
     /// The sender of a message carrying `vote` must be a voter other than
-    /// this member, and its term in range.
-    fn check_sender(&self, m: &RaftMetrics, vote: &Vote) -> Result<()> {
+    /// this member, and its term in range. A leader's message (`leads`) is
+    /// also taken from a sender this member knows (from `--initial-cluster`,
+    /// or as a learner) but whose membership does not list as a voter, if
+    /// the leader's term is later than the entry that membership came
+    /// from: this member's view is older than the leader's (a member that
+    /// joined and replays the log from its start, or one that was down
+    /// while the leader was promoted), and only the leader can bring it up
+    /// to date.
+    fn check_sender(&self, m: &RaftMetrics, vote: &Vote, leads: bool) -> Result<()> {
         let sender = vote.leader_id.node_id;
         let membership = m.membership_config.membership();
         let voter = if membership.nodes().next().is_none() {
@@ -146,7 +156,14 @@ impl Inbound {
         } else {
             membership.voter_ids().any(|id| id == sender)
         };
-        if !voter || sender == self.me {
+        let view_term = m
+            .membership_config
+            .log_id()
+            .as_ref()
+            .map_or(0, |id| id.leader_id.term);
+        let known = self.bootstrap.contains(&sender) || membership.get_node(&sender).is_some();
+        let stale_view = leads && known && vote.leader_id.term > view_term;
+        if !(voter || stale_view) || sender == self.me {
             return Err(Error::NotAMember(sender));
         }
         check_term(vote.leader_id.term, m.current_term)
@@ -183,7 +200,7 @@ impl Inbound {
 
     fn check_vote(&self, req: &VoteRequest) -> Result<()> {
         let m = self.raft.metrics().borrow().clone();
-        self.check_sender(&m, &req.vote)?;
+        self.check_sender(&m, &req.vote, false)?;
         if req.vote.committed {
             return Err(bad("a vote request with a committed vote".into()));
         }
@@ -197,7 +214,7 @@ impl Inbound {
 
     fn check_append(&self, req: &AppendEntriesRequest) -> Result<()> {
         let m = self.raft.metrics().borrow().clone();
-        self.check_sender(&m, &req.vote)?;
+        self.check_sender(&m, &req.vote, true)?;
         let term = req.vote.leader_id.term;
         if !req.vote.committed {
             return Err(bad(
@@ -225,7 +242,7 @@ impl Inbound {
 
     fn check_snapshot(&self, req: &InstallSnapshotRequest) -> Result<()> {
         let m = self.raft.metrics().borrow().clone();
-        self.check_sender(&m, &req.vote)?;
+        self.check_sender(&m, &req.vote, true)?;
         if !req.vote.committed {
             return Err(bad(
                 "a snapshot from a leader whose vote is not committed".into()

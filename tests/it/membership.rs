@@ -48,6 +48,9 @@ async fn writer(
         match tokio::time::timeout(Duration::from_secs(10), call).await {
             Ok(Ok(_)) => log.lock().unwrap().acked.push(key),
             Ok(Err(s)) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {}
+            // The connection to a member that stopped (it was removed)
+            // broke mid-call: as retryable to a client as Unavailable.
+            Ok(Err(s)) if s.code() == Code::Unknown && s.message() == "transport error" => {}
             Ok(Err(s)) => log
                 .lock()
                 .unwrap()
