@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default `--max-txn-ops`, as etcd's.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 /// Default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 
@@ -116,6 +118,9 @@ pub struct NodeConfig {
     pub peer_dial_overrides: BTreeMap<NodeId, String>,
     /// Most operations in one branch of a transaction.
     pub max_txn_ops: usize,
+    /// The space quota: past this many bytes of state (`KvStore::size_bytes`),
+    /// writes that add data raise the NOSPACE alarm and are refused.
+    pub quota_backend_bytes: u64,
     /// How often an idle watch that asked for progress notifications gets
     /// one.
     #[serde(
@@ -159,6 +164,7 @@ impl NodeConfig {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             peer_dial_overrides: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             watch_progress_notify_interval: Duration::from_secs(600),
             auto_compaction: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
@@ -407,6 +413,7 @@ mod tests {
         let map = json.as_object().unwrap();
         for key in [
             "max_txn_ops",
+            "quota_backend_bytes",
             "watch_progress_notify_interval_ms",
             "request_timeout_ms",
             "initial_cluster_state",

@@ -104,6 +104,13 @@ pub enum Error {
     /// A peer message claiming to come from a node outside the membership.
     #[error("raftkv: node {0} is not a member of this cluster")]
     NotAMember(u64),
+    /// A write that adds data while the space quota is exceeded (a NOSPACE
+    /// alarm is raised).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// An alarm type etcd does not have.
+    #[error("raftkv: unknown alarm type")]
+    UnknownAlarm,
     /// A request raftkv cannot serve, and why.
     #[error("raftkv: {0}")]
     Unsupported(&'static str),

@@ -99,6 +99,11 @@ struct Args {
     /// Most operations in one branch of a transaction.
     #[arg(long, env = "KVD_MAX_TXN_OPS", default_value_t = config::DEFAULT_MAX_TXN_OPS)]
     max_txn_ops: usize,
+    /// Space quota, in bytes of state: past it, writes that add data raise
+    /// the NOSPACE alarm and fail until space is freed and the alarm
+    /// disarmed. 0 means the default, 2 GiB (as etcd's).
+    #[arg(long, env = "KVD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
     /// How often an idle watch asking for progress notifications gets one,
     /// in milliseconds.
     #[arg(
@@ -169,6 +174,9 @@ impl Args {
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
         cfg.max_txn_ops = self.max_txn_ops;
+        if self.quota_backend_bytes > 0 {
+            cfg.quota_backend_bytes = self.quota_backend_bytes;
+        }
         cfg.auto_compaction = config::parse_auto_compaction(
             &self.auto_compaction_mode,
             &self.auto_compaction_retention,

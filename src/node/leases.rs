@@ -50,6 +50,7 @@ pub(super) fn min_lease_ttl(election_timeout: std::time::Duration) -> i64 {
 pub(super) fn rejected(r: Rejection) -> Error {
     match r {
         Rejection::LeaseExists => Error::LeaseExists,
+        Rejection::NoSpace => Error::NoSpace,
         Rejection::LeaseNotFound => Error::LeaseNotFound,
         Rejection::KeyNotFound => Error::KeyNotFound,
         Rejection::Compacted => Error::Compacted,

@@ -40,6 +40,8 @@ pub struct Node {
     pub(super) revisions: tokio::sync::watch::Receiver<Revision>,
     pub(super) election_timeout: Duration,
     pub(super) watch_progress_interval: Duration,
+    /// The space quota, in bytes of state.
+    pub(super) quota_bytes: u64,
     /// Group commit of this member's proposals as leader.
     pub(super) proposer: Proposer,
     /// Forwards writes to the leader, many per call, while following.
@@ -147,6 +149,7 @@ impl Node {
             revisions,
             election_timeout: cfg.election_timeout,
             watch_progress_interval: cfg.watch_progress_notify_interval,
+            quota_bytes: cfg.quota_backend_bytes,
             proposer,
             forwarder,
             reads,

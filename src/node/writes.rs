@@ -9,7 +9,9 @@ use tokio::time::Instant;
 use super::Node;
 use crate::error::{Error, Result};
 use crate::raft::NodeId;
-use crate::store::{check_member_info, check_write, Command, Response};
+use crate::store::{
+    check_member_info, check_write, Command, Response, ALARM_NOSPACE, VERSION_OVERHEAD,
+};
 
 /// How long to wait before retrying a request that was not proposed.
 pub(super) const RETRY_BACKOFF: Duration = Duration::from_millis(20);
@@ -18,12 +20,71 @@ impl Node {
     /// Commits `cmd` through Raft (here or on the leader) and returns what
     /// applying it produced. Fails after the request timeout.
     pub async fn write(&self, cmd: Command) -> Result<Response> {
+        self.check_quota(&cmd).await?;
         let result = self.write_inner(&cmd).await;
         match &result {
             Ok(response) => self.catch_up(&cmd, response).await,
             Err(_) => self.metrics.proposals_failed.inc(),
         }
         result
+    }
+
+    /// Raises (`activate`) or clears alarm `alarm` of `member`, through
+    /// Raft.
+    pub async fn set_alarm(&self, activate: bool, member: NodeId, alarm: i32) -> Result<()> {
+        self.write(Command::Alarm {
+            activate,
+            member,
+            alarm,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Has this member take a snapshot now, after which the Raft log
+    /// behind it is purged (etcd's defragment, as far as raftkv has one).
+    pub async fn snapshot_now(&self) -> Result<()> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The space quota, in bytes of state.
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_bytes
+    }
+
+    /// Refuses a write that adds data past the space quota, as etcd's
+    /// quota check does: it raises the NOSPACE alarm for this member
+    /// through Raft (so every member refuses such writes until it is
+    /// disarmed) and fails with "database space exceeded".
+    async fn check_quota(&self, cmd: &Command) -> Result<()> {
+        if !cmd.adds_data() {
+            return Ok(());
+        }
+        let cost = cmd.payload_size() as u64 + VERSION_OVERHEAD;
+        if self.store.size_bytes().saturating_add(cost) <= self.quota_bytes {
+            return Ok(());
+        }
+        let raised = self.store.alarms().contains(&(self.id, ALARM_NOSPACE));
+        if !raised {
+            let alarm = Command::Alarm {
+                activate: true,
+                member: self.id,
+                alarm: ALARM_NOSPACE,
+            };
+            match self.write_inner(&alarm).await {
+                Ok(_) => tracing::warn!(
+                    quota = self.quota_bytes,
+                    size = self.store.size_bytes(),
+                    "space quota exceeded: raised the NOSPACE alarm"
+                ),
+                Err(e) => tracing::warn!(error = %e, "raising the NOSPACE alarm"),
+            }
+        }
+        Err(Error::NoSpace)
     }
 
     /// Waits until this member has applied a write the leader applied, as

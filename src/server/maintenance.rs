@@ -1,6 +1,7 @@
 //! etcd's `Maintenance` service: `Status` (what `etcdctl endpoint status`
-//! shows), `HashKV`/`Hash` for comparing members, and `Alarm`/`Defragment`
-//! answered the way an etcd with no alarms and nothing to defragment would.
+//! shows, with raised alarms among its errors), `HashKV`/`Hash` for
+//! comparing members, `Alarm` (list, raise, disarm; replicated through
+//! Raft) and `Defragment`.
 
 use std::sync::Arc;
 
@@ -37,15 +38,20 @@ impl MaintenanceService {
             raft_index: st.last_log_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
-            errors: if st.leader.is_none() {
-                vec![Error::NoLeader.to_string()]
-            } else {
-                Vec::new()
+            errors: {
+                let mut errors = Vec::new();
+                if st.leader.is_none() {
+                    errors.push(Error::NoLeader.to_string());
+                }
+                for (member, alarm) in self.node.store().alarms() {
+                    errors.push(format!("memberID:{member} alarm:{} ", alarm_name(alarm)));
+                }
+                errors
             },
             db_size_in_use: db_size,
             is_learner: false,
             storage_version: String::new(),
-            db_size_quota: 0,
+            db_size_quota: i64::try_from(self.node.quota_bytes()).unwrap_or(i64::MAX),
             downgrade_info: None,
         })
     }
@@ -71,14 +77,38 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let req = request.into_inner();
+        let member = |(member_id, alarm): (u64, i32)| pb::AlarmMember { member_id, alarm };
+        let alarms = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => self
+                .node
+                .store()
+                .alarms()
+                .into_iter()
+                .filter(|(_, a)| req.alarm == 0 || *a == req.alarm)
+                .map(member)
+                .collect(),
+            // As etcd: the answer names the alarm if this changed it.
+            Ok(action @ (AlarmAction::Activate | AlarmAction::Deactivate)) => {
+                let activate = action == AlarmAction::Activate;
+                let key = (req.member_id, req.alarm);
+                let was = self.node.store().alarms().contains(&key);
+                self.node
+                    .set_alarm(activate, req.member_id, req.alarm)
+                    .await?;
+                if was != activate {
+                    vec![member(key)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => return Err(Error::UnknownAlarm.into()),
+        };
         let revision = self.node.store().revision();
-        if request.into_inner().action == pb::alarm_request::AlarmAction::Activate as i32 {
-            return Err(Error::Unimplemented("raising alarms").into());
-        }
-        // raftkv raises no alarms, so there is never one to list or disarm.
         Ok(Response::new(pb::AlarmResponse {
             header: header(&self.node, revision),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -93,7 +123,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        // sled reclaims space on its own; there is nothing to defragment.
+        // What compaction freed is freed in memory at once; on disk it goes
+        // with the Raft log behind a new snapshot.
+        self.node.snapshot_now().await?;
         let revision = self.node.store().revision();
         Ok(Response::new(pb::DefragmentResponse {
             header: header(&self.node, revision),
@@ -135,5 +167,14 @@ impl Maintenance for MaintenanceService {
              leader among themselves)",
         )
         .into())
+    }
+}
+
+/// etcd's name of an alarm type.
+fn alarm_name(alarm: i32) -> &'static str {
+    match pb::AlarmType::try_from(alarm) {
+        Ok(pb::AlarmType::Nospace) => "NOSPACE",
+        Ok(pb::AlarmType::Corrupt) => "CORRUPT",
+        _ => "NONE",
     }
 }

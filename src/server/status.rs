@@ -14,6 +14,7 @@ pub fn rejected(r: Rejection) -> Error {
         Rejection::FutureRevision => Error::FutureRevision,
         Rejection::LeaseNotFound => Error::LeaseNotFound,
         Rejection::LeaseExists => Error::LeaseExists,
+        Rejection::NoSpace => Error::NoSpace,
     }
 }
 
@@ -46,6 +47,8 @@ impl From<Error> for Status {
             | Error::LeaderLost
             | Error::Stopped => Code::Unavailable,
             Error::Unimplemented(_) | Error::Unsupported(_) => Code::Unimplemented,
+            Error::NoSpace => Code::ResourceExhausted,
+            Error::UnknownAlarm => Code::InvalidArgument,
             Error::Member(r) => match r {
                 MemberRefusal::NotFound => Code::NotFound,
                 MemberRefusal::BadUrls => Code::InvalidArgument,

@@ -2,8 +2,8 @@
 //! state machine, with no Raft in sight.
 
 use super::batch::WriteBatch;
-use super::command::{Command, Response};
-use super::kv::KeyRange;
+use super::command::{Command, Response, ALARM_NOSPACE};
+use super::kv::{KeyRange, Rejection};
 use super::txn;
 
 /// Applies `cmd`, from a log entry of no particular term (a `LeaseExpire`
@@ -15,6 +15,11 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
 /// Applies `cmd`, from a log entry proposed in `term`. Deterministic and
 /// infallible: what a command could not do is in its `Response`.
 pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>) -> Response {
+    // While the space quota is exceeded, nothing that adds data applies
+    // (each command of a batch is judged alone, below).
+    if !matches!(cmd, Command::Batch(_)) && cmd.adds_data() && batch.has_alarm(ALARM_NOSPACE) {
+        return Response::Rejected(Rejection::NoSpace);
+    }
     match cmd {
         Command::PutV1 {
             key,
@@ -106,6 +111,16 @@ pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>
             for (id, ms) in remaining_ms {
                 batch.checkpoint(id, ms);
             }
+            Response::Applied {
+                revision: batch.revision(),
+            }
+        }
+        Command::Alarm {
+            activate,
+            member,
+            alarm,
+        } => {
+            batch.set_alarm(member, alarm, activate);
             Response::Applied {
                 revision: batch.revision(),
             }

@@ -128,6 +128,20 @@ impl<'a> WriteBatch<'a> {
         self.st.members.insert(id, info.clone());
     }
 
+    /// Raises (`on`) or clears alarm `alarm` of `member`.
+    pub fn set_alarm(&mut self, member: u64, alarm: i32, on: bool) {
+        if on {
+            self.st.alarms.insert((member, alarm));
+        } else {
+            self.st.alarms.remove(&(member, alarm));
+        }
+    }
+
+    /// Whether any member has alarm `alarm` raised.
+    pub fn has_alarm(&self, alarm: i32) -> bool {
+        self.st.alarms.iter().any(|(_, a)| *a == alarm)
+    }
+
     /// Sets a metadata entry, seen with the rest of the batch.
     pub fn set_meta(&mut self, name: &str, value: Vec<u8>) {
         self.st.meta.insert(name.to_string(), value);

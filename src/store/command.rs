@@ -77,9 +77,33 @@ pub enum Command {
     /// late (or forward it) from a clock that no longer counts; then it
     /// changes nothing.
     LeaseExpire { id: LeaseId, term: u64 },
+    /// Raise (`activate`) or clear an alarm of etcd's type `alarm` for
+    /// `member`. While a NOSPACE alarm is raised, commands that add data
+    /// (`adds_data`) are refused.
+    Alarm {
+        activate: bool,
+        member: u64,
+        alarm: i32,
+    },
 }
 
+/// etcd's alarm types (`etcdserverpb.AlarmType`).
+pub const ALARM_NOSPACE: i32 = 1;
+pub const ALARM_CORRUPT: i32 = 2;
+
 impl Command {
+    /// Whether it can add data to the store (etcd's quota cost): puts,
+    /// transactions with a put in either branch, lease grants. What a
+    /// NOSPACE alarm refuses; deletes, compaction and revokes free space.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Command::Put { .. } | Command::PutV1 { .. } | Command::LeaseGrant { .. } => true,
+            Command::Txn(txn) => txn_puts(txn),
+            Command::Batch(cmds) => cmds.iter().any(Command::adds_data),
+            _ => false,
+        }
+    }
+
     /// How many key and value bytes the command carries: what
     /// `--max-request-bytes` bounds, and what bounds batches.
     pub fn payload_size(&self) -> usize {
@@ -89,6 +113,7 @@ impl Command {
             }
             Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
             Command::LeaseExpire { .. } => 16,
+            Command::Alarm { .. } => 16,
             Command::LeaseCheckpoint { remaining_ms } => 16 * remaining_ms.len(),
             Command::DeleteRange { key, range_end, .. } => key.len() + range_end.len(),
             Command::Txn(txn) => txn_size(txn),
@@ -99,6 +124,14 @@ impl Command {
             }
         }
     }
+}
+
+fn txn_puts(txn: &Txn) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        TxnOp::Put { .. } | TxnOp::PutV1 { .. } => true,
+        TxnOp::Txn(inner) => txn_puts(inner),
+        TxnOp::Range(_) | TxnOp::DeleteRange { .. } => false,
+    })
 }
 
 fn range_size(range: &KeyRange) -> usize {

@@ -270,6 +270,8 @@ pub enum Rejection {
     LeaseNotFound,
     /// A grant of a lease id already in use.
     LeaseExists,
+    /// A write that adds data while the NOSPACE alarm is raised.
+    NoSpace,
 }
 
 /// What choosing a transaction's branches needs to read: the state as a

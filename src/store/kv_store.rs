@@ -102,6 +102,11 @@ impl KvStore {
         self.read().bytes
     }
 
+    /// The raised alarms: (member id, etcd's alarm type).
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        self.read().alarms.iter().copied().collect()
+    }
+
     /// Every lease's record on this member's clock, and the version of the
     /// lease set (which changes with every grant and revoke).
     pub fn lease_clocks(&self) -> (u64, Vec<LeaseClock>) {

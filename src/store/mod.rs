@@ -26,11 +26,11 @@ mod txn;
 mod validate;
 
 pub use batch::{WriteBatch, Writer};
-pub use command::{Command, Response};
+pub use command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 pub use history::{Event, EventKind};
 pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
 pub use kv_store::{fnv1a_of, KvStore};
-pub use state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State};
+pub use state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State, VERSION_OVERHEAD};
 
 /// The directory, in a data dir, that holds the latest snapshot.
 pub const SNAPSHOT_DIR: &str = "snapshot";

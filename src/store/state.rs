@@ -326,6 +326,8 @@ pub struct State {
     /// Bumped whenever a lease is granted or revoked (not encoded): tells a
     /// lease clock when to look again.
     pub lease_version: u64,
+    /// Raised alarms: (member id, etcd's alarm type).
+    pub alarms: BTreeSet<(u64, i32)>,
 }
 
 impl Default for State {
@@ -342,6 +344,7 @@ impl Default for State {
             meta: BTreeMap::new(),
             leases: BTreeMap::new(),
             lease_version: 0,
+            alarms: BTreeSet::new(),
         }
     }
 }
@@ -353,11 +356,12 @@ impl State {
     }
 
     /// The whole state, for a snapshot: the state as encoded before leases
-    /// existed, then, if there are any, the leases (id, granted TTL, time
-    /// left). A state without leases encodes exactly as before.
+    /// existed, then, if there are any leases or alarms, the leases (id,
+    /// granted TTL, time left), then, if there are any, the alarms. A state
+    /// without either encodes exactly as before.
     pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
         let mut bytes = crate::codec::encode(self)?;
-        if self.leases.is_empty() {
+        if self.leases.is_empty() && self.alarms.is_empty() {
             return Ok(bytes);
         }
         let leases: Vec<(LeaseId, i64, i64)> = self
@@ -366,6 +370,9 @@ impl State {
             .map(|(id, l)| (*id, l.ttl, l.remaining_ms))
             .collect();
         bytes.extend(crate::codec::encode(&leases)?);
+        if !self.alarms.is_empty() {
+            bytes.extend(crate::codec::encode(&self.alarms)?);
+        }
         Ok(bytes)
     }
 
@@ -374,7 +381,10 @@ impl State {
     pub fn decode(bytes: &[u8]) -> Result<State, crate::codec::CodecError> {
         let (mut state, rest) = crate::codec::decode_prefix::<State>(bytes)?;
         if !rest.is_empty() {
-            let leases: Vec<(LeaseId, i64, i64)> = crate::codec::decode(rest)?;
+            let (leases, rest): (Vec<(LeaseId, i64, i64)>, _) = crate::codec::decode_prefix(rest)?;
+            if !rest.is_empty() {
+                state.alarms = crate::codec::decode(rest)?;
+            }
             state.leases = leases
                 .into_iter()
                 .map(|(id, ttl, remaining_ms)| {
@@ -476,6 +486,7 @@ impl<'de> Deserialize<'de> for State {
             meta: s.meta,
             leases: BTreeMap::new(),
             lease_version: 0,
+            alarms: BTreeSet::new(),
         })
     }
 }

@@ -983,3 +983,49 @@ fn the_size_follows_every_write_and_compaction() {
     assert!(s.size_bytes() < grown, "compaction frees space");
     assert_eq!(s.size_bytes(), recounted_size(&s));
 }
+
+#[test]
+fn a_nospace_alarm_refuses_only_what_adds_data_and_survives_snapshots() {
+    let s = store();
+    put(&s, "a", "1");
+    let alarm = |activate| Command::Alarm {
+        activate,
+        member: 7,
+        alarm: ALARM_NOSPACE,
+    };
+    run(&s, alarm(true));
+    assert_eq!(s.alarms(), vec![(7, ALARM_NOSPACE)]);
+    assert_eq!(
+        run(&s, put_cmd("b", "2")),
+        Response::Rejected(Rejection::NoSpace)
+    );
+    assert_eq!(
+        run(&s, Command::LeaseGrant { id: 1, ttl: 10 }),
+        Response::Rejected(Rejection::NoSpace)
+    );
+    let deletes_only = Txn {
+        compare: vec![],
+        success: vec![txn::TxnOp::DeleteRange {
+            range: KeyRange::Single(b"a".to_vec()),
+            prev_kv: false,
+        }],
+        failure: vec![],
+    };
+    assert!(matches!(
+        run(&s, Command::Txn(deletes_only)),
+        Response::Txn { .. }
+    ));
+    // A batch is judged command by command.
+    let batch = Command::Batch(vec![put_cmd("c", "3"), alarm(false), put_cmd("d", "4")]);
+    match run(&s, batch) {
+        Response::Batch(r) => {
+            assert_eq!(r[0], Response::Rejected(Rejection::NoSpace));
+            assert!(matches!(r[2], Response::Put { .. }), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    run(&s, alarm(true));
+    let copy = store();
+    copy.restore(State::decode(&s.encode().unwrap()).unwrap());
+    assert_eq!(copy.alarms(), vec![(7, ALARM_NOSPACE)]);
+}

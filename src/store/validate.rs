@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use super::command::Command;
+use super::command::{Command, ALARM_CORRUPT, ALARM_NOSPACE};
 use super::kv::KeyRange;
 use super::state::{LeaseId, MemberInfo};
 use super::txn::{Txn, TxnOp};
@@ -60,6 +60,13 @@ pub fn check_write(cmd: &Command, limits: &Limits) -> Result<()> {
         Command::Compact { .. } => Ok(()),
         Command::LeaseGrant { id, ttl } => check_lease_grant(*id, *ttl),
         Command::LeaseRevoke { .. } => Ok(()),
+        Command::Alarm { alarm, .. } => {
+            if matches!(*alarm, ALARM_NOSPACE | ALARM_CORRUPT) {
+                Ok(())
+            } else {
+                Err(Error::UnknownAlarm)
+            }
+        }
         Command::PutV1 { .. } => Err(Error::NotAClientWrite("put in the old layout")),
         Command::LeaseCheckpoint { .. } => Err(Error::NotAClientWrite("lease checkpoint")),
         Command::LeaseExpire { .. } => Err(Error::NotAClientWrite("lease expiry")),

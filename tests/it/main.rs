@@ -14,6 +14,7 @@ mod leases;
 mod membership;
 mod ops;
 mod peer_tls;
+mod quota;
 mod recovery;
 mod requests;
 mod storage;
