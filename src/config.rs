@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default `--max-txn-ops`, as etcd's.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// How often the leader compares members' data by default.
+pub const DEFAULT_CORRUPT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// etcd's default space quota: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 /// Default `--snapshot-count`.
@@ -75,6 +77,13 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn millis_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_u64(0),
+    }
+}
+
 /// The configuration was rejected; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -118,6 +127,12 @@ pub struct NodeConfig {
     pub peer_dial_overrides: BTreeMap<NodeId, String>,
     /// Most operations in one branch of a transaction.
     pub max_txn_ops: usize,
+    /// How often the leader compares members' data (`None`: never).
+    #[serde(rename = "corrupt_check_interval_ms", serialize_with = "millis_opt")]
+    pub corrupt_check_interval: Option<Duration>,
+    /// Test-only: a key whose value this member corrupts in its own state
+    /// at start, for the corruption check to find.
+    pub test_corrupt_key: Option<String>,
     /// The space quota: past this many bytes of state (`KvStore::size_bytes`),
     /// writes that add data raise the NOSPACE alarm and are refused.
     pub quota_backend_bytes: u64,
@@ -165,6 +180,8 @@ impl NodeConfig {
             peer_dial_overrides: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
+            corrupt_check_interval: Some(DEFAULT_CORRUPT_CHECK_INTERVAL),
+            test_corrupt_key: None,
             watch_progress_notify_interval: Duration::from_secs(600),
             auto_compaction: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,

@@ -108,6 +108,9 @@ pub enum Error {
     /// alarm is raised).
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A client write while members' data differ (a CORRUPT alarm).
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// An alarm type etcd does not have.
     #[error("raftkv: unknown alarm type")]
     UnknownAlarm,

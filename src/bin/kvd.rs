@@ -104,6 +104,15 @@ struct Args {
     /// disarmed. 0 means the default, 2 GiB (as etcd's).
     #[arg(long, env = "KVD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// How often the leader compares every member's data with its own, in
+    /// milliseconds; a member that differs gets a CORRUPT alarm. 0 turns
+    /// the check off.
+    #[arg(long, env = "KVD_CORRUPT_CHECK_INTERVAL", default_value_t = 10_000)]
+    corrupt_check_interval: u64,
+    /// Test-only: corrupt this key's value in this member's own state at
+    /// start.
+    #[arg(long, env = "KVD_TEST_CORRUPT_KEY", hide = true)]
+    test_corrupt_key: Option<String>,
     /// How often an idle watch asking for progress notifications gets one,
     /// in milliseconds.
     #[arg(
@@ -174,6 +183,9 @@ impl Args {
         cfg.snapshot_count = self.snapshot_count;
         cfg.max_request_bytes = self.max_request_bytes;
         cfg.max_txn_ops = self.max_txn_ops;
+        cfg.corrupt_check_interval = (self.corrupt_check_interval > 0)
+            .then(|| Duration::from_millis(self.corrupt_check_interval));
+        cfg.test_corrupt_key = self.test_corrupt_key.clone();
         if self.quota_backend_bytes > 0 {
             cfg.quota_backend_bytes = self.quota_backend_bytes;
         }

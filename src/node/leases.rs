@@ -51,6 +51,7 @@ pub(super) fn rejected(r: Rejection) -> Error {
     match r {
         Rejection::LeaseExists => Error::LeaseExists,
         Rejection::NoSpace => Error::NoSpace,
+        Rejection::Corrupt => Error::Corrupt,
         Rejection::LeaseNotFound => Error::LeaseNotFound,
         Rejection::KeyNotFound => Error::KeyNotFound,
         Rejection::Compacted => Error::Compacted,

@@ -180,6 +180,23 @@ impl Node {
         };
         tokio::spawn(publish_member(node.clone(), info));
         tokio::spawn(lessor::run(node.clone()));
+        if let Some(every) = cfg.corrupt_check_interval {
+            tokio::spawn(super::corruption::run(node.clone(), every));
+        }
+        if let Some(key) = cfg.test_corrupt_key.clone() {
+            // Once the key is in this member's state (the log may still be
+            // replaying), corrupt it here alone.
+            let (store, mut applied) = (node.store.clone(), node.revisions.clone());
+            tokio::spawn(async move {
+                while store.get(key.as_bytes()).is_none() {
+                    if applied.changed().await.is_err() {
+                        return;
+                    }
+                }
+                tracing::warn!(%key, "test-only: corrupting a key in this member's state");
+                store.corrupt_for_tests(key.as_bytes());
+            });
+        }
         Ok(node)
     }
 

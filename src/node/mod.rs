@@ -39,12 +39,14 @@
 //! # The rest
 //!
 //! `member.rs` is the member and how it starts; `membership.rs` how the
-//! leader adds, promotes, moves and removes members; `bootstrap.rs` how a member
+//! leader adds, promotes, moves and removes members; `corruption.rs` the
+//! leader's periodic comparison of members' data; `bootstrap.rs` how a member
 //! on an empty data dir joins or forms its cluster; `identity.rs` what the
 //! data dir says it is; `status.rs` what it reports.
 
 mod batching;
 mod bootstrap;
+mod corruption;
 mod forwarder;
 mod identity;
 mod leases;
@@ -60,6 +62,7 @@ mod to_leader;
 mod writes;
 
 pub use bootstrap::ClusterInfo;
+pub use corruption::HashAt;
 pub use leases::LeaseStatus;
 pub use member::{peer_message_limit, Node};
 pub use membership::{peer_addr_of, MemberChange};

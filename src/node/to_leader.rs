@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::corruption::HashAt;
 use super::membership::MemberChange;
 use crate::codec;
 use crate::error::{Error, MemberRefusal, Result};
@@ -256,4 +257,21 @@ pub async fn tell_removed(
         .await
         .map_err(|s| call_failure(&s))?;
     Ok(())
+}
+
+/// Asks member `id` for its key-value hash at `revision`.
+pub async fn ask_hash(
+    raft: &Raft,
+    peers: &PeerClients,
+    id: NodeId,
+    revision: crate::store::Revision,
+) -> Result<HashAt> {
+    let mut client = peer_client(raft, peers, id)?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let reply = client
+        .hash_kv(peer_request(codec::encode(&revision)?, deadline))
+        .await
+        .map_err(|s| call_failure(&s))?;
+    let answer: std::result::Result<HashAt, PeerError> = codec::decode(&reply.into_inner().data)?;
+    answer.map_err(Error::from)
 }

@@ -115,6 +115,16 @@ impl Peer for PeerService {
         reply(&())
     }
 
+    async fn hash_kv(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let revision: i64 = decode(request)?;
+        let answer = self
+            .node
+            .hash_at(revision)
+            .await
+            .map_err(|e| PeerError::from(&e));
+        reply(&answer)
+    }
+
     async fn cluster_info(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
         reply(&self.node.cluster_info()?)
     }

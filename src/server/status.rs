@@ -15,6 +15,7 @@ pub fn rejected(r: Rejection) -> Error {
         Rejection::LeaseNotFound => Error::LeaseNotFound,
         Rejection::LeaseExists => Error::LeaseExists,
         Rejection::NoSpace => Error::NoSpace,
+        Rejection::Corrupt => Error::Corrupt,
     }
 }
 
@@ -48,6 +49,7 @@ impl From<Error> for Status {
             | Error::Stopped => Code::Unavailable,
             Error::Unimplemented(_) | Error::Unsupported(_) => Code::Unimplemented,
             Error::NoSpace => Code::ResourceExhausted,
+            Error::Corrupt => Code::DataLoss,
             Error::UnknownAlarm => Code::InvalidArgument,
             Error::Member(r) => match r {
                 MemberRefusal::NotFound => Code::NotFound,

@@ -2,7 +2,7 @@
 //! state machine, with no Raft in sight.
 
 use super::batch::WriteBatch;
-use super::command::{Command, Response, ALARM_NOSPACE};
+use super::command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 use super::kv::{KeyRange, Rejection};
 use super::txn;
 
@@ -17,8 +17,14 @@ pub fn apply(batch: &mut WriteBatch<'_>, cmd: Command) -> Response {
 pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>) -> Response {
     // While the space quota is exceeded, nothing that adds data applies
     // (each command of a batch is judged alone, below).
-    if !matches!(cmd, Command::Batch(_)) && cmd.adds_data() && batch.has_alarm(ALARM_NOSPACE) {
-        return Response::Rejected(Rejection::NoSpace);
+    if !matches!(cmd, Command::Batch(_)) {
+        // While members' data differ, no client write applies anywhere.
+        if cmd.is_client_write() && batch.has_alarm(ALARM_CORRUPT) {
+            return Response::Rejected(Rejection::Corrupt);
+        }
+        if cmd.adds_data() && batch.has_alarm(ALARM_NOSPACE) {
+            return Response::Rejected(Rejection::NoSpace);
+        }
     }
     match cmd {
         Command::PutV1 {

@@ -92,6 +92,25 @@ pub const ALARM_NOSPACE: i32 = 1;
 pub const ALARM_CORRUPT: i32 = 2;
 
 impl Command {
+    /// Whether a client asked for it (what a CORRUPT alarm stops): not
+    /// the members' own bookkeeping, nor alarms (disarming must work).
+    pub fn is_client_write(&self) -> bool {
+        match self {
+            Command::Put { .. }
+            | Command::PutV1 { .. }
+            | Command::DeleteRange { .. }
+            | Command::Txn(_)
+            | Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. } => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::is_client_write),
+            Command::LeaseCheckpoint { .. }
+            | Command::LeaseExpire { .. }
+            | Command::PublishMember { .. }
+            | Command::Alarm { .. } => false,
+        }
+    }
+
     /// Whether it can add data to the store (etcd's quota cost): puts,
     /// transactions with a put in either branch, lease grants. What a
     /// NOSPACE alarm refuses; deletes, compaction and revokes free space.

@@ -272,6 +272,8 @@ pub enum Rejection {
     LeaseExists,
     /// A write that adds data while the NOSPACE alarm is raised.
     NoSpace,
+    /// A client write while the CORRUPT alarm is raised.
+    Corrupt,
 }
 
 /// What choosing a transaction's branches needs to read: the state as a

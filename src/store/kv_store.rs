@@ -90,6 +90,19 @@ impl KvStore {
         Ok((hash >> 32) as u32 ^ hash as u32)
     }
 
+    /// Test-only (kvd's hidden `--test-corrupt-key`): changes `key`'s
+    /// current value in this member's state alone, as a disk or memory
+    /// fault would, so the corruption check has something to find.
+    pub fn corrupt_for_tests(&self, key: &[u8]) {
+        let mut st = self
+            .state
+            .write()
+            .expect("invariant: state lock is never poisoned");
+        if let Some(versions) = st.history.get_mut(key) {
+            versions.corrupt_last_value();
+        }
+    }
+
     /// Every lease, with its keys.
     pub fn leases(&self) -> BTreeMap<LeaseId, Lease> {
         self.read().leases.clone()

@@ -259,6 +259,16 @@ impl Versions {
             .sum()
     }
 
+    /// Flips the bits of the newest version's value (see
+    /// `KvStore::corrupt_for_tests`).
+    pub fn corrupt_last_value(&mut self) {
+        if let Some((_, Version::Put { value, .. })) = self.0.last_mut() {
+            for b in value.iter_mut() {
+                *b = !*b;
+            }
+        }
+    }
+
     /// Records `version` at `rev`, replacing one already there; returns
     /// the one it replaced, if any (else the key has one version more).
     pub fn insert(&mut self, rev: Revision, version: Version) -> Option<Version> {

@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod compose;
+mod corruption;
 mod etcdctl;
 mod failover;
 mod hostile;
