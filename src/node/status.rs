@@ -89,6 +89,17 @@ impl Node {
         })
     }
 
+    /// Whether this member is a learner in its view of the membership.
+    pub fn is_learner(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == self.id)
+    }
+
     /// What this member knows of its cluster, for a member starting on an
     /// empty data dir (see `bootstrap`).
     pub fn cluster_info(&self) -> Result<ClusterInfo> {

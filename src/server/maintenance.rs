@@ -49,7 +49,7 @@ impl MaintenanceService {
                 errors
             },
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: self.node.is_learner(),
             storage_version: String::new(),
             db_size_quota: i64::try_from(self.node.quota_bytes()).unwrap_or(i64::MAX),
             downgrade_info: None,
