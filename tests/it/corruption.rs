@@ -8,13 +8,16 @@ use tonic::Code;
 
 use crate::cluster::{eventually, Options, TestCluster, LIVENESS};
 use crate::requests::put_req;
+use crate::tools::etcdctl_ok;
 
 /// Scenario: a 3-member cluster checking every 300 ms holds some keys; a
 /// follower is restarted with its copy of one key's value corrupted in
 /// memory (a test-only flag). The leader raises a CORRUPT alarm naming
 /// that member, and logs it; every member then refuses a put with etcd's
 /// "etcdserver: corrupt cluster" (DATA_LOSS) while reads go on. The
-/// members whose data agree get no alarm.
+/// members whose data agree get no alarm. `etcdctl endpoint hashkv` shows
+/// the same hash everywhere before, and the corrupted member's differ
+/// after.
 async fn alarms(cluster: &TestCluster, i: usize) -> Option<Vec<pb::AlarmMember>> {
     MaintenanceClient::new(cluster.channel(i).await)
         .alarm(pb::AlarmRequest::default())
@@ -36,6 +39,20 @@ async fn a_member_whose_data_differs_gets_a_corrupt_alarm_and_writes_stop() {
     for i in 0..10 {
         kv.put(put_req(&format!("k{i}"), "value")).await.unwrap();
     }
+    // etcdctl's hashkv: every member alike.
+    let hashes = |cluster: &TestCluster| -> Vec<(String, String)> {
+        etcdctl_ok(&cluster.endpoints(), &["endpoint", "hashkv"])
+            .lines()
+            .map(|l| {
+                let (ep, hash) = l.split_once(", ").expect("ep, hash");
+                (ep.to_string(), hash.to_string())
+            })
+            .collect()
+    };
+    let before = hashes(&cluster);
+    assert_eq!(before.len(), 3);
+    assert!(before.iter().all(|(_, h)| *h == before[0].1), "{before:?}");
+
     let f = cluster.follower_of(leader);
     let bad = cluster.nodes[f].id;
     cluster.kill(f);
@@ -55,6 +72,12 @@ async fn a_member_whose_data_differs_gets_a_corrupt_alarm_and_writes_stop() {
             alarm: pb::AlarmType::Corrupt as i32
         }]
     );
+    // Now hashkv tells the corrupted member apart.
+    let after = hashes(&cluster);
+    for (ep, hash) in &after {
+        let corrupted = *ep == cluster.nodes[f].client_addr;
+        assert_eq!(*hash != before[0].1, corrupted, "{after:?}");
+    }
     let leader_now = cluster.wait_leader().await;
     let log = cluster.nodes[cluster.index_of(leader_now)].log();
     assert!(log.contains("data differs from the leader's"), "{log}");
