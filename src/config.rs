@@ -92,7 +92,8 @@ pub struct ConfigError(pub String);
 /// A node's full configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeConfig {
-    /// This node's id; nonzero and unique in the cluster.
+    /// This node's id; nonzero and unique in the cluster. 0 only for a
+    /// member joining a running cluster, which learns its id from it.
     pub id: NodeId,
     /// Where the Raft log, vote, snapshots and state machine live.
     pub data_dir: PathBuf,
@@ -192,7 +193,7 @@ impl NodeConfig {
     /// Checks the configuration as a whole.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError(msg));
-        if self.id == 0 {
+        if self.id == 0 && self.initial_cluster_state != ClusterState::Existing {
             return fail("--id must be nonzero".into());
         }
         if self.heartbeat_interval.is_zero() {
@@ -242,6 +243,8 @@ impl NodeConfig {
             }
         }
         match self.initial_cluster.get(&self.id) {
+            // A joining member that learns its id from the cluster.
+            None if self.id == 0 && self.initial_cluster_state == ClusterState::Existing => {}
             None => {
                 return fail(format!(
                     "--initial-cluster does not list this node's --id {}",

@@ -23,9 +23,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "kvd", version)]
 struct Args {
-    /// This member's id (nonzero, unique in the cluster).
+    /// This member's id (nonzero, unique in the cluster). A member joining
+    /// a running cluster (--initial-cluster-state existing) may leave it
+    /// out: it learns the id the cluster gave its --advertise-peer address
+    /// (`member add`), or reads it from its data dir.
     #[arg(long, env = "KVD_ID")]
-    id: u64,
+    id: Option<u64>,
     /// Directory for the Raft log, snapshots and the key-value state.
     #[arg(long, env = "KVD_DATA_DIR")]
     data_dir: PathBuf,
@@ -151,8 +154,18 @@ enum LogFormat {
 
 impl Args {
     fn to_config(&self) -> Result<NodeConfig, config::ConfigError> {
+        let state: config::ClusterState = self.initial_cluster_state.parse()?;
+        if self.id.is_none()
+            && (state != config::ClusterState::Existing || self.initial_cluster.is_none())
+        {
+            return Err(config::ConfigError(
+                "--id is required, unless the member joins a running cluster \
+                 (--initial-cluster-state existing, with --initial-cluster naming its members)"
+                    .into(),
+            ));
+        }
         let mut cfg = NodeConfig::new(
-            self.id,
+            self.id.unwrap_or(0),
             self.data_dir.clone(),
             self.listen_client,
             self.listen_peer,
@@ -314,7 +327,7 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     if let Some(mode) = cfg.auto_compaction {
         tokio::spawn(raftkv::compactor::run(node.clone(), mode));
     }
-    tracing::info!(id = cfg.id, data_dir = %cfg.data_dir.display(), "kvd started");
+    tracing::info!(id = node.id(), data_dir = %cfg.data_dir.display(), "kvd started");
     let serving = raftkv::server::serve(node.clone(), &cfg, listeners, shutdown_signal());
     tokio::pin!(serving);
     tokio::select! {

@@ -43,6 +43,8 @@ pub struct ClusterInfo {
     pub members: BTreeSet<NodeId>,
     /// Members that have started and published their client URLs.
     pub started: BTreeSet<NodeId>,
+    /// Every member's peer address.
+    pub addrs: BTreeMap<NodeId, String>,
 }
 
 /// How this member starts on an empty data dir.
@@ -84,6 +86,34 @@ async fn ask_all(
         .into_iter()
         .filter_map(|(id, info)| info.ok().map(|info| (id, info)))
         .collect()
+}
+
+/// The id the running cluster gave the member at `advertise_peer` (`member
+/// add`), asked of the members in `initial_cluster` until one answers.
+pub async fn learn_id(
+    peers: &PeerClients,
+    initial_cluster: &BTreeMap<NodeId, String>,
+    advertise_peer: &str,
+) -> Result<NodeId> {
+    loop {
+        let answers = ask_all(peers, 0, initial_cluster).await;
+        if let Some((asked, info)) = answers.iter().find(|(_, i)| !i.members.is_empty()) {
+            return info
+                .addrs
+                .iter()
+                .find(|(_, addr)| *addr == advertise_peer)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    Error::DataDir(format!(
+                        "no member of the running cluster has the peer address {advertise_peer} \
+                         (member {asked} lists {:?}); add it first (kvctl member add)",
+                        info.addrs
+                    ))
+                });
+        }
+        tracing::info!("no --id: waiting for a member of the running cluster to answer");
+        tokio::time::sleep(RETRY).await;
+    }
 }
 
 /// Decides how member `me`, on an empty data dir, starts (see the module

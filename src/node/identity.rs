@@ -32,6 +32,15 @@ pub(super) fn unreadable<'a>(
     }
 }
 
+/// The member id this data dir belongs to, if it holds one.
+pub(super) fn stored_node_id(disk: &Disk) -> Result<Option<u64>> {
+    let tree = disk.db().open_tree(IDENTITY_TREE)?;
+    Ok(tree.get("node_id")?.map(|v| {
+        let bytes: [u8; 8] = v.as_ref().try_into().unwrap_or_default();
+        u64::from_be_bytes(bytes)
+    }))
+}
+
 /// Reads this data dir's identity: its cluster's id, or `None` for an empty
 /// data dir. Refuses a data dir that belongs to another node id.
 pub(super) fn read_identity(disk: &Disk, cfg: &NodeConfig) -> Result<Option<u64>> {

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use super::bootstrap::{self, Start};
 use super::forwarder::Forwarder;
-use super::identity::{cluster_id_of, publish_member, read_identity, record_identity, unreadable};
+use super::identity::{
+    cluster_id_of, publish_member, read_identity, record_identity, stored_node_id, unreadable,
+};
 use super::leases::min_lease_ttl;
 use super::lessor::{self, Lessor};
 use super::proposer::Proposer;
@@ -86,6 +88,23 @@ impl Node {
             peer_message_limit(&limits),
             tls.clone(),
         );
+        // A joining member without --id: its data dir's, or the one the
+        // cluster gave its peer address.
+        let mut resolved = cfg.clone();
+        if resolved.id == 0 {
+            let id = match stored_node_id(&disk)? {
+                Some(id) => id,
+                None => {
+                    bootstrap::learn_id(&peers, &cfg.initial_cluster, &cfg.advertise_peer).await?
+                }
+            };
+            tracing::info!(id, "no --id given: this member's id is {id}");
+            resolved.id = id;
+            resolved
+                .initial_cluster
+                .insert(id, cfg.advertise_peer.clone());
+        }
+        let cfg = &resolved;
         let (cluster_id, form) = match read_identity(&disk, cfg)? {
             Some(cluster_id) => (cluster_id, cfg.initial_cluster_state == ClusterState::New),
             None => {

@@ -113,9 +113,19 @@ impl Node {
             .nodes()
             .map(|(id, _)| *id)
             .collect();
+        let addrs = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
         Ok(ClusterInfo {
             cluster_id: self.cluster_id,
             members,
+            addrs,
             started: published
                 .into_iter()
                 .filter(|(_, info)| !info.client_urls.is_empty())

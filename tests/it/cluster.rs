@@ -74,6 +74,8 @@ pub struct TestNode {
     /// Its own `--initial-cluster` (a member added later joins with the
     /// one `member add` gives it); `None`: the cluster's.
     pub initial_cluster: Option<String>,
+    /// Start it without `--id` (a joining member learns its id).
+    pub omit_id: bool,
     child: Option<Child>,
 }
 
@@ -177,6 +179,7 @@ impl TestCluster {
                     extra_args: Vec::new(),
                     disk_bytes: None,
                     initial_cluster: None,
+                    omit_id: false,
                     child: None,
                 }
             })
@@ -211,6 +214,7 @@ impl TestCluster {
             extra_args: vec!["--initial-cluster-state".into(), "existing".into()],
             disk_bytes: None,
             initial_cluster: None,
+            omit_id: false,
             child: None,
         });
         n
@@ -252,9 +256,10 @@ impl TestCluster {
                 cmd
             }
         };
-        cmd.arg("--id")
-            .arg(node.id.to_string())
-            .arg("--data-dir")
+        if !node.omit_id {
+            cmd.arg("--id").arg(node.id.to_string());
+        }
+        cmd.arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--listen-client")
             .arg(&node.client_addr)

@@ -432,7 +432,8 @@ fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
 
 /// Scenario (etcdctl and kvctl end to end): `etcdctl member add --learner`
 /// prints etcd's lines; the member started with `kvctl member add`'s
-/// printed command line (for a second one) and etcdctl's id serves; `member
+/// printed command line (for a second one, without `--id`: it learns its id
+/// from the cluster, and later from its data dir) and etcdctl's id serves; `member
 /// list` in both tools shows learners flagged and then started; `etcdctl
 /// member promote`, `update` (to the same URL) and `remove`, and `kvctl
 /// member promote` and `remove`, print what etcd prints; refusals exit 1
@@ -532,6 +533,8 @@ async fn etcdctl_and_kvctl_member_commands() {
         listed.contains(&format!("{id_b}, unstarted, , {url_b}, , true")),
         "{listed}"
     );
+    // It needs no --id: it learns the one the cluster gave its address.
+    cluster.nodes[b].omit_id = true;
     cluster.join(b, id_b, flag(&args, "--initial-cluster").to_string());
     eventually("kvctl promotes the learner", LIVENESS, || async {
         let (rc, out, err) = kvctl(&eps, &["member", "promote", &id_b.to_string()]);
@@ -546,8 +549,19 @@ async fn etcdctl_and_kvctl_member_commands() {
         Some(())
     })
     .await;
-    let mut kv = cluster.kv(b).await;
-    kv.put(put_req("via-new-member", "1")).await.unwrap();
+    let log = cluster.nodes[b].log();
+    assert!(
+        log.contains(&format!("this member's id is {id_b}")),
+        "{log}"
+    );
+    // Restarted without --id, it reads it from its data dir.
+    cluster.kill(b);
+    cluster.restart(b);
+    eventually("the restarted member serves", LIVENESS, || async {
+        let mut kv = cluster.kv(b).await;
+        kv.put(put_req("via-new-member", "1")).await.ok()
+    })
+    .await;
 
     // Refusals: etcd's message, exit 1.
     let (rc, _, err) = etcdctl(&eps, &["member", "promote", &hex]);
