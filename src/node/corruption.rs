@@ -10,25 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::status::leader_of;
-use super::to_leader;
+use super::to_leader::{self, HashAt};
 use super::Node;
 use crate::error::{Error, Result};
 use crate::store::{Revision, ALARM_CORRUPT};
 
 /// How long a member waits to apply up to the revision it is asked about.
 const CATCH_UP: Duration = Duration::from_secs(2);
-
-/// A member's hash at a revision, and its compaction point (hashes of
-/// members compacted differently are not compared).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HashAt {
-    pub hash: u32,
-    pub compacted: Revision,
-}
 
 impl Node {
     /// This member's key-value hash at `revision`, once it applied it.
@@ -42,7 +33,7 @@ impl Node {
                 Err(_) => return Err(Error::Timeout),
             }
         }
-        let hash = self.store.hash(revision).map_err(super::leases::rejected)?;
+        let hash = self.store.hash(revision).map_err(Error::from)?;
         Ok(HashAt {
             hash,
             compacted: self.store.compacted(),

@@ -47,18 +47,6 @@ pub(super) fn min_lease_ttl(election_timeout: std::time::Duration) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1)
 }
 
-pub(super) fn rejected(r: Rejection) -> Error {
-    match r {
-        Rejection::LeaseExists => Error::LeaseExists,
-        Rejection::NoSpace => Error::NoSpace,
-        Rejection::Corrupt => Error::Corrupt,
-        Rejection::LeaseNotFound => Error::LeaseNotFound,
-        Rejection::KeyNotFound => Error::KeyNotFound,
-        Rejection::Compacted => Error::Compacted,
-        Rejection::FutureRevision => Error::FutureRevision,
-    }
-}
-
 impl Node {
     /// The least TTL a lease is granted, in seconds (`min_lease_ttl`).
     pub fn min_lease_ttl(&self) -> i64 {
@@ -76,7 +64,7 @@ impl Node {
             match self.write(Command::LeaseGrant { id: chosen, ttl }).await? {
                 Response::LeaseGranted { id, ttl, revision } => return Ok((id, ttl, revision)),
                 Response::Rejected(Rejection::LeaseExists) if id == 0 => continue,
-                Response::Rejected(r) => return Err(rejected(r)),
+                Response::Rejected(r) => return Err(r.into()),
                 other => return Err(Error::UnexpectedResponse(format!("{other:?}"))),
             }
         }
@@ -87,7 +75,7 @@ impl Node {
     pub async fn revoke_lease(&self, id: LeaseId) -> Result<Revision> {
         match self.write(Command::LeaseRevoke { id }).await? {
             Response::LeaseRevoked { revision } => Ok(revision),
-            Response::Rejected(r) => Err(rejected(r)),
+            Response::Rejected(r) => Err(r.into()),
             other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
         }
     }

@@ -15,11 +15,10 @@ use std::hash::{BuildHasher, Hasher};
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::status::leader_of;
-use super::to_leader::{self, RemovedNotice};
+use super::to_leader::{self, MemberChange, RemovedNotice};
 use super::Node;
 use crate::config::{check_host_port, normalize_addr};
 use crate::error::{Error, MemberRefusal, Result};
@@ -28,19 +27,6 @@ use crate::raft::{MemberAddr, NodeId};
 /// A learner is in sync when its log reaches this share of the leader's
 /// (etcd's rule).
 const IN_SYNC_SHARE: f64 = 0.9;
-
-/// One membership change, as a client asked it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MemberChange {
-    /// A new member at peer address `addr`, a learner or a voter.
-    Add { addr: String, learner: bool },
-    /// A learner becomes a voter.
-    Promote(NodeId),
-    /// A member leaves.
-    Remove(NodeId),
-    /// A member's peer address changes.
-    Update { id: NodeId, addr: String },
-}
 
 /// The peer address in etcd's peer URLs (`http://host:port`): raftkv
 /// members have one.

@@ -62,12 +62,12 @@ mod to_leader;
 mod writes;
 
 pub use bootstrap::ClusterInfo;
-pub use corruption::HashAt;
 pub use leases::LeaseStatus;
 pub use member::{peer_message_limit, Node};
-pub use membership::{peer_addr_of, MemberChange};
+pub use membership::peer_addr_of;
 pub use recipes::Leadership;
 pub use status::{leader_of, MemberView, NodeStatus};
 pub use to_leader::{
-    ForwardRequest, ForwardResults, LeaseAnswer, LeaseCall, PeerError, RemovedNotice,
+    ForwardRequest, ForwardResults, HashAt, LeaseAnswer, LeaseCall, MemberChange, PeerError,
+    RemovedNotice,
 };

@@ -39,7 +39,7 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 fn txn_result(response: Response) -> Result<(Revision, bool, Vec<OpResult>)> {
     match response {
         Response::Txn { revision, result } => Ok((revision, result.succeeded, result.responses)),
-        Response::Rejected(r) => Err(super::leases::rejected(r)),
+        Response::Rejected(r) => Err(r.into()),
         other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
     }
 }
@@ -106,7 +106,7 @@ impl Node {
             let ahead = self
                 .store
                 .range(&earlier)
-                .map_err(super::leases::rejected)?;
+                .map_err(Error::from)?;
             if ahead.kvs.is_empty() {
                 return Ok(revision);
             }
@@ -197,7 +197,7 @@ impl Node {
             ..RangeQuery::new(KeyRange::prefix(&prefix_of(name)))
         };
         let revision = self.store.revision();
-        let result = self.store.range(&first).map_err(super::leases::rejected)?;
+        let result = self.store.range(&first).map_err(Error::from)?;
         Ok((revision, result.kvs.into_iter().next()))
     }
 }

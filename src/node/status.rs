@@ -104,16 +104,7 @@ impl Node {
     /// empty data dir (see `bootstrap`).
     pub fn cluster_info(&self) -> Result<ClusterInfo> {
         let published = self.store.members();
-        let members = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
-        let addrs = self
+        let addrs: BTreeMap<NodeId, String> = self
             .raft
             .metrics()
             .borrow()
@@ -124,7 +115,7 @@ impl Node {
             .collect();
         Ok(ClusterInfo {
             cluster_id: self.cluster_id,
-            members,
+            members: addrs.keys().copied().collect(),
             addrs,
             started: published
                 .into_iter()

@@ -1,6 +1,7 @@
 //! Reaching the leader: a follower's calls to the leader's peer service
-//! (forwarded writes, read-index requests), the leader's own read index, and
-//! `PeerError`, the failures that travel back over those calls.
+//! (forwarded writes, read-index requests, lease calls, membership changes,
+//! hashes), the leader's own read index, the messages those calls carry,
+//! and `PeerError`, the failures that travel back over them.
 //!
 //! A call that could not be sent at all (the connection was refused) is
 //! `LeaderUnreachable`, safe to retry; one that was sent and then lost is
@@ -10,14 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::corruption::HashAt;
-use super::membership::MemberChange;
 use crate::codec;
 use crate::error::{Error, MemberRefusal, Result};
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 use crate::raft::{NodeId, PeerClients, Raft, ReadFloor};
-use crate::store::{Command, LeaseId, Response};
+use crate::store::{Command, LeaseId, Response, Revision};
 use crate::transport::is_connect_error;
 
 /// Failures a peer reports back over `Forward` and `ReadIndex`.
@@ -211,6 +210,27 @@ pub async fn read_index_round(
     result.map_err(|e| PeerError::from(&e))
 }
 
+/// One membership change, as a client asked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// A new member at peer address `addr`, a learner or a voter.
+    Add { addr: String, learner: bool },
+    /// A learner becomes a voter.
+    Promote(NodeId),
+    /// A member leaves.
+    Remove(NodeId),
+    /// A member's peer address changes.
+    Update { id: NodeId, addr: String },
+}
+
+/// A member's hash at a revision, and its compaction point (hashes of
+/// members compacted differently are not compared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashAt {
+    pub hash: u32,
+    pub compacted: Revision,
+}
+
 /// Asks the leader to make a membership change; returns the id of the
 /// member it concerns.
 pub async fn ask_member_change(
@@ -264,7 +284,7 @@ pub async fn ask_hash(
     raft: &Raft,
     peers: &PeerClients,
     id: NodeId,
-    revision: crate::store::Revision,
+    revision: Revision,
 ) -> Result<HashAt> {
     let mut client = peer_client(raft, peers, id)?;
     let deadline = Instant::now() + std::time::Duration::from_secs(3);

@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 use super::convert::{
     check_size, header, key_value, put_fields, range_query, range_response, PutFields,
 };
-use super::status::rejected;
 use super::txn;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -25,7 +24,7 @@ pub struct KvService {
 
 fn unexpected(response: Applied) -> Error {
     match response {
-        Applied::Rejected(r) => rejected(r),
+        Applied::Rejected(r) => r.into(),
         other => Error::UnexpectedResponse(format!("{other:?}")),
     }
 }
@@ -54,7 +53,7 @@ impl KvService {
         let store = self.node.store();
         // The revision first: the data read after it is at least as new.
         let revision = store.revision();
-        let result = store.range(&range_query(&req)).map_err(rejected)?;
+        let result = store.range(&range_query(&req)).map_err(Error::from)?;
         Ok(range_response(result, header(&self.node, revision)))
     }
 
@@ -125,7 +124,7 @@ impl KvService {
                 self.node.read_barrier().await?;
             }
             if let Some((revision, result)) = self.node.read_only_txn(&t) {
-                let result = result.map_err(rejected)?;
+                let result = result.map_err(Error::from)?;
                 return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
             }
         }

@@ -59,7 +59,7 @@ impl MaintenanceService {
     fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse> {
         let store = self.node.store();
         let current = store.revision();
-        let hash = store.hash(revision).map_err(super::status::rejected)?;
+        let hash = store.hash(revision).map_err(Error::from)?;
         let compacted = store.compacted();
         Ok(pb::HashKvResponse {
             header: header(&self.node, current),

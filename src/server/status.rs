@@ -4,20 +4,6 @@
 use tonic::{Code, Status};
 
 use crate::error::{Error, MemberRefusal};
-use crate::store::Rejection;
-
-/// The error for a command the state machine refused.
-pub fn rejected(r: Rejection) -> Error {
-    match r {
-        Rejection::KeyNotFound => Error::KeyNotFound,
-        Rejection::Compacted => Error::Compacted,
-        Rejection::FutureRevision => Error::FutureRevision,
-        Rejection::LeaseNotFound => Error::LeaseNotFound,
-        Rejection::LeaseExists => Error::LeaseExists,
-        Rejection::NoSpace => Error::NoSpace,
-        Rejection::Corrupt => Error::Corrupt,
-    }
-}
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {

@@ -276,6 +276,22 @@ pub enum Rejection {
     Corrupt,
 }
 
+impl From<Rejection> for crate::error::Error {
+    /// The error a client sees for a command the state machine refused.
+    fn from(r: Rejection) -> Self {
+        use crate::error::Error;
+        match r {
+            Rejection::KeyNotFound => Error::KeyNotFound,
+            Rejection::Compacted => Error::Compacted,
+            Rejection::FutureRevision => Error::FutureRevision,
+            Rejection::LeaseNotFound => Error::LeaseNotFound,
+            Rejection::LeaseExists => Error::LeaseExists,
+            Rejection::NoSpace => Error::NoSpace,
+            Rejection::Corrupt => Error::Corrupt,
+        }
+    }
+}
+
 /// What choosing a transaction's branches needs to read: the state as a
 /// `Writer` sees it (with its revision's changes so far), or the applied
 /// state itself for a transaction that only reads.
