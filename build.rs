@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/etcd/kv.proto",
+        "proto/etcd/lease.proto",
         "proto/etcd/rpc.proto",
         "proto/etcd/v3lock.proto",
         "proto/etcd/v3election.proto",

@@ -162,6 +162,9 @@ pub enum Error {
     /// Stored or received bytes could not be decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A backup (snapshot file) is damaged or not one raftkv reads.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     /// The data directory belongs to another node or is damaged.
     #[error("data dir: {0}")]
     DataDir(String),

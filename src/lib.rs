@@ -23,6 +23,8 @@
 //!               the peer network, admission of peers' messages (inbound)
 //! store/        the replicated state machine, in memory and infallible; validate.rs
 //!               what makes a write well-formed; state_machine.rs the openraft adapter
+//! backup/       etcd's snapshot format (bbolt, etcd's buckets, the SHA-256 trailer)
+//!               to and from the store's state; pure
 //! client        kvctl's etcd client with endpoint failover
 //! cli/          kvctl: arguments, one file per command family, printers
 //! ```
@@ -51,9 +53,10 @@
 //!
 //! # Not implemented yet
 //!
-//! - Membership changes (`MemberAdd` and friends), `Snapshot`, `MoveLeader`.
+//! - `MoveLeader` (openraft 0.9 has no leadership transfer).
 //! - TLS and authentication on the client port.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod codec;

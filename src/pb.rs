@@ -10,6 +10,12 @@ pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
+/// etcd's `leasepb` package: a lease as etcd's database (and snapshots)
+/// keep it.
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
+}
+
 /// etcd's `etcdserverpb` package: the client-facing services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

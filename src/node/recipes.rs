@@ -103,10 +103,7 @@ impl Node {
                 Some(kv) if kv.create_revision == rev => {}
                 _ => return Err(Error::SessionExpired),
             }
-            let ahead = self
-                .store
-                .range(&earlier)
-                .map_err(Error::from)?;
+            let ahead = self.store.range(&earlier).map_err(Error::from)?;
             if ahead.kvs.is_empty() {
                 return Ok(revision);
             }

@@ -55,6 +55,7 @@ impl From<Error> for Status {
             Error::Config(_)
             | Error::Storage(_)
             | Error::Codec(_)
+            | Error::Backup(_)
             | Error::DataDir(_)
             | Error::RaftStart(_)
             | Error::ProposalRefused(_)

@@ -30,11 +30,14 @@ pub use command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 pub use history::{Event, EventKind};
 pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
 pub use kv_store::{fnv1a_of, KvStore};
-pub use state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State, VERSION_OVERHEAD};
+pub use state::{
+    Lease, LeaseClock, LeaseId, MemberInfo, Revision, State, Version, Versions, INITIAL_REVISION,
+    VERSION_OVERHEAD,
+};
 
 /// The directory, in a data dir, that holds the latest snapshot.
 pub const SNAPSHOT_DIR: &str = "snapshot";
-pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use state_machine::{applied_of, seed_snapshot, SnapshotBuilder, StateMachine};
 pub use txn::{
     apply as apply_txn, compare_one, is_read_only as txn_is_read_only, Compare, CompareResult,
     CompareTarget, OpResult, Txn, TxnOp, TxnResult,

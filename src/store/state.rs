@@ -204,6 +204,11 @@ impl Versions {
         self.0.is_empty()
     }
 
+    /// The versions, oldest first, with their revisions.
+    pub fn iter(&self) -> impl Iterator<Item = &(Revision, Version)> {
+        self.0.iter()
+    }
+
     /// The key's current version and value, if its newest version is a put.
     pub fn current(&self) -> Option<(Current, &[u8])> {
         match self.0.last()? {
@@ -408,14 +413,32 @@ impl State {
                 })
                 .collect();
         }
-        for (key, versions) in &state.history {
+        state.attach_lease_keys();
+        Ok(state)
+    }
+
+    /// Derives what a state built from its history, events and leases
+    /// alone (a restored backup) keeps beside them: the counts, the size
+    /// and each lease's keys.
+    pub fn recount(&mut self) {
+        self.live = self.history.values().filter(|v| v.is_live()).count();
+        self.versions = self.history.values().map(Versions::len).sum();
+        self.bytes = self.history.iter().map(|(k, v)| v.bytes(k.len())).sum();
+        for lease in self.leases.values_mut() {
+            lease.keys.clear();
+        }
+        self.attach_lease_keys();
+    }
+
+    /// Each lease's keys: the live keys whose current version names it.
+    fn attach_lease_keys(&mut self) {
+        for (key, versions) in &self.history {
             if let Some((current, _)) = versions.current() {
-                if let Some(lease) = state.leases.get_mut(&current.lease) {
+                if let Some(lease) = self.leases.get_mut(&current.lease) {
                     lease.keys.insert(key.clone());
                 }
             }
         }
-        Ok(state)
     }
 }
 
