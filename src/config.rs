@@ -134,6 +134,9 @@ pub struct NodeConfig {
     /// Test-only: a key whose value this member corrupts in its own state
     /// at start, for the corruption check to find.
     pub test_corrupt_key: Option<String>,
+    /// Test-only: backups this member streams are damaged on purpose, for
+    /// `snapshot save`'s verification to catch.
+    pub test_corrupt_snapshot: bool,
     /// The space quota: past this many bytes of state (`KvStore::size_bytes`),
     /// writes that add data raise the NOSPACE alarm and are refused.
     pub quota_backend_bytes: u64,
@@ -183,6 +186,7 @@ impl NodeConfig {
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             corrupt_check_interval: Some(DEFAULT_CORRUPT_CHECK_INTERVAL),
             test_corrupt_key: None,
+            test_corrupt_snapshot: false,
             watch_progress_notify_interval: Duration::from_secs(600),
             auto_compaction: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,

@@ -116,6 +116,9 @@ struct Args {
     /// start.
     #[arg(long, env = "KVD_TEST_CORRUPT_KEY", hide = true)]
     test_corrupt_key: Option<String>,
+    /// Test-only: stream damaged snapshots (Maintenance.Snapshot).
+    #[arg(long, hide = true)]
+    test_corrupt_snapshot: bool,
     /// How often an idle watch asking for progress notifications gets one,
     /// in milliseconds.
     #[arg(
@@ -199,6 +202,7 @@ impl Args {
         cfg.corrupt_check_interval = (self.corrupt_check_interval > 0)
             .then(|| Duration::from_millis(self.corrupt_check_interval));
         cfg.test_corrupt_key = self.test_corrupt_key.clone();
+        cfg.test_corrupt_snapshot = self.test_corrupt_snapshot;
         if self.quota_backend_bytes > 0 {
             cfg.quota_backend_bytes = self.quota_backend_bytes;
         }

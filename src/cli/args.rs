@@ -1,6 +1,7 @@
 //! kvctl's command line (clap) and the pure translation of arguments into
 //! etcd API requests, with etcdctl's rules for `--prefix` and `--from-key`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -71,12 +72,43 @@ pub enum Command {
     /// Lease commands: grant, revoke, timetolive, list, keep-alive.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Backups in etcd's snapshot format: save, status, restore.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Take a lock: `lock NAME [COMMAND...]` holds it while COMMAND runs
     /// (or until Ctrl-C).
     Lock(LockArgs),
     /// Campaign in an election (`elect NAME PROPOSAL`, leading until
     /// Ctrl-C), or print each leader (`elect --listen NAME`).
     Elect(ElectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a backup of one member's state to FILE (etcd's snapshot
+    /// format). The file is checked through before it is reported saved.
+    Save { file: PathBuf },
+    /// Show a snapshot file's hash, revision, total keys and size.
+    Status { file: PathBuf },
+    /// Seed a new data dir from a snapshot file (raftkv's or etcd's) for one
+    /// member of a new cluster; run it once per member, with the same FILE
+    /// and --initial-cluster, then start each member on its data dir.
+    Restore {
+        file: PathBuf,
+        /// The new data dir (must not exist, or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// This member's id in the new cluster.
+        #[arg(long)]
+        id: u64,
+        /// The new cluster: `1=host:port,2=host:port,...` (peer addresses).
+        #[arg(long)]
+        initial_cluster: String,
+        /// Accept a bare database without a SHA-256 trailer (such as a copy
+        /// of etcd's member/snap/db).
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,9 @@
 //!
 //! `args` parses the command line and builds requests, `output` prints
 //! responses, `status` runs `endpoint status [--watch]`, `run` ties them to a
-//! `client::Client`. Depends only on `client` and `pb`.
+//! `client::Client`, `snapshot` backups. Depends only on `client`, `pb` and
+//! `backup`, except `snapshot restore`, which seeds a data dir through
+//! `node` (as `etcdutl` works on etcd's data dirs).
 
 mod args;
 pub mod bench;
@@ -10,6 +12,7 @@ mod health;
 mod lease;
 mod output;
 mod run;
+mod snapshot;
 mod status;
 mod txn;
 mod watch;

@@ -6,9 +6,11 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use super::args::{self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand};
+use super::args::{
+    self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand, SnapshotCommand,
+};
 use super::output::{self, GetStyle};
-use super::{bench, health, lease, status, txn, watch};
+use super::{bench, health, lease, snapshot, status, txn, watch};
 use crate::client::{Client, Timeouts};
 use crate::pb::response_op::Response as OpResponse;
 
@@ -78,6 +80,27 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             if results.iter().any(|h| h.result.is_err()) {
                 return Err(Failure::Request(anyhow::anyhow!("unhealthy cluster")));
             }
+            return Ok(true);
+        }
+        Command::Snapshot(SnapshotCommand::Status { file }) => {
+            print!("{}", snapshot::status(file, simple)?);
+            return Ok(true);
+        }
+        Command::Snapshot(SnapshotCommand::Restore {
+            file,
+            data_dir,
+            id,
+            initial_cluster,
+            skip_hash_check,
+        }) => {
+            let args = snapshot::RestoreArgs {
+                file,
+                data_dir,
+                id: *id,
+                initial_cluster,
+                skip_hash_check: *skip_hash_check,
+            };
+            print!("{}", snapshot::restore(args).await?);
             return Ok(true);
         }
         _ => {}
@@ -206,6 +229,10 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             output::member_changed("promoted in", *id, resp.header.as_ref(), simple)
         }
         Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?,
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            snapshot::save(&mut client, file).await?
+        }
+        Command::Snapshot(_) => unreachable!("handled above"),
         Command::Lock(a) => {
             let code = lease::lock(&mut client, a).await?;
             if code != 0 {

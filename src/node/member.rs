@@ -28,6 +28,9 @@ use crate::raft::{self, Acks, Inbound, NodeId, PeerClients, Raft};
 use crate::store::{KvStore, Limits, MemberInfo, Revision, StateMachine};
 use crate::tls::PeerTls;
 
+/// The sled database's directory in a data dir.
+pub(super) const SLED_DIR: &str = "raftkv.sled";
+
 /// One running member. Shared by all services behind an `Arc`.
 pub struct Node {
     pub(super) id: NodeId,
@@ -62,6 +65,8 @@ pub struct Node {
     pub(super) lessor: Lessor,
     /// Followers' acknowledgements of this member's leadership.
     pub(super) acks: Acks,
+    /// kvd's hidden `--test-corrupt-snapshot`: backups come out damaged.
+    pub(super) test_corrupt_snapshot: bool,
     /// Set when the leader tells this member it was removed.
     pub(super) removed: tokio::sync::watch::Sender<bool>,
 }
@@ -72,7 +77,7 @@ impl Node {
     /// publish this member's client address.
     pub async fn start(cfg: &NodeConfig) -> Result<Arc<Node>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let disk = Disk::open(&cfg.data_dir.join("raftkv.sled"))?;
+        let disk = Disk::open(&cfg.data_dir.join(SLED_DIR))?;
         let limits = Limits {
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
@@ -183,6 +188,7 @@ impl Node {
             ),
             acks,
             removed: tokio::sync::watch::Sender::new(false),
+            test_corrupt_snapshot: cfg.test_corrupt_snapshot,
             raft,
             peer_tls: tls,
             peers: peers.clone(),

@@ -40,10 +40,12 @@
 //!
 //! `member.rs` is the member and how it starts; `membership.rs` how the
 //! leader adds, promotes, moves and removes members; `corruption.rs` the
-//! leader's periodic comparison of members' data; `bootstrap.rs` how a member
+//! leader's periodic comparison of members' data; `backup.rs` backups of
+//! the state and data dirs restored from one; `bootstrap.rs` how a member
 //! on an empty data dir joins or forms its cluster; `identity.rs` what the
 //! data dir says it is; `status.rs` what it reports.
 
+mod backup;
 mod batching;
 mod bootstrap;
 mod corruption;
@@ -61,6 +63,7 @@ mod status;
 mod to_leader;
 mod writes;
 
+pub use backup::{restore, RestoreTarget};
 pub use bootstrap::ClusterInfo;
 pub use leases::LeaseStatus;
 pub use member::{peer_message_limit, Node};

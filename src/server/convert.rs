@@ -22,7 +22,7 @@ pub fn header(node: &Node, revision: Revision) -> Option<pb::ResponseHeader> {
     })
 }
 
-/// A stored pair as etcd's `KeyValue` (raftkv has no leases yet).
+/// A stored pair as etcd's `KeyValue`.
 pub fn key_value(kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: kv.key,

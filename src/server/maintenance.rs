@@ -1,7 +1,7 @@
 //! etcd's `Maintenance` service: `Status` (what `etcdctl endpoint status`
 //! shows, with raised alarms among its errors), `HashKV`/`Hash` for
 //! comparing members, `Alarm` (list, raise, disarm; replicated through
-//! Raft) and `Defragment`.
+//! Raft), `Defragment` and `Snapshot` (a backup in etcd's format).
 
 use std::sync::Arc;
 
@@ -9,10 +9,14 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::header;
+use crate::backup::file::HASH_LEN;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
 use crate::pb::maintenance_server::Maintenance;
+
+/// The size of a snapshot's pieces on the stream, as etcd's.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 /// The etcd API version raftkv reports.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -150,11 +154,32 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(self.hash_kv(request.into_inner().revision)?))
     }
 
+    /// The member's state as a snapshot file, streamed as etcd streams
+    /// its own: the database in pieces (`remaining_bytes` counting down to
+    /// 0), then its SHA-256 as a last piece.
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
-        Err(Error::Unimplemented("Snapshot").into())
+        let file = self.node.backup().await?;
+        let header = header(&self.node, 0);
+        let db_len = file.len() - HASH_LEN;
+        let mut pieces = Vec::with_capacity(db_len / SNAPSHOT_CHUNK + 2);
+        let mut sent = 0;
+        for chunk in file[..db_len].chunks(SNAPSHOT_CHUNK) {
+            sent += chunk.len();
+            pieces.push((db_len - sent, chunk.to_vec()));
+        }
+        pieces.push((0, file[db_len..].to_vec()));
+        let responses = pieces.into_iter().map(move |(remaining, blob)| {
+            Ok(pb::SnapshotResponse {
+                header,
+                remaining_bytes: remaining as u64,
+                blob,
+                version: ETCD_VERSION.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(responses))))
     }
 
     async fn move_leader(

@@ -29,7 +29,9 @@ use super::state::{Revision, State};
 use crate::codec;
 use crate::disk::Disk;
 use crate::metrics::Metrics;
-use crate::raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::raft::typ::{
+    Entry, LogId, Membership, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+};
 use crate::raft::TypeConfig;
 use tokio::sync::watch;
 
@@ -98,15 +100,7 @@ impl StateMachine {
     }
 
     fn read_applied(&self) -> crate::Result<(Option<LogId>, StoredMembership)> {
-        let applied = match self.kv.meta(APPLIED_META) {
-            Some(raw) => codec::decode(&raw)?,
-            None => None,
-        };
-        let membership = match self.kv.meta(MEMBERSHIP_META) {
-            Some(raw) => codec::decode(&raw)?,
-            None => StoredMembership::default(),
-        };
-        Ok((applied, membership))
+        applied_at(|name| self.kv.meta(name))
     }
 
     fn apply_entries(
@@ -175,6 +169,52 @@ impl StateMachine {
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
+}
+
+/// The last log id applied to a state and the membership it holds, from
+/// the metadata `meta` reads.
+fn applied_at(
+    meta: impl Fn(&str) -> Option<Vec<u8>>,
+) -> crate::Result<(Option<LogId>, StoredMembership)> {
+    let applied = match meta(APPLIED_META) {
+        Some(raw) => codec::decode(&raw)?,
+        None => None,
+    };
+    let membership = match meta(MEMBERSHIP_META) {
+        Some(raw) => codec::decode(&raw)?,
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
+}
+
+/// The last log id applied to `state` (a captured copy) and the
+/// membership it holds: where in the log a backup of it was taken.
+pub fn applied_of(state: &State) -> crate::Result<(Option<LogId>, StoredMembership)> {
+    applied_at(|name| state.meta.get(name).cloned())
+}
+
+/// Seeds the snapshot directory `dir` of a new data dir with `state` (a
+/// restored backup) as the state at `log_id`, with `membership`. The
+/// member starts from it as from any snapshot, its log empty after it.
+pub fn seed_snapshot(
+    dir: &Path,
+    mut state: State,
+    log_id: LogId,
+    membership: Membership,
+) -> crate::Result<()> {
+    let membership = StoredMembership::new(Some(log_id), membership);
+    state
+        .meta
+        .insert(APPLIED_META.into(), codec::encode(&Some(log_id))?);
+    state
+        .meta
+        .insert(MEMBERSHIP_META.into(), codec::encode(&membership)?);
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id),
+        last_membership: membership,
+        snapshot_id: format!("restored-{}", log_id.index),
+    };
+    SnapshotFile::open(dir)?.save(&codec::encode(&meta)?, &state.encode()?)
 }
 
 /// Stores a snapshot durably (off the async threads) and hands its data

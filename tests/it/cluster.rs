@@ -93,6 +93,11 @@ impl TestNode {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Where this node keeps its data.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Deletes everything in this node's data dir, as a replaced disk.
     pub fn wipe_data_dir(&self) {
         std::fs::remove_dir_all(&self.data_dir).expect("remove the data dir");
@@ -293,6 +298,16 @@ impl TestCluster {
         cmd.args(&self.opts.extra_args);
         cmd.args(&self.nodes[i].extra_args);
         self.nodes[i].child = Some(cmd.spawn().expect("spawn kvd"));
+    }
+
+    /// The `--initial-cluster` every node is started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// A scratch directory that lives as long as the cluster.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Comma-separated client addresses of every node.

@@ -1,12 +1,14 @@
 //! raftkv's integration tests: one binary, real `kvd` processes on loopback.
 
 mod api;
+mod backup;
 mod bad_input;
 mod chaos;
 mod cli;
 mod cluster;
 mod compose;
 mod corruption;
+mod etcd_server;
 mod etcdctl;
 mod failover;
 mod hostile;
