@@ -257,7 +257,7 @@ impl Node {
 
     /// Resolves once this member knows it was removed from the cluster:
     /// its applied membership no longer has it (after having had it), or
-    /// the leader said so.
+    /// the leader said so. Never resolves once the Raft core stopped.
     pub async fn removed(&self) -> Error {
         let mut told = self.removed.subscribe();
         let mut metrics = self.raft.metrics();
@@ -274,8 +274,11 @@ impl Node {
                 }
             }
             tokio::select! {
+                // The Raft core stopped: that is `failed`'s to report (a
+                // stopped member must never be taken for a removed one,
+                // whose data dir is marked never to serve again).
                 changed = metrics.changed() => if changed.is_err() {
-                    return Error::Stopped;
+                    return std::future::pending().await;
                 },
                 _ = told.changed() => {}
             }
