@@ -64,7 +64,7 @@ pub struct Database {
 }
 
 /// 64-bit FNV-1a, bbolt's meta checksum.
-fn fnv64a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv64a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -374,7 +374,9 @@ impl Reader<'_> {
         if depth > MAX_DEPTH {
             return bad("tree too deep");
         }
-        if pgid <= FREELIST_PGID || pgid >= self.high_water {
+        // Pages 0 and 1 are the metas; any other may hold a tree (the
+        // freelist moves once a database has been written to).
+        if pgid < 2 || pgid >= self.high_water {
             return bad(format!("page {pgid} is out of bounds"));
         }
         let at = pgid as usize * self.page_size;

@@ -19,9 +19,23 @@ pub enum BackupError {
     #[error("snapshot file is damaged: its SHA-256 trailer does not match its contents")]
     HashMismatch,
     #[error("snapshot file is damaged: {0}")]
-    Bolt(#[from] BoltError),
+    Bolt(BoltError),
     #[error("snapshot file is damaged: {0}")]
-    Schema(#[from] SchemaError),
+    Schema(SchemaError),
+}
+
+// Not `#[from]`: that would make the cause a source too, and error chains
+// would print it twice.
+impl From<BoltError> for BackupError {
+    fn from(e: BoltError) -> Self {
+        BackupError::Bolt(e)
+    }
+}
+
+impl From<SchemaError> for BackupError {
+    fn from(e: SchemaError) -> Self {
+        BackupError::Schema(e)
+    }
 }
 
 /// `db` with its SHA-256 trailer appended: a snapshot file.

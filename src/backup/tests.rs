@@ -248,3 +248,21 @@ fn deletes_are_tombstones() {
     assert_eq!(tombstones, deletes);
     assert!(deletes >= 1);
 }
+
+/// Once etcd has written to a database, the freelist moves and page 2 can
+/// hold a tree: here the root tree is moved there.
+#[test]
+fn a_tree_may_live_on_page_two() {
+    let want = buckets(&[("a", 2, 3), ("b", 1, 1)]);
+    let mut bytes = bbolt::write(&want);
+    let root_at = bytes.len() - PAGE_SIZE;
+    let root = bytes[root_at..].to_vec();
+    bytes[2 * PAGE_SIZE..3 * PAGE_SIZE].copy_from_slice(&root);
+    bytes[2 * PAGE_SIZE..2 * PAGE_SIZE + 8].copy_from_slice(&2u64.to_le_bytes());
+    for meta in [16, PAGE_SIZE + 16] {
+        bytes[meta + 16..meta + 24].copy_from_slice(&2u64.to_le_bytes());
+        let sum = bbolt::fnv64a(&bytes[meta..meta + 56]);
+        bytes[meta + 56..meta + 64].copy_from_slice(&sum.to_le_bytes());
+    }
+    assert_eq!(bbolt::read(&bytes).unwrap().buckets, want);
+}
