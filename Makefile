@@ -53,6 +53,8 @@ NODES ?= 3
 WORKERS ?= 5
 SEED ?=
 OUT ?=
+# Comma-separated fault names to pick from (empty: all), e.g. replace-member,kill
+FAULTS ?=
 
 HISTORY ?=
 
@@ -124,7 +126,7 @@ etcd35:
 
 chaos:
 	CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) CHAOS_WORKERS=$(WORKERS) \
-	CHAOS_SEED=$(SEED) CHAOS_OUT=$(OUT) \
+	CHAOS_SEED=$(SEED) CHAOS_OUT=$(OUT) CHAOS_FAULTS=$(FAULTS) \
 	$(CARGO) test --release --locked --test it -- --ignored --exact chaos::campaign --nocapture
 
 chaos-check:

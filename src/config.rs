@@ -123,9 +123,9 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// Applied entries between two snapshots.
     pub snapshot_count: u64,
-    /// Test-only: addresses to dial for some peers instead of their
-    /// advertised ones, e.g. a fault-injecting proxy.
-    pub peer_dial_overrides: BTreeMap<NodeId, String>,
+    /// Test-only: addresses to dial instead of some advertised peer
+    /// addresses (advertised -> dialed), e.g. a fault-injecting proxy.
+    pub peer_dial_overrides: BTreeMap<String, String>,
     /// Most operations in one branch of a transaction.
     pub max_txn_ops: usize,
     /// How often the leader compares members' data (`None`: never).
@@ -369,6 +369,26 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
         return Err(ConfigError("--initial-cluster is empty".into()));
     }
     Ok(members)
+}
+
+/// Parses kvd's test-only `--peer-dial-override`:
+/// `ADVERTISED=DIALED,...`, both `host:port` (a peer advertised at the
+/// first is dialed at the second, whatever its member id).
+pub fn parse_dial_overrides(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut overrides = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = part.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--peer-dial-override: '{part}' is not of the form HOST:PORT=HOST:PORT"
+            ))
+        })?;
+        let (from, to) = (normalize_addr(from.trim()), normalize_addr(to.trim()));
+        for addr in [&from, &to] {
+            check_host_port(addr).map_err(|e| ConfigError(format!("--peer-dial-override: {e}")))?;
+        }
+        overrides.insert(from, to);
+    }
+    Ok(overrides)
 }
 
 /// Drops a leading `http://` or `https://` and a trailing `/` from an

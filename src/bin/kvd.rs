@@ -132,9 +132,9 @@ struct Args {
     /// [default: 5000 + 2 x --election-timeout].
     #[arg(long, env = "KVD_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
-    /// Test-only: dial these peers at these addresses instead of their
-    /// advertised ones (`ID=HOST:PORT,...`), e.g. through a fault-injecting
-    /// proxy.
+    /// Test-only: dial peers advertised at these addresses at those
+    /// instead (`ADVERTISED=DIALED,...`, each `HOST:PORT`), e.g. through a
+    /// fault-injecting proxy.
     #[arg(long, env = "KVD_PEER_DIAL_OVERRIDE", hide = true)]
     peer_dial_override: Option<String>,
     /// Log level (error, warn, info, debug, trace) or a full tracing filter.
@@ -188,7 +188,7 @@ impl Args {
         cfg.initial_cluster_state = self.initial_cluster_state.parse()?;
         cfg.peer_tls = self.peer_tls()?;
         if let Some(overrides) = &self.peer_dial_override {
-            cfg.peer_dial_overrides = config::parse_initial_cluster(overrides)?;
+            cfg.peer_dial_overrides = config::parse_dial_overrides(overrides)?;
         }
         cfg.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
         cfg.election_timeout = Duration::from_millis(self.election_timeout);

@@ -53,7 +53,7 @@ pub struct PeerClients {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     /// Addresses to dial instead of a peer's advertised one (tests route
     /// peer traffic through a fault-injecting proxy this way).
-    dial_overrides: Arc<BTreeMap<NodeId, String>>,
+    dial_overrides: Arc<BTreeMap<String, String>>,
     /// The largest message a peer accepts (see `server::serve`).
     max_message_bytes: usize,
     /// TLS to peers, if the peer port uses it.
@@ -61,10 +61,11 @@ pub struct PeerClients {
 }
 
 impl PeerClients {
-    /// A pool that dials peer `id` at `dial_overrides[id]` when present,
+    /// A pool that dials a peer advertised at `addr` at
+    /// `dial_overrides[addr]` when present,
     /// over `tls` if given, and sends messages of up to `max_message_bytes`.
     pub fn new(
-        dial_overrides: BTreeMap<NodeId, String>,
+        dial_overrides: BTreeMap<String, String>,
         max_message_bytes: usize,
         tls: Option<Arc<PeerTls>>,
     ) -> Self {
@@ -86,7 +87,7 @@ impl PeerClients {
         // A certificate names the address the peer advertises, whatever
         // address it is dialed at.
         let host = crate::config::host_of(addr);
-        let addr = self.dial_overrides.get(&id).map_or(addr, String::as_str);
+        let addr = self.dial_overrides.get(addr).map_or(addr, String::as_str);
         let mut channels = self
             .channels
             .lock()

@@ -28,13 +28,16 @@ pub struct Config {
     pub nodes: usize,
     pub workers: usize,
     pub keys: usize,
+    /// The faults the nemesis picks from, by name (empty: all of them).
+    pub faults: Vec<String>,
     /// Where the history, nemesis log and summary go.
     pub out_dir: PathBuf,
 }
 
 impl Config {
     /// Settings from `CHAOS_DURATION` (seconds), `CHAOS_SEED`, `CHAOS_NODES`,
-    /// `CHAOS_WORKERS`, `CHAOS_KEYS` and `CHAOS_OUT`, with these defaults.
+    /// `CHAOS_WORKERS`, `CHAOS_KEYS`, `CHAOS_FAULTS` (comma-separated fault
+    /// names) and `CHAOS_OUT`, with these defaults.
     pub fn from_env(duration_s: u64, nodes: usize, workers: usize) -> Config {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let num =
@@ -54,6 +57,9 @@ impl Config {
             nodes: num("CHAOS_NODES", nodes as u64) as usize,
             workers: num("CHAOS_WORKERS", workers as u64) as usize,
             keys: num("CHAOS_KEYS", 6) as usize,
+            faults: var("CHAOS_FAULTS")
+                .map(|v| v.split(',').map(|f| f.trim().to_string()).collect())
+                .unwrap_or_default(),
             out_dir,
         }
     }
@@ -181,7 +187,7 @@ pub async fn run(cfg: &Config) -> Report {
         .map(|i| tokio::spawn(watcher::run(i, endpoints.clone(), target_rx.clone())))
         .collect();
 
-    let mut nemesis = Nemesis::new(cfg.seed, clock);
+    let mut nemesis = Nemesis::new(cfg.seed, clock, &cfg.faults);
     nemesis.run(&mut cluster, &net, cfg.duration).await;
     nemesis.heal_all(&mut cluster, &net);
     cluster.wait_leader().await;

@@ -4,7 +4,9 @@
 //! old leader in the minority, and restarts the whole cluster at once. It
 //! damages a follower's disk as a crash can: the data dir wiped (the member
 //! rejoins with `--initial-cluster-state existing`) or its last log record
-//! torn. And an intruder floods every peer port with forged messages. Peer
+//! torn. It replaces a follower with a new member (remove, add a learner
+//! on a fresh disk, promote). And an intruder floods every peer port with
+//! forged messages. Peer
 //! traffic goes through a `proxy::Link` per direction of every peer pair, so
 //! partitions need no kernel support.
 
@@ -35,7 +37,7 @@ impl Net {
             let mut overrides = Vec::new();
             for to in (0..n).filter(|&to| to != from) {
                 let link = Link::start(cluster.nodes[to].peer_addr.clone()).await;
-                overrides.push(format!("{}={}", cluster.nodes[to].id, link.listen));
+                overrides.push(format!("{}={}", cluster.nodes[to].peer_addr, link.listen));
                 links.insert((from, to), link);
             }
             cluster.nodes[from].extra_args =
@@ -88,9 +90,10 @@ enum Fault {
     WipeFollower,
     TornTail,
     Intruder,
+    Replace,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 10] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::Pause,
@@ -100,6 +103,7 @@ const FAULTS: [Fault; 9] = [
     Fault::WipeFollower,
     Fault::TornTail,
     Fault::Intruder,
+    Fault::Replace,
 ];
 
 impl Fault {
@@ -114,6 +118,7 @@ impl Fault {
             Fault::WipeFollower => "wipe-follower",
             Fault::TornTail => "torn-tail",
             Fault::Intruder => "intruder",
+            Fault::Replace => "replace-member",
         }
     }
 }
@@ -152,6 +157,8 @@ async fn others_caught_up(cluster: &TestCluster, except: usize) -> bool {
 /// Runs faults and remembers what it did.
 pub struct Nemesis {
     rng: Rng,
+    /// The faults it picks from.
+    faults: Vec<Fault>,
     clock: Clock,
     /// One line per action, with its time.
     pub log: Vec<String>,
@@ -164,9 +171,22 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    pub fn new(seed: u64, clock: Clock) -> Self {
+    /// A nemesis picking from the faults named in `only` (all if empty).
+    pub fn new(seed: u64, clock: Clock, only: &[String]) -> Self {
+        for name in only {
+            assert!(
+                FAULTS.iter().any(|f| f.name() == name),
+                "unknown fault {name:?}; faults: {:?}",
+                FAULTS.map(Fault::name)
+            );
+        }
+        let faults = FAULTS
+            .into_iter()
+            .filter(|f| only.is_empty() || only.iter().any(|n| n == f.name()))
+            .collect();
         Nemesis {
             rng: Rng::new(seed),
+            faults,
             clock,
             log: Vec::new(),
             counts: BTreeMap::new(),
@@ -191,7 +211,7 @@ impl Nemesis {
             if Instant::now() >= deadline {
                 break;
             }
-            let fault = FAULTS[self.rng.below(FAULTS.len())];
+            let fault = self.faults[self.rng.below(self.faults.len())];
             // Longer than the election timeout, so pauses and partitions
             // cost the leader its lease.
             let hold = Duration::from_millis(self.rng.range(1200, 4000));
@@ -207,7 +227,8 @@ impl Nemesis {
             Fault::KillLeader
             | Fault::SplitLeaderMinority
             | Fault::WipeFollower
-            | Fault::TornTail => current_leader(cluster).await,
+            | Fault::TornTail
+            | Fault::Replace => current_leader(cluster).await,
             _ => None,
         };
         match fault {
@@ -323,6 +344,18 @@ impl Nemesis {
                 self.note(format!("restart node {}", f + 1));
                 cluster.restart(f);
             }
+            Fault::Replace => {
+                let Some(leader) = leader else {
+                    self.note("replace-member: skipped, no leader".into());
+                    return;
+                };
+                let f = (leader + 1 + self.rng.below(n - 1)) % n;
+                if let Err(e) = self.replace(cluster, f).await {
+                    self.note(format!("replace-member: {e}"));
+                    self.violations
+                        .push(format!("replacing node {} failed: {e}", f + 1));
+                }
+            }
             Fault::Intruder => {
                 let addrs = cluster.nodes.iter().map(|n| n.peer_addr.clone()).collect();
                 self.note(format!("an intruder floods every peer port for {hold:?}"));
@@ -342,6 +375,108 @@ impl Nemesis {
                 );
             }
         }
+    }
+
+    /// Replaces the member in slot `f` (a follower) as an operator would,
+    /// through the API while clients write: `member remove`, its process
+    /// stopped and its disk wiped, `member add --learner` at the same peer
+    /// address (so the same proxies carry its traffic), the new member
+    /// started with `--initial-cluster-state existing`, and promoted once
+    /// it caught up. Each step retries what a client may retry until a
+    /// deadline; a step that cannot be done in a healthy cluster is an
+    /// error.
+    async fn replace(&mut self, cluster: &mut TestCluster, f: usize) -> Result<(), String> {
+        use raftkv::client::{Client, ClientError};
+        use raftkv::pb;
+        const STEP: Duration = Duration::from_secs(30);
+        let endpoints: Vec<String> = (0..cluster.nodes.len())
+            .filter(|&i| i != f)
+            .map(|i| cluster.nodes[i].client_addr.clone())
+            .collect();
+        let timeouts = Timeouts {
+            dial: Duration::from_millis(500),
+            command: Duration::from_secs(5),
+        };
+        let mut client = Client::new(endpoints, timeouts).map_err(|e| e.to_string())?;
+        let message = |e: &ClientError| e.to_string();
+
+        let old = cluster.nodes[f].id;
+        self.note(format!("replace node {}: member remove {old:x}", f + 1));
+        let deadline = Instant::now() + STEP;
+        loop {
+            match client.member_remove(old).await {
+                Ok(_) => break,
+                // An earlier try went through though its answer was lost.
+                Err(e) if message(&e).contains("member not found") => break,
+                Err(e) if Instant::now() >= deadline => return Err(format!("remove: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+        cluster.kill(f);
+        cluster.nodes[f].wipe_data_dir();
+
+        let peer_url = format!("http://{}", cluster.nodes[f].peer_addr);
+        let deadline = Instant::now() + STEP;
+        let (new, members) = loop {
+            let add = pb::MemberAddRequest {
+                peer_ur_ls: vec![peer_url.clone()],
+                is_learner: true,
+            };
+            match client.member_add(add).await {
+                Ok(resp) => {
+                    let id = resp.member.map(|m| m.id).ok_or("add: no member")?;
+                    break (id, resp.members);
+                }
+                Err(e) if Instant::now() >= deadline => return Err(format!("add: {e}")),
+                Err(e) if message(&e).contains("Peer URLs already exists") => {
+                    // An earlier try went through: find what it added.
+                    let list = client.member_list().await.map_err(|e| e.to_string())?;
+                    if let Some(m) = list
+                        .members
+                        .iter()
+                        .find(|m| m.peer_ur_ls.contains(&peer_url))
+                    {
+                        break (m.id, list.members.clone());
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        let initial_cluster = members
+            .iter()
+            .filter_map(|m| {
+                let url = m.peer_ur_ls.first()?;
+                Some(format!("{}={}", m.id, url.trim_start_matches("http://")))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        self.note(format!(
+            "replace node {}: added learner {new:x}, started on an empty data dir",
+            f + 1
+        ));
+        let node = &mut cluster.nodes[f];
+        node.id = new;
+        node.initial_cluster = Some(initial_cluster);
+        let existing = ["--initial-cluster-state", "existing"].map(String::from);
+        if !node.extra_args.ends_with(&existing) {
+            node.extra_args.extend(existing);
+        }
+        cluster.restart(f);
+
+        let deadline = Instant::now() + STEP;
+        loop {
+            match client.member_promote(new).await {
+                Ok(_) => break,
+                // An earlier try went through though its answer was lost
+                // (not the refusal of a learner that is not in sync yet).
+                Err(e) if message(&e).ends_with("can only promote a learner member") => break,
+                Err(e) if Instant::now() >= deadline => return Err(format!("promote: {e}")),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.note(format!("replace node {}: promoted {new:x}", f + 1));
+        Ok(())
     }
 
     /// Undoes anything still in effect: heals the network, resumes and
