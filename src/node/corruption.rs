@@ -6,6 +6,15 @@
 //! through Raft, names it in its log, and from then on every member
 //! refuses client writes ("etcdserver: corrupt cluster") until an operator
 //! has rebuilt that member and disarmed the alarm.
+//!
+//! At start-up, before it serves, a member compares its own hash at its
+//! applied revision with the other members' at that revision. If more of
+//! those that answer (at the same compaction point) differ from it than
+//! agree, it is the odd one out: it refuses to start and says how to
+//! rebuild it. If fewer do, it starts and names them (the leader's check
+//! raises their alarm). Members that do not answer within
+//! `STARTUP_WAIT` (down, or starting themselves) are left out, and a
+//! member that holds nothing yet skips the check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +29,10 @@ use crate::store::{Revision, ALARM_CORRUPT};
 
 /// How long a member waits to apply up to the revision it is asked about.
 const CATCH_UP: Duration = Duration::from_secs(2);
+/// How long the start-up check waits for the other members' answers.
+/// Members that are up answer in milliseconds; one that is starting too
+/// (a whole cluster restarted) has its port open but does not answer yet.
+const STARTUP_WAIT: Duration = Duration::from_millis(1500);
 
 impl Node {
     /// This member's key-value hash at `revision`, once it applied it.
@@ -40,22 +53,78 @@ impl Node {
         })
     }
 
+    /// The start-up check (see the module doc).
+    pub(super) async fn check_at_startup(&self) -> Result<()> {
+        let revision = self.store.revision();
+        if revision == crate::store::INITIAL_REVISION {
+            // Nothing written yet (a new member): nothing to compare.
+            return Ok(());
+        }
+        let mine = self.hash_at(revision).await?;
+        let asks = self.other_members().into_iter().map(|id| async move {
+            let asked = to_leader::ask_hash(&self.raft, &self.peers, id, revision);
+            (id, tokio::time::timeout(STARTUP_WAIT, asked).await)
+        });
+        let (mut agree, mut differ) = (Vec::new(), Vec::new());
+        for (id, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Ok(theirs)) if theirs.compacted == mine.compacted => {
+                    if theirs.hash == mine.hash {
+                        agree.push(id);
+                    } else {
+                        differ.push((id, theirs.hash));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if differ.is_empty() {
+            tracing::info!(revision, agree = ?agree, "start-up corruption check passed");
+            return Ok(());
+        }
+        if differ.len() > agree.len() {
+            return Err(Error::DataDir(format!(
+                "corruption check at start-up: this member's data at revision {revision} (hash \
+                 {:#x}) differs from member(s) {} while {} agree; it does not serve. Rebuild it: \
+                 remove it and add a new member, or wipe its data dir and start it with \
+                 --initial-cluster-state existing",
+                mine.hash,
+                differ
+                    .iter()
+                    .map(|(id, hash)| format!("{id:x} (hash {hash:#x})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                agree.len()
+            )));
+        }
+        tracing::error!(
+            revision,
+            differ = ?differ,
+            agree = ?agree,
+            "corruption check at start-up: some members' data differs from this member's and \
+             the others'; the leader's check will raise their CORRUPT alarm"
+        );
+        Ok(())
+    }
+
+    /// Every other member of the membership this member knows.
+    fn other_members(&self) -> Vec<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .collect()
+    }
+
     /// One round of the check, as leader: the members found to differ.
     async fn check_members(&self) -> Result<Vec<u64>> {
         let revision = self.store.revision();
         let mine = self.hash_at(revision).await?;
-        let others: Vec<u64> = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id)
-                .filter(|id| *id != self.id)
-                .collect()
-        };
         let mut differ = Vec::new();
-        for id in others {
+        for id in self.other_members() {
             let theirs = match to_leader::ask_hash(&self.raft, &self.peers, id, revision).await {
                 Ok(h) => h,
                 // A member that is down or behind is checked next time.

@@ -194,6 +194,33 @@ impl Node {
             peers: peers.clone(),
             lessor: Lessor::new(min_lease_ttl(cfg.election_timeout)),
         });
+        if let Some(key) = cfg.test_corrupt_key.clone() {
+            // Once the key is in this member's state (the log may still be
+            // replaying), corrupt it here alone: at once if it is there
+            // already, so the start-up check below sees it.
+            let present = node.store.get(key.as_bytes()).is_some();
+            let (store, mut applied) = (node.store.clone(), node.revisions.clone());
+            let corrupt = async move {
+                while store.get(key.as_bytes()).is_none() {
+                    if applied.changed().await.is_err() {
+                        return;
+                    }
+                }
+                tracing::warn!(%key, "test-only: corrupting a key in this member's state");
+                store.corrupt_for_tests(key.as_bytes());
+            };
+            if present {
+                corrupt.await;
+            } else {
+                tokio::spawn(corrupt);
+            }
+        }
+        if cfg.corrupt_check_interval.is_some() {
+            if let Err(e) = node.check_at_startup().await {
+                node.raft.shutdown().await.ok();
+                return Err(e);
+            }
+        }
         tokio::spawn(watch_leader(
             node.id,
             node.raft.metrics(),
@@ -207,20 +234,6 @@ impl Node {
         tokio::spawn(lessor::run(node.clone()));
         if let Some(every) = cfg.corrupt_check_interval {
             tokio::spawn(super::corruption::run(node.clone(), every));
-        }
-        if let Some(key) = cfg.test_corrupt_key.clone() {
-            // Once the key is in this member's state (the log may still be
-            // replaying), corrupt it here alone.
-            let (store, mut applied) = (node.store.clone(), node.revisions.clone());
-            tokio::spawn(async move {
-                while store.get(key.as_bytes()).is_none() {
-                    if applied.changed().await.is_err() {
-                        return;
-                    }
-                }
-                tracing::warn!(%key, "test-only: corrupting a key in this member's state");
-                store.corrupt_for_tests(key.as_bytes());
-            });
         }
         Ok(node)
     }

@@ -43,12 +43,33 @@ impl Node {
 
     /// Has this member take a snapshot now, after which the Raft log
     /// behind it is purged (etcd's defragment, as far as raftkv has one).
+    /// Returns once a snapshot covering everything applied when it was
+    /// called is on disk (or the request timeout passed).
     pub async fn snapshot_now(&self) -> Result<()> {
+        let mut metrics = self.raft.metrics();
+        let Some(target) = metrics.borrow_and_update().last_applied.map(|l| l.index) else {
+            return Ok(());
+        };
         self.raft
             .trigger()
             .snapshot()
             .await
-            .map_err(|_| Error::Stopped)
+            .map_err(|_| Error::Stopped)?;
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            if metrics
+                .borrow_and_update()
+                .snapshot
+                .is_some_and(|s| s.index >= target)
+            {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Err(_) => return Err(Error::Timeout),
+            }
+        }
     }
 
     /// The space quota, in bytes of state.
