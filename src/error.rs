@@ -43,9 +43,6 @@ pub enum Error {
     /// The encoded request is over `--max-request-bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
-    /// Keys and values are UTF-8 strings; `what` names the offending field.
-    #[error("raftkv: {what} must be valid UTF-8")]
-    NotUtf8 { what: &'static str },
     /// `ignore_value`/`ignore_lease` on a key that does not exist.
     #[error("etcdserver: key not found")]
     KeyNotFound,

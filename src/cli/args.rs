@@ -18,6 +18,10 @@ pub struct Cli {
     /// Comma-separated server addresses; when one is down the next is tried.
     #[arg(long, global = true, env = "KVCTL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// Print keys and values as hex-escaped bytes (`\xNN`), as etcdctl's
+    /// `--hex`; without it they are printed as they are.
+    #[arg(long, global = true)]
+    pub hex: bool,
     /// Output format [default: simple; table for `endpoint status`].
     #[arg(short = 'w', long = "write-out", global = true, value_enum)]
     pub write_out: Option<Format>,
@@ -443,10 +447,10 @@ pub fn get_request(a: &GetArgs) -> pb::RangeRequest {
     }
 }
 
-pub fn put_request(a: &PutArgs, value: String) -> pb::PutRequest {
+pub fn put_request(a: &PutArgs, value: Vec<u8>) -> pb::PutRequest {
     pb::PutRequest {
         key: a.key.as_bytes().to_vec(),
-        value: value.into_bytes(),
+        value,
         prev_kv: a.prev_kv,
         ignore_value: a.ignore_value,
         lease: a.lease.unwrap_or(0),
@@ -657,7 +661,7 @@ mod tests {
         }
         match parse(&["put", "k", "-v-", "--prev-kv"]).command {
             Command::Put(a) => {
-                let r = put_request(&a, a.value.clone().unwrap());
+                let r = put_request(&a, a.value.clone().unwrap().into_bytes());
                 assert_eq!(
                     (r.key.as_slice(), r.value.as_slice(), r.prev_kv),
                     (&b"k"[..], &b"-v-"[..], true)

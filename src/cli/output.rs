@@ -18,6 +18,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A key or value as etcdctl prints it: its bytes as they are, or with
+/// `hex` each byte as `\xNN` (etcdctl's `--hex`).
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8], hex: bool) {
+    if hex {
+        for b in bytes {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        }
+    } else {
+        out.extend_from_slice(bytes);
+    }
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -60,20 +72,29 @@ fn kv_json(kv: &pb::KeyValue) -> Value {
     Value::Object(m)
 }
 
-fn simple_kv(out: &mut String, kv: &pb::KeyValue) {
-    out.push_str(&text(&kv.key));
-    out.push('\n');
-    out.push_str(&text(&kv.value));
-    out.push('\n');
+fn simple_kv(out: &mut Vec<u8>, kv: &pb::KeyValue, hex: bool) {
+    push_bytes(out, &kv.key, hex);
+    out.push(b'\n');
+    push_bytes(out, &kv.value, hex);
+    out.push(b'\n');
 }
 
-fn kv_table(kvs: &[pb::KeyValue]) -> String {
+fn kv_table(kvs: &[pb::KeyValue], hex: bool) -> String {
+    let cell = |b: &[u8]| {
+        if hex {
+            let mut out = Vec::new();
+            push_bytes(&mut out, b, true);
+            text(&out)
+        } else {
+            text(b)
+        }
+    };
     let rows = kvs
         .iter()
         .map(|kv| {
             vec![
-                text(&kv.key),
-                text(&kv.value),
+                cell(&kv.key),
+                cell(&kv.value),
                 kv.create_revision.to_string(),
                 kv.mod_revision.to_string(),
                 kv.version.to_string(),
@@ -176,31 +197,32 @@ pub fn watch_json(resp: &pb::WatchResponse) -> String {
 
 /// A watch's events as etcdctl prints them: the event type, then the
 /// previous pair (if asked for and present), then the pair.
-pub fn watch_events(resp: &pb::WatchResponse) -> String {
-    let mut out = String::new();
+pub fn watch_events(resp: &pb::WatchResponse, hex: bool) -> Vec<u8> {
+    let mut out = Vec::new();
     for e in &resp.events {
-        out.push_str(if e.r#type == pb::mvccpb::event::EventType::Delete as i32 {
-            "DELETE\n"
+        out.extend_from_slice(if e.r#type == pb::mvccpb::event::EventType::Delete as i32 {
+            b"DELETE\n"
         } else {
-            "PUT\n"
+            b"PUT\n"
         });
         if let Some(prev) = &e.prev_kv {
-            simple_kv(&mut out, prev);
+            simple_kv(&mut out, prev, hex);
         }
         if let Some(kv) = &e.kv {
-            simple_kv(&mut out, kv);
+            simple_kv(&mut out, kv, hex);
         }
     }
     out
 }
 
-pub fn put(resp: &pb::PutResponse, format: Format) -> String {
+/// Output with keys and values: bytes, as they may not be text.
+pub fn put(resp: &pb::PutResponse, format: Format, hex: bool) -> Vec<u8> {
     match format {
-        Format::Json => put_value(resp).to_string() + "\n",
+        Format::Json => (put_value(resp).to_string() + "\n").into_bytes(),
         Format::Simple | Format::Table => {
-            let mut out = "OK\n".to_string();
+            let mut out = b"OK\n".to_vec();
             if let Some(prev) = &resp.prev_kv {
-                simple_kv(&mut out, prev);
+                simple_kv(&mut out, prev, hex);
             }
             out
         }
@@ -212,21 +234,23 @@ pub fn put(resp: &pb::PutResponse, format: Format) -> String {
 pub struct GetStyle {
     pub print_value_only: bool,
     pub count_only: bool,
+    /// Keys and values as `\xNN` escapes.
+    pub hex: bool,
 }
 
-pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> String {
+pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> Vec<u8> {
     match format {
-        Format::Json => range_value(resp).to_string() + "\n",
-        Format::Table => kv_table(&resp.kvs),
-        Format::Simple if style.count_only => format!("{}\n", resp.count),
+        Format::Json => (range_value(resp).to_string() + "\n").into_bytes(),
+        Format::Table => kv_table(&resp.kvs, style.hex).into_bytes(),
+        Format::Simple if style.count_only => format!("{}\n", resp.count).into_bytes(),
         Format::Simple => {
-            let mut out = String::new();
+            let mut out = Vec::new();
             for kv in &resp.kvs {
                 if style.print_value_only {
-                    out.push_str(&text(&kv.value));
-                    out.push('\n');
+                    push_bytes(&mut out, &kv.value, style.hex);
+                    out.push(b'\n');
                 } else {
-                    simple_kv(&mut out, kv);
+                    simple_kv(&mut out, kv, style.hex);
                 }
             }
             out
@@ -234,13 +258,13 @@ pub fn get(resp: &pb::RangeResponse, format: Format, style: GetStyle) -> String 
     }
 }
 
-pub fn del(resp: &pb::DeleteRangeResponse, format: Format) -> String {
+pub fn del(resp: &pb::DeleteRangeResponse, format: Format, hex: bool) -> Vec<u8> {
     match format {
-        Format::Json => del_value(resp).to_string() + "\n",
+        Format::Json => (del_value(resp).to_string() + "\n").into_bytes(),
         Format::Simple | Format::Table => {
-            let mut out = format!("{}\n", resp.deleted);
+            let mut out = format!("{}\n", resp.deleted).into_bytes();
             for kv in &resp.prev_kvs {
-                simple_kv(&mut out, kv);
+                simple_kv(&mut out, kv, hex);
             }
             out
         }
@@ -558,6 +582,9 @@ mod tests {
             more: false,
             count: 1,
         };
+        let get = |resp: &pb::RangeResponse, format, style| {
+            String::from_utf8(get(resp, format, style)).unwrap()
+        };
         assert_eq!(
             get(&resp, Format::Simple, GetStyle::default()),
             "foo\nbar\n"
@@ -587,17 +614,42 @@ mod tests {
             header: header(),
             prev_kv: Some(kv("foo", "old")),
         };
-        assert_eq!(put(&resp, Format::Simple), "OK\nfoo\nold\n");
+        assert_eq!(put(&resp, Format::Simple, false), b"OK\nfoo\nold\n");
         let resp = pb::DeleteRangeResponse {
             header: header(),
             deleted: 0,
             prev_kvs: vec![],
         };
-        assert_eq!(del(&resp, Format::Simple), "0\n");
+        assert_eq!(del(&resp, Format::Simple, false), b"0\n");
         assert_eq!(
-            del(&resp, Format::Json),
-            "{\"header\":{\"cluster_id\":7,\"member_id\":2,\"revision\":5,\"raft_term\":3}}\n"
+            del(&resp, Format::Json, false),
+            b"{\"header\":{\"cluster_id\":7,\"member_id\":2,\"revision\":5,\"raft_term\":3}}\n"
         );
+    }
+
+    /// Keys and values are printed as the bytes they are, or with --hex as
+    /// etcdctl's `\xNN` escapes.
+    #[test]
+    fn binary_keys_print_raw_or_hex() {
+        let resp = pb::RangeResponse {
+            header: header(),
+            kvs: vec![pb::KeyValue {
+                key: vec![0xff, b'k'],
+                value: vec![0x00, 0xc3],
+                ..Default::default()
+            }],
+            more: false,
+            count: 1,
+        };
+        assert_eq!(
+            get(&resp, Format::Simple, GetStyle::default()),
+            b"\xffk\n\x00\xc3\n"
+        );
+        let hex = GetStyle {
+            hex: true,
+            ..Default::default()
+        };
+        assert_eq!(get(&resp, Format::Simple, hex), b"\\xff\\x6b\n\\x00\\xc3\n");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! condition did not hold), 2 bad usage, 3 a transaction that does not
 //! parse, 5 a watch the server canceled (as etcdctl).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use super::args::{
@@ -66,6 +66,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
     };
     let format = cli.write_out;
     let simple = format.unwrap_or(Format::Simple);
+    let hex = cli.hex;
     match &cli.command {
         Command::Endpoint(EndpointCommand::Status(a)) => {
             let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, timeouts).await?;
@@ -109,8 +110,8 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
     let out = match &cli.command {
         Command::Put(a) => {
             let value = match &a.value {
-                Some(v) => v.clone(),
-                None if a.ignore_value => String::new(),
+                Some(v) => v.clone().into_bytes(),
+                None if a.ignore_value => Vec::new(),
                 None => read_stdin_value()?,
             };
             if a.ignore_value && a.value.is_some() {
@@ -118,7 +119,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             }
             let put = args::put_request(a, value);
             match args::put_condition(a) {
-                None => output::put(&client.put(put).await?, simple),
+                None => output::put(&client.put(put).await?, simple, hex),
                 Some(compare) => {
                     use crate::pb::request_op::Request;
                     let get = crate::pb::RangeRequest {
@@ -141,7 +142,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                         ))));
                     }
                     match resp.responses.into_iter().next().and_then(|r| r.response) {
-                        Some(OpResponse::ResponsePut(p)) => output::put(&p, simple),
+                        Some(OpResponse::ResponsePut(p)) => output::put(&p, simple, hex),
                         _ => {
                             return Err(Failure::Request(anyhow::anyhow!(
                                 "unexpected transaction response"
@@ -162,10 +163,10 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             };
             let req = txn::read_txn(&mut input, prompt)
                 .map_err(|e| Failure::Coded(EXIT_BAD_TXN, format!("Error: {e}")))?;
-            txn::render(&client.txn(req).await?, simple)
+            txn::render(&client.txn(req).await?, simple, hex)
         }
-        Command::Watch(a) => match watch::run(&mut client, a, simple).await? {
-            watch::Ended::Stopped => String::new(),
+        Command::Watch(a) => match watch::run(&mut client, a, simple, hex).await? {
+            watch::Ended::Stopped => Vec::new(),
             watch::Ended::Canceled(reason) => {
                 let msg = format!(
                     "watch was canceled ({reason})\nError: watch is canceled by the server"
@@ -175,7 +176,8 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         },
         Command::Bench(a) => bench::run(client.endpoints(), timeouts, a)
             .await?
-            .render(simple),
+            .render(simple)
+            .into_bytes(),
         Command::Check(CheckCommand::Perf(a)) => {
             let (passed, out) =
                 bench::check_perf(client.endpoints(), timeouts, &a.load, a.duration).await?;
@@ -188,18 +190,23 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 physical: a.physical,
             };
             client.compact(req).await?;
-            format!("compacted revision {}\n", a.revision)
+            format!("compacted revision {}\n", a.revision).into_bytes()
         }
         Command::Get(a) => {
             let style = GetStyle {
                 print_value_only: a.print_value_only,
                 count_only: a.count_only,
+                hex,
             };
             output::get(&client.range(args::get_request(a)).await?, simple, style)
         }
-        Command::Del(a) => output::del(&client.delete_range(args::del_request(a)).await?, simple),
+        Command::Del(a) => output::del(
+            &client.delete_range(args::del_request(a)).await?,
+            simple,
+            hex,
+        ),
         Command::Member(MemberCommand::List) => {
-            output::member_list(&client.member_list().await?, simple)
+            output::member_list(&client.member_list().await?, simple).into_bytes()
         }
         Command::Member(MemberCommand::Add {
             name,
@@ -211,10 +218,11 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 is_learner: *learner,
             };
             output::member_added(&client.member_add(req).await?, name.as_deref(), simple)
+                .into_bytes()
         }
         Command::Member(MemberCommand::Remove { id }) => {
             let resp = client.member_remove(*id).await?;
-            output::member_changed("removed from", *id, resp.header.as_ref(), simple)
+            output::member_changed("removed from", *id, resp.header.as_ref(), simple).into_bytes()
         }
         Command::Member(MemberCommand::Update { id, peer_urls }) => {
             let req = crate::pb::MemberUpdateRequest {
@@ -222,15 +230,15 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 peer_ur_ls: split_urls(peer_urls),
             };
             let resp = client.member_update(req).await?;
-            output::member_changed("updated in", *id, resp.header.as_ref(), simple)
+            output::member_changed("updated in", *id, resp.header.as_ref(), simple).into_bytes()
         }
         Command::Member(MemberCommand::Promote { id }) => {
             let resp = client.member_promote(*id).await?;
-            output::member_changed("promoted in", *id, resp.header.as_ref(), simple)
+            output::member_changed("promoted in", *id, resp.header.as_ref(), simple).into_bytes()
         }
-        Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?,
+        Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?.into_bytes(),
         Command::Snapshot(SnapshotCommand::Save { file }) => {
-            snapshot::save(&mut client, file).await?
+            snapshot::save(&mut client, file).await?.into_bytes()
         }
         Command::Snapshot(_) => unreachable!("handled above"),
         Command::Lock(a) => {
@@ -238,15 +246,17 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             if code != 0 {
                 return Err(Failure::Coded(code, String::new()));
             }
-            String::new()
+            Vec::new()
         }
         Command::Elect(a) => {
             lease::elect(&mut client, a).await?;
-            String::new()
+            Vec::new()
         }
         Command::Endpoint(_) => unreachable!("handled above"),
     };
-    print!("{out}");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
     Ok(true)
 }
 
@@ -279,13 +289,14 @@ async fn resolve_endpoints(
     Ok(endpoints)
 }
 
-/// etcdctl reads the value from stdin when it is not an argument.
-fn read_stdin_value() -> Result<String, Failure> {
-    let mut value = String::new();
+/// etcdctl reads the value from stdin when it is not an argument: any
+/// bytes, less one trailing newline.
+fn read_stdin_value() -> Result<Vec<u8>, Failure> {
+    let mut value = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut value)
+        .read_to_end(&mut value)
         .map_err(|e| Failure::Usage(format!("reading the value from stdin: {e}")))?;
-    if value.ends_with('\n') {
+    if value.ends_with(b"\n") {
         value.pop();
     }
     Ok(value)

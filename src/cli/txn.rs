@@ -135,7 +135,7 @@ pub fn parse_op(line: &str) -> Result<pb::RequestOp, String> {
                 .value
                 .clone()
                 .ok_or_else(|| format!("bad request {line:?}: put needs a value"))?;
-            Request::RequestPut(args::put_request(&a, value))
+            Request::RequestPut(args::put_request(&a, value.into_bytes()))
         }
         Command::Get(a) => Request::RequestRange(args::get_request(&a)),
         Command::Del(a) => Request::RequestDeleteRange(args::del_request(&a)),
@@ -196,25 +196,29 @@ pub fn read_txn(
 
 /// etcdctl's txn output: SUCCESS or FAILURE, then each response after a
 /// blank line (or the response as JSON).
-pub fn render(resp: &pb::TxnResponse, format: Format) -> String {
+pub fn render(resp: &pb::TxnResponse, format: Format, hex: bool) -> Vec<u8> {
     use pb::response_op::Response;
     if format == Format::Json {
-        return output::txn_json(resp) + "\n";
+        return (output::txn_json(resp) + "\n").into_bytes();
     }
-    let mut out = String::from(if resp.succeeded {
-        "SUCCESS\n"
+    let mut out = if resp.succeeded {
+        b"SUCCESS\n".to_vec()
     } else {
-        "FAILURE\n"
-    });
+        b"FAILURE\n".to_vec()
+    };
+    let get = GetStyle {
+        hex,
+        ..GetStyle::default()
+    };
     for r in &resp.responses {
-        out.push('\n');
+        out.push(b'\n');
         match &r.response {
-            Some(Response::ResponsePut(p)) => out.push_str(&output::put(p, Format::Simple)),
-            Some(Response::ResponseRange(g)) => {
-                out.push_str(&output::get(g, Format::Simple, GetStyle::default()))
+            Some(Response::ResponsePut(p)) => out.extend(output::put(p, Format::Simple, hex)),
+            Some(Response::ResponseRange(g)) => out.extend(output::get(g, Format::Simple, get)),
+            Some(Response::ResponseDeleteRange(d)) => {
+                out.extend(output::del(d, Format::Simple, hex))
             }
-            Some(Response::ResponseDeleteRange(d)) => out.push_str(&output::del(d, Format::Simple)),
-            Some(Response::ResponseTxn(t)) => out.push_str(&render(t, Format::Simple)),
+            Some(Response::ResponseTxn(t)) => out.extend(render(t, Format::Simple, hex)),
             None => {}
         }
     }

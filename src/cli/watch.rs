@@ -20,7 +20,12 @@ pub enum Ended {
     Canceled(String),
 }
 
-pub async fn run(client: &mut Client, a: &WatchArgs, format: Format) -> anyhow::Result<Ended> {
+pub async fn run(
+    client: &mut Client,
+    a: &WatchArgs,
+    format: Format,
+    hex: bool,
+) -> anyhow::Result<Ended> {
     let channel = client.any_channel().await?;
     let (tx, rx) = mpsc::channel(4);
     let create = pb::WatchRequest {
@@ -53,11 +58,11 @@ pub async fn run(client: &mut Client, a: &WatchArgs, format: Format) -> anyhow::
             return Ok(Ended::Canceled(reason));
         }
         let text = match format {
-            Format::Json => output::watch_json(&resp) + "\n",
-            _ => output::watch_events(&resp),
+            Format::Json => (output::watch_json(&resp) + "\n").into_bytes(),
+            _ => output::watch_events(&resp, hex),
         };
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(text.as_bytes())?;
+        stdout.write_all(&text)?;
         stdout.flush()?;
     }
 }

@@ -50,7 +50,6 @@ impl From<&Error> for PeerError {
             Error::Member(r) => PeerError::Member(*r),
             Error::EmptyKey
             | Error::RequestTooLarge
-            | Error::NotUtf8 { .. }
             | Error::TooManyOps
             | Error::TxnTooDeep { .. }
             | Error::DuplicateKey

@@ -7,8 +7,7 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::pb;
 use crate::store::{
-    check_key, check_utf8, KeyRange, KeyValue, RangeQuery, RangeResult, Revision, SortOrder,
-    SortTarget,
+    check_key, KeyRange, KeyValue, RangeQuery, RangeResult, Revision, SortOrder, SortTarget,
 };
 
 /// The header every response carries: etcd's clients dereference it
@@ -108,7 +107,6 @@ pub fn put_fields(
     ignore_lease: bool,
 ) -> Result<PutFields> {
     check_key(&key)?;
-    check_utf8(&value, "value")?;
     if ignore_value && !value.is_empty() {
         return Err(Error::ValueProvided);
     }

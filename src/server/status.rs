@@ -10,7 +10,6 @@ impl From<Error> for Status {
         let code = match &e {
             Error::EmptyKey
             | Error::RequestTooLarge
-            | Error::NotUtf8 { .. }
             | Error::KeyNotFound
             | Error::ValueProvided
             | Error::LeaseProvided
@@ -111,8 +110,5 @@ mod tests {
             let s = Status::from(e);
             assert_eq!((s.code(), s.message()), (code, msg));
         }
-        let s = Status::from(Error::NotUtf8 { what: "key" });
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().contains("UTF-8"));
     }
 }

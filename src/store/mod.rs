@@ -43,8 +43,7 @@ pub use txn::{
     CompareTarget, OpResult, Txn, TxnOp, TxnResult,
 };
 pub use validate::{
-    check_key, check_lease_grant, check_member_info, check_txn, check_utf8, check_write, Limits,
-    MAX_TXN_DEPTH,
+    check_key, check_lease_grant, check_member_info, check_txn, check_write, Limits, MAX_TXN_DEPTH,
 };
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub fn check_write(cmd: &Command, limits: &Limits) -> Result<()> {
         return Err(Error::RequestTooLarge);
     }
     match cmd {
-        Command::Put { key, value, .. } => check_put(key, value.as_deref()),
+        Command::Put { key, .. } => check_key(key),
         Command::DeleteRange { key, .. } => check_key(key),
         Command::Txn(txn) => check_txn(txn, limits),
         Command::Compact { .. } => Ok(()),
@@ -114,24 +114,12 @@ pub fn check_lease_grant(id: LeaseId, ttl: i64) -> Result<()> {
     Ok(())
 }
 
-/// A key must be present and UTF-8.
+/// A key must be present; any bytes, as etcd's.
 pub fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);
     }
-    check_utf8(key, "key")
-}
-
-/// Keys and values are UTF-8 strings in raftkv (for now).
-pub fn check_utf8(bytes: &[u8], what: &'static str) -> Result<()> {
-    std::str::from_utf8(bytes)
-        .map(|_| ())
-        .map_err(|_| Error::NotUtf8 { what })
-}
-
-fn check_put(key: &[u8], value: Option<&[u8]>) -> Result<()> {
-    check_key(key)?;
-    value.map_or(Ok(()), |v| check_utf8(v, "value"))
+    Ok(())
 }
 
 fn first_key(range: &KeyRange) -> &[u8] {
@@ -171,7 +159,7 @@ fn check_txn_level(txn: &Txn, limits: &Limits, depth: usize) -> Result<()> {
     for op in txn.success.iter().chain(&txn.failure) {
         match op {
             TxnOp::Range(q) => check_key(first_key(&q.range))?,
-            TxnOp::Put { key, value, .. } => check_put(key, value.as_deref())?,
+            TxnOp::Put { key, .. } => check_key(key)?,
             TxnOp::PutV1 { .. } => return Err(Error::NotAClientWrite("put in the old layout")),
             TxnOp::DeleteRange { range, .. } => check_key(first_key(range))?,
             TxnOp::Txn(inner) => check_txn_level(inner, limits, depth + 1)?,
@@ -277,14 +265,8 @@ mod tests {
             check_write(&put_cmd(b"", b"v"), &LIMITS),
             Err(Error::EmptyKey)
         ));
-        assert!(matches!(
-            check_write(&put_cmd(b"\xff", b"v"), &LIMITS),
-            Err(Error::NotUtf8 { what: "key" })
-        ));
-        assert!(matches!(
-            check_write(&put_cmd(b"k", b"\xc3"), &LIMITS),
-            Err(Error::NotUtf8 { what: "value" })
-        ));
+        // Keys and values are bytes, as etcd's.
+        assert!(check_write(&put_cmd(b"\xff\x00", b"\xc3"), &LIMITS).is_ok());
         assert!(matches!(
             check_write(&put_cmd(b"k", &[b'v'; 1024]), &LIMITS),
             Err(Error::RequestTooLarge)
@@ -318,10 +300,10 @@ mod tests {
             check(txn(vec![], vec![read])),
             Err(Error::EmptyKey)
         ));
-        let inner = TxnOp::Txn(txn(vec![del(b"\xfe", b"")], vec![]));
+        let inner = TxnOp::Txn(txn(vec![del(b"", b"")], vec![]));
         assert!(matches!(
             check(txn(vec![inner], vec![])),
-            Err(Error::NotUtf8 { .. })
+            Err(Error::EmptyKey)
         ));
         let big = TxnOp::Txn(txn(vec![put(b"k", &[b'v'; 1024])], vec![]));
         assert!(matches!(
