@@ -17,8 +17,6 @@ pub type NodeId = u64;
 
 /// Default `--max-request-bytes`: etcd's 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
-/// Default port of `--listen-metrics`, as etcd's.
-pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default `--max-txn-ops`, as etcd's.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// How often the leader compares members' data by default.
@@ -101,8 +99,9 @@ pub struct NodeConfig {
     pub listen_client: SocketAddr,
     /// Address the node-to-node Raft service listens on.
     pub listen_peer: SocketAddr,
-    /// Address of the HTTP listener for `/health` and `/metrics`.
-    pub listen_metrics: SocketAddr,
+    /// An extra HTTP listener for `/health`, `/metrics` and the rest (the
+    /// client port serves them too), as etcd's `--listen-metrics-urls`.
+    pub listen_metrics: Option<SocketAddr>,
     /// Client address other nodes and clients should use for this node.
     pub advertise_client: String,
     /// Peer address other nodes should use for this node.
@@ -172,7 +171,7 @@ impl NodeConfig {
             data_dir,
             listen_client,
             listen_peer,
-            listen_metrics: SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
+            listen_metrics: None,
             advertise_client: listen_client.to_string(),
             advertise_peer: listen_peer.to_string(),
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
@@ -219,11 +218,11 @@ impl NodeConfig {
         if self.max_request_bytes == 0 {
             return fail("--max-request-bytes must be positive".into());
         }
-        let listeners = [
+        let mut listeners = vec![
             ("--listen-client", self.listen_client),
             ("--listen-peer", self.listen_peer),
-            ("--listen-metrics", self.listen_metrics),
         ];
+        listeners.extend(self.listen_metrics.map(|a| ("--listen-metrics", a)));
         for (i, (a, addr_a)) in listeners.iter().enumerate() {
             for (b, addr_b) in &listeners[i + 1..] {
                 if addr_a == addr_b {

@@ -38,9 +38,10 @@ struct Args {
     /// Address for Raft traffic from other members.
     #[arg(long, env = "KVD_LISTEN_PEER", default_value = "127.0.0.1:2380")]
     listen_peer: SocketAddr,
-    /// Address of the HTTP listener for /health and /metrics.
-    #[arg(long, env = "KVD_LISTEN_METRICS", default_value = "127.0.0.1:2381")]
-    listen_metrics: SocketAddr,
+    /// An extra HTTP listener for /health, /livez, /readyz, /metrics and
+    /// /version; the client port serves them too [default: none].
+    #[arg(long, env = "KVD_LISTEN_METRICS")]
+    listen_metrics: Option<SocketAddr>,
     /// Client address to publish to the cluster [default: --listen-client].
     #[arg(long, env = "KVD_ADVERTISE_CLIENT")]
     advertise_client: Option<String>,
@@ -325,7 +326,10 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
     let listeners = Listeners {
         client: bind(cfg.listen_client, "--listen-client").await?,
         peer: bind(cfg.listen_peer, "--listen-peer").await?,
-        metrics: bind(cfg.listen_metrics, "--listen-metrics").await?,
+        metrics: match cfg.listen_metrics {
+            Some(addr) => Some(bind(addr, "--listen-metrics").await?),
+            None => None,
+        },
     };
     let node = Node::start(&cfg).await?;
     if let Some(mode) = cfg.auto_compaction {

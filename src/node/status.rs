@@ -62,6 +62,16 @@ impl Node {
 
     /// Whether this member knows a leader and can serve a linearizable read
     /// within `timeout`; the reason if not.
+    /// Whether this member is alive: its Raft core runs, so it serves
+    /// serializable reads (etcd's `/livez`).
+    pub fn check_live(&self) -> std::result::Result<(), String> {
+        if self.is_running() {
+            Ok(())
+        } else {
+            Err("the Raft core has stopped".into())
+        }
+    }
+
     pub async fn check_health(&self, timeout: Duration) -> std::result::Result<(), String> {
         if !self.is_running() {
             return Err("the Raft core has stopped".into());

@@ -120,6 +120,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        // The client port also serves plain HTTP (health, metrics): only
+        // gRPC requests are RPCs.
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            return Box::pin(self.inner.call(request));
+        }
         let (service, method) = service_and_method(request.uri().path());
         let (service, method) = (service.to_string(), method.to_string());
         let metrics = self.metrics.clone();

@@ -1,6 +1,8 @@
-//! The gRPC front end: etcd's client services on `--listen-client`, the peer
-//! service on `--listen-peer`, each on its own server so peers' traffic is
-//! never reachable through the client port.
+//! The front ends: etcd's client services on `--listen-client` (gRPC, and
+//! plain HTTP for health, metrics and version on the same port, as etcd),
+//! the peer service on `--listen-peer`, each on its own server so peers'
+//! traffic is never reachable through the client port; optionally the
+//! HTTP routes alone on `--listen-metrics`.
 //!
 //! Services are thin (validate, delegate to `Node`, convert back); `status`
 //! is the one place errors become gRPC statuses.
@@ -44,7 +46,8 @@ const GRPC_RECV_HEADROOM: usize = 512 * 1024;
 pub struct Listeners {
     pub client: TcpListener,
     pub peer: TcpListener,
-    pub metrics: TcpListener,
+    /// `--listen-metrics`, if given (the client port serves the same).
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves client, peer and HTTP (health, metrics) traffic until `shutdown`
@@ -68,8 +71,10 @@ pub async fn serve(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_grpc_health(node.clone(), health_reporter));
 
-    let client_server = Server::builder()
-        .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
+    // One client port, as etcd's: gRPC (h2c) and plain HTTP/1.1 (health,
+    // metrics, version) share it; a request that is neither a known gRPC
+    // service nor an HTTP route gets gRPC's UNIMPLEMENTED or a 404.
+    let routes = tonic::service::Routes::from(http::router(node.clone()))
         .add_service(health_service)
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService::new(node.clone()))
@@ -106,7 +111,11 @@ pub async fn serve(
         )
         .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
             node.clone(),
-        )))
+        )));
+    let client_server = Server::builder()
+        .accept_http1(true)
+        .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
+        .add_routes(routes.prepare())
         .serve_with_incoming_shutdown(incoming(listeners.client), stopped(stop_rx.clone()));
 
     let mut peer_builder = Server::builder();
@@ -119,12 +128,17 @@ pub async fn serve(
         .add_service(peer::service(node.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
 
-    let http_server = http::serve(node.clone(), listeners.metrics, stopped(stop_rx));
+    let http_server = async {
+        match listeners.metrics {
+            Some(listener) => http::serve(node.clone(), listener, stopped(stop_rx)).await,
+            None => Ok(()),
+        }
+    };
 
     tracing::info!(
         client = %cfg.listen_client,
         peer = %cfg.listen_peer,
-        metrics = %cfg.listen_metrics,
+        metrics = ?cfg.listen_metrics,
         "serving"
     );
     let grpc = async {

@@ -30,6 +30,8 @@ pub struct Options {
     pub max_request_bytes: Option<usize>,
     /// More kvd flags, appended to every node's command line.
     pub extra_args: Vec<String>,
+    /// Give each node a `--listen-metrics` listener (`metrics_addr`).
+    pub listen_metrics: bool,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             request_timeout_ms: 5000,
             max_request_bytes: None,
             extra_args: Vec::new(),
+            listen_metrics: true,
         }
     }
 }
@@ -270,8 +273,6 @@ impl TestCluster {
             .arg(&node.client_addr)
             .arg("--listen-peer")
             .arg(&node.peer_addr)
-            .arg("--listen-metrics")
-            .arg(&node.metrics_addr)
             .arg("--initial-cluster")
             .arg(
                 node.initial_cluster
@@ -292,6 +293,9 @@ impl TestCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
+        if self.opts.listen_metrics {
+            cmd.arg("--listen-metrics").arg(&node.metrics_addr);
+        }
         if let Some(max) = self.opts.max_request_bytes {
             cmd.arg("--max-request-bytes").arg(max.to_string());
         }

@@ -292,3 +292,65 @@ fn kvd_names_a_data_dir_it_cannot_decode() {
         "{err}"
     );
 }
+
+/// Scenario: three nodes started with only `--listen-client` and
+/// `--listen-peer` (no metrics listener) all come up; each client port
+/// serves plain HTTP beside gRPC, as etcd's: `/health` (etcd's JSON),
+/// `/livez` and `/readyz` (`ok`; `?verbose` lists the checks), `/metrics`,
+/// `/version` (etcd's JSON) and a 404 for anything else, while gRPC puts
+/// and gets go on over the same port. With the two other nodes paused,
+/// the remaining one stays live but not ready (503, naming the failed
+/// check).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_port_serves_http_beside_grpc() {
+    let opts = Options {
+        listen_metrics: false,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, opts).await;
+    for node in &cluster.nodes {
+        let addr = &node.client_addr;
+        let (status, body) = http_get(addr, "/health").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["health"], "true");
+        assert_eq!(http_get(addr, "/livez").unwrap(), (200, "ok".to_string()));
+        let (status, body) = http_get(addr, "/readyz?verbose").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            "[+]serializable_read ok\n[+]linearizable_read ok\nreadyz check passed\n"
+        );
+        let (status, body) = http_get(addr, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("etcd_server_has_leader 1"), "{body}");
+        let (status, body) = http_get(addr, "/version").unwrap();
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["etcdserver"], raftkv::server::ETCD_VERSION);
+        assert_eq!(v["etcdcluster"], "3.5.0");
+        assert_eq!(http_get(addr, "/nothing/here").unwrap().0, 404);
+        // No listener where --listen-metrics would have been.
+        assert!(std::net::TcpStream::connect(&node.metrics_addr).is_err());
+    }
+    let mut kv = cluster.kv(1).await;
+    kv.put(put_req("over", "grpc")).await.unwrap();
+    assert_eq!(
+        crate::requests::get_value(&mut kv, "over").await.as_deref(),
+        Some("grpc")
+    );
+
+    cluster.pause(1);
+    cluster.pause(2);
+    let addr = &cluster.nodes[0].client_addr;
+    let body = eventually("node 1 is not ready", LIVENESS, || async {
+        let (status, body) = http_get(addr, "/readyz?verbose").ok()?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("[-]linearizable_read failed"), "{body}");
+    assert!(body.ends_with("readyz check failed\n"), "{body}");
+    assert_eq!(http_get(addr, "/livez").unwrap(), (200, "ok".to_string()));
+    cluster.resume(1);
+    cluster.resume(2);
+}
