@@ -78,6 +78,11 @@ fn disk_buckets() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        // process_resident_memory_bytes, process_cpu_seconds_total, open
+        // fds...: what etcd exports too (etcdctl check datascale reads them).
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        r.register(Box::new(process))
+            .expect("invariant: the process collector registers once");
         let grpc_handled = register(
             &r,
             IntCounterVec::new(

@@ -324,6 +324,7 @@ async fn the_client_port_serves_http_beside_grpc() {
         let (status, body) = http_get(addr, "/metrics").unwrap();
         assert_eq!(status, 200);
         assert!(body.contains("etcd_server_has_leader 1"), "{body}");
+        assert!(body.contains("process_resident_memory_bytes"), "{body}");
         let (status, body) = http_get(addr, "/version").unwrap();
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
