@@ -8,6 +8,7 @@
 //! is the one place errors become gRPC statuses.
 
 mod auth;
+mod authority;
 mod cluster;
 mod convert;
 mod election;
@@ -116,7 +117,7 @@ pub async fn serve(
         .accept_http1(true)
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
         .add_routes(routes.prepare())
-        .serve_with_incoming_shutdown(incoming(listeners.client), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(client_incoming(listeners.client), stopped(stop_rx.clone()));
 
     let mut peer_builder = Server::builder();
     if let Some(tls) = node.peer_tls() {
@@ -181,4 +182,12 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
         conn.set_nodelay(true)?;
         Ok(conn)
     })
+}
+
+/// Client connections, their HTTP/2 `:authority` made acceptable to the
+/// server (see `authority.rs`).
+fn client_incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<authority::Http2Authority<TcpStream>>> {
+    incoming(listener).map(|conn| conn.map(authority::Http2Authority::new))
 }

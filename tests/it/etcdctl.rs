@@ -244,3 +244,50 @@ async fn etcdctl_check_perf_and_datascale_pass() {
     let left = etcdctl_ok(&eps, &["get", "", "--from-key", "--keys-only"]);
     assert_eq!(left, "", "keys left behind");
 }
+
+/// Scenario: etcdctl (Debian's 3.4) with `http://` endpoints, and with
+/// `--cluster` (which dials the members' `http://` client URLs), runs
+/// `endpoint status`, `endpoint hashkv`, `endpoint health`, `defrag`, a
+/// put and a get: etcdctl 3.4 sends the whole URL as the HTTP/2
+/// `:authority`, which the server takes as etcd's does.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_works_with_http_endpoints_and_cluster() {
+    let cluster = TestCluster::start(3).await;
+    let urls: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.client_addr))
+        .collect();
+    let all = urls.join(",");
+    assert_eq!(etcdctl_ok(&urls[1], &["put", "k", "v"]), "OK\n");
+    assert_eq!(etcdctl_ok(&urls[2], &["get", "k"]), "k\nv\n");
+    for (endpoints, extra) in [(all.as_str(), None), (urls[0].as_str(), Some("--cluster"))] {
+        let with = |args: &[&str]| -> Vec<String> {
+            let mut args = args.to_vec();
+            args.extend(extra);
+            let (rc, out, err) = etcdctl(endpoints, &args);
+            assert_eq!(rc, 0, "{args:?}: {err}");
+            assert!(!err.contains("PROTOCOL_ERROR"), "{args:?}: {err}");
+            out.lines().map(String::from).collect()
+        };
+        let status = with(&["endpoint", "status"]);
+        assert_eq!(status.len(), 3, "{status:?}");
+        for (line, url) in status.iter().zip(&urls) {
+            assert!(line.starts_with(&format!("{url}, ")), "{status:?}");
+        }
+        let hashes = with(&["endpoint", "hashkv"]);
+        assert_eq!(hashes.len(), 3, "{hashes:?}");
+        let hash = |l: &String| l.rsplit(", ").next().unwrap().to_string();
+        assert!(
+            hashes.iter().all(|l| hash(l) == hash(&hashes[0])),
+            "{hashes:?}"
+        );
+        let defrag = with(&["defrag"]);
+        assert_eq!(defrag.len(), 3, "{defrag:?}");
+        assert!(defrag
+            .iter()
+            .all(|l| l.starts_with("Finished defragmenting")));
+    }
+    let (rc, _, err) = etcdctl(&all, &["endpoint", "health"]);
+    assert_eq!(rc, 0, "{err}");
+}
