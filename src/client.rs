@@ -18,6 +18,7 @@ use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
 use crate::pb::lease_client::LeaseClient;
 use crate::pb::maintenance_client::MaintenanceClient;
+use crate::transport::innermost_cause;
 
 /// The endpoints `kvctl` uses by default: the local cluster of `make run`.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379";
@@ -451,14 +452,4 @@ async fn connect(endpoint: &str, timeouts: Timeouts) -> Result<Channel, String> 
         Ok(Err(e)) => Err(innermost_cause(&e)),
         Err(_) => Err("connection timed out".into()),
     }
-}
-
-/// The innermost cause of an error, which is the informative part
-/// ("Connection refused (os error 111)").
-fn innermost_cause(e: &dyn std::error::Error) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -3,6 +3,16 @@
 
 use std::error::Error as StdError;
 
+/// The innermost cause of an error, which is the informative part
+/// ("Connection refused (os error 111)").
+pub fn innermost_cause(e: &dyn StdError) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// Whether a failed call never reached the peer (the connection could not be
 /// made), so it certainly had no effect there.
 pub fn is_connect_error(status: &tonic::Status) -> bool {

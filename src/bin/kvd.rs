@@ -264,12 +264,20 @@ fn init_tracing(level: &str, format: LogFormat) {
     let directives = if level.contains('=') || level.contains(',') {
         level.to_string()
     } else {
-        // openraft, sled and the HTTP/2 stack are chatty at info.
-        format!("{level},openraft=error,sled=warn,h2=warn,tower=warn,hyper=warn")
+        // openraft, sled and the HTTP/2 stack are chatty at info; openraft's
+        // replication logs a long ERROR at every retry to a peer that is down,
+        // which the peer network reports once each way instead.
+        format!(
+            "{level},openraft=error,openraft::replication=off,sled=warn,h2=warn,tower=warn,hyper=warn"
+        )
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal, and never with NO_COLOR set.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_target(false);
     match format {
         LogFormat::Text => fmt.init(),

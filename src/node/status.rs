@@ -186,30 +186,39 @@ pub(super) fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Logs when this member becomes leader and whenever it sees the leader
-/// change, and counts the changes to a new leader, as etcd does.
+/// Logs when this member becomes leader and whenever it sees a new leader
+/// elected, one line per election (`leader changed old=3 new=1 term=2`),
+/// and counts the changes to a new leader, as etcd does. The gaps without
+/// a leader in between are not changes; nor is this member's own vote
+/// while it campaigns (openraft names a candidate the leader of its own
+/// uncommitted vote): it leads once it has won.
 pub(super) async fn watch_leader(
     id: NodeId,
     mut rx: tokio::sync::watch::Receiver<RaftMetrics>,
     metrics: Arc<Metrics>,
 ) {
-    let mut last: Option<NodeId> = None;
+    // The last leader elected, and in which term.
+    let mut last: Option<(NodeId, u64)> = None;
     loop {
-        let (leader, term) = {
+        let elected = {
             let m = rx.borrow_and_update();
-            (m.current_leader, m.current_term)
-        };
-        if leader != last {
-            let show = |l: Option<NodeId>| l.map_or_else(|| "none".to_string(), |l| l.to_string());
-            if leader == Some(id) {
-                tracing::info!(term, previous = %show(last), "this node became leader");
-            } else {
-                tracing::info!(old = %show(last), new = %show(leader), term, "leader changed");
+            match m.current_leader {
+                Some(l) if l == id && m.state != openraft::ServerState::Leader => None,
+                Some(l) => Some((l, m.current_term)),
+                None => None,
             }
-            if leader.is_some() {
+        };
+        if let Some((leader, term)) = elected.filter(|e| Some(*e) != last) {
+            let show = last.map_or_else(|| "none".to_string(), |(l, _)| l.to_string());
+            if leader == id {
+                tracing::info!(term, previous = %show, "this node became leader");
+            } else {
+                tracing::info!(old = %show, new = leader, term, "leader changed");
+            }
+            if last.is_none_or(|(l, _)| l != leader) {
                 metrics.leader_changes.inc();
             }
-            last = leader;
+            last = Some((leader, term));
         }
         if rx.changed().await.is_err() {
             return;

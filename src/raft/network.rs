@@ -58,6 +58,9 @@ pub struct PeerClients {
     max_message_bytes: usize,
     /// TLS to peers, if the peer port uses it.
     tls: Option<Arc<PeerTls>>,
+    /// Whether each peer answered the last Raft RPC sent to it: its changes
+    /// are logged, once each way.
+    reachable: Arc<Mutex<HashMap<NodeId, bool>>>,
 }
 
 impl PeerClients {
@@ -74,6 +77,25 @@ impl PeerClients {
             dial_overrides: Arc::new(dial_overrides),
             max_message_bytes,
             tls,
+            reachable: Arc::default(),
+        }
+    }
+
+    /// Records whether peer `id` answered a Raft RPC; logs a change (a peer
+    /// going away once, not at every retry, and coming back).
+    fn note_reachable(&self, id: NodeId, addr: &str, outcome: Result<(), &str>) {
+        let now = outcome.is_ok();
+        let before = self
+            .reachable
+            .lock()
+            .expect("invariant: reachability lock is never poisoned")
+            .insert(id, now);
+        match (before, outcome) {
+            (Some(true) | None, Err(why)) => {
+                tracing::warn!(peer = id, %addr, reason = why, "peer unreachable")
+            }
+            (Some(false), Ok(())) => tracing::info!(peer = id, %addr, "peer reachable again"),
+            _ => {}
         }
     }
 
@@ -195,6 +217,23 @@ impl PeerConnection {
             Rpc::Vote => client.vote(request).await,
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
+        let unreachable = |status: &tonic::Status| {
+            is_connect_error(status)
+                || matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                )
+        };
+        match &reply {
+            Err(status) if unreachable(status) => {
+                let why = crate::transport::innermost_cause(status);
+                self.clients
+                    .note_reachable(self.target, &self.addr, Err(&why));
+            }
+            _ => self.clients.note_reachable(self.target, &self.addr, Ok(())),
+        }
         let reply = reply.map_err(|status| {
             if is_connect_error(&status) {
                 RPCError::Unreachable(Unreachable::new(&status))

@@ -355,3 +355,49 @@ async fn the_client_port_serves_http_beside_grpc() {
     cluster.resume(1);
     cluster.resume(2);
 }
+
+/// Scenario: logs tell the truth. The leader of a 3-member cluster is
+/// killed: each survivor logs the change once, from the old leader to the
+/// new (`leader changed old=A new=B`, or on the new leader `this node
+/// became leader ... previous=A`), never through "none"; the new leader
+/// reports the dead peer unreachable once, not at every retry, while writes
+/// go on; and logs written to a file carry no colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_report_each_leader_change_and_an_unreachable_peer_once() {
+    let mut cluster = TestCluster::start(3).await;
+    let old = cluster.wait_leader().await;
+    let oi = cluster.index_of(old);
+    cluster.kill(oi);
+    let new = eventually("a new leader", LIVENESS, || async {
+        let leader = cluster.wait_leader().await;
+        (leader != old).then_some(leader)
+    })
+    .await;
+    let ni = cluster.index_of(new);
+    let dead = format!("peer unreachable peer={old} ");
+    eventually("the new leader notices the dead peer", LIVENESS, || async {
+        cluster.nodes[ni].log().contains(&dead).then_some(())
+    })
+    .await;
+    let mut kv = cluster.kv(ni).await;
+    for i in 0..50 {
+        kv.put(put_req(&format!("k{i}"), "v")).await.unwrap();
+    }
+    for node in cluster.nodes.iter().filter(|n| n.id != old) {
+        let log = node.log();
+        assert!(!log.contains('\u{1b}'), "colour codes in a file: {log}");
+        assert!(!log.contains("new=none"), "{log}");
+        let change = if node.id == new {
+            "this node became leader term=".to_string()
+        } else {
+            format!("leader changed old={old} new={new} ")
+        };
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&change)).collect();
+        assert_eq!(lines.len(), 1, "node {}: {lines:?}\n{log}", node.id);
+        if node.id == new {
+            assert!(lines[0].contains(&format!("previous={old}")), "{lines:?}");
+        }
+    }
+    let log = cluster.nodes[ni].log();
+    assert_eq!(log.matches(&dead).count(), 1, "{log}");
+}
