@@ -12,7 +12,9 @@ use raftkv::config::{self, NodeConfig};
 use raftkv::node::Node;
 use raftkv::server::Listeners;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// mimalloc: the servers and the benchmark client allocate per request
 /// and per log entry; it cut allocator time against glibc malloc.
@@ -275,14 +277,32 @@ fn init_tracing(level: &str, format: LogFormat) {
     // Colour only on a terminal, and never with NO_COLOR set.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let quiet = tracing_subscriber::filter::filter_fn(|m| !is_peer_noise(m));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_target(false);
-    match format {
-        LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter).with_filter(quiet))
+        .init();
+}
+
+/// openraft 0.9's core logs an ERROR for each peer that misses a round
+/// (a leadership confirmation for a read that a quorum confirmed, a vote
+/// request) — every read, every election, while one member is down. The
+/// peer network reports a peer going away and coming back once instead.
+/// These events are the core's that carry exactly a peer (`target`), an
+/// `error` and a message.
+fn is_peer_noise(m: &tracing::Metadata<'_>) -> bool {
+    if m.target() != "openraft::core::raft_core" || *m.level() != tracing::Level::ERROR {
+        return false;
     }
+    let mut fields: Vec<&str> = m.fields().iter().map(|f| f.name()).collect();
+    fields.sort_unstable();
+    fields == ["error", "message", "target"]
 }
 
 /// `KVD_*` variables in the environment that no flag reads: most likely
