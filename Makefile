@@ -3,6 +3,7 @@
 #   make run           build, then run nodes 1-3 on 127.0.0.1 in the foreground
 #                      (client ports 2379/22379/32379, peer ports
 #                      2380/22380/32380, data in ./data); Ctrl-C stops them all
+#   make install       put kvd and kvctl on your PATH (cargo install --path .)
 #   make test          every test: unit, storage conformance, real-process
 #                      integration tests, etcdctl compatibility, backups
 #                      moved to and from etcd (installs Debian's etcd-server
@@ -10,6 +11,7 @@
 #   make run-dc        build the image and run the cluster in Docker Compose
 #                      (same host ports); make stop-dc removes it
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
+#                      (found by its data dir, so other clusters are safe)
 #   make kill-leader-dc  kill the leader's container in the compose cluster
 #   make node N=2      (re)start one node of that cluster in the foreground;
 #                      STATE=existing rejoins it on an empty data dir
@@ -64,15 +66,18 @@ ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: build run node kill-leader run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
+.PHONY: build install run node kill-leader run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
 
+install:
+	$(CARGO) install --locked --path . --bins
+
 run: build
 	@mkdir -p $(DATA)
 	@echo "raftkv: nodes 1-3 on 127.0.0.1:2379,22379,32379 (data in $(DATA)); Ctrl-C stops them"
-	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
+	@trap 'wait; exit 0' INT TERM; \
 	$(call kvd,1) & $(call kvd,2) & $(call kvd,3) & \
 	wait
 
@@ -86,8 +91,8 @@ endif
 kill-leader:
 	@id=$$($(BIN)/kvctl endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
 	if [ -z "$$id" ]; then echo "no node reports being the leader"; exit 1; fi; \
-	pid=$$(pgrep -f "^[^ ]*kvd --id $$id --data-dir"); \
-	if [ -z "$$pid" ]; then echo "leader is node $$id, but no local kvd process for it"; exit 1; fi; \
+	pid=$$(pgrep -f -- "^[^ ]*kvd --id $$id --data-dir $(DATA)/node$$id "); \
+	if [ -z "$$pid" ]; then echo "leader is node $$id, but no kvd of this cluster (data in $(DATA)) runs it"; exit 1; fi; \
 	echo "killing the leader: node $$id (pid $$pid)"; kill -9 $$pid
 
 run-dc:
