@@ -2,9 +2,10 @@
 //! it, by method and status code (`grpc_server_handled_total`,
 //! `grpc_server_handling_seconds`, as go-grpc-prometheus names them).
 //!
-//! The code comes from the response head: tonic sends an error as a
-//! trailers-only response with `grpc-status` in the headers, so a head
-//! without it is a success.
+//! An RPC is counted when its response ends, with the code it ended with:
+//! from the head (tonic sends an error as a trailers-only response) or
+//! from the trailers; a stream such as Watch counts when it closes, not
+//! when it opens.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,8 +111,9 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcMetrics<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    ResBody: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = http::Response<MeteredBody<ResBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -126,34 +128,119 @@ where
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if !grpc {
-            return Box::pin(self.inner.call(request));
-        }
-        let (service, method) = service_and_method(request.uri().path());
-        let (service, method) = (service.to_string(), method.to_string());
-        let metrics = self.metrics.clone();
-        let started = Instant::now();
+        let call = grpc.then(|| {
+            let (service, method) = service_and_method(request.uri().path());
+            Call {
+                metrics: self.metrics.clone(),
+                service: service.to_string(),
+                method: method.to_string(),
+                started: Instant::now(),
+                code: None,
+            }
+        });
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
-            let code = match &response {
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
-                Err(_) => tonic::Code::Unknown,
-            };
-            metrics.observe_grpc(
-                rpc_type(&method),
-                &service,
-                &method,
-                code_name(code),
-                started.elapsed(),
-            );
-            response
+            let response = response.await?;
+            let mut call = call;
+            if let Some(call) = &mut call {
+                // An error comes as a trailers-only response: the code is
+                // in the head.
+                call.code = grpc_status(response.headers());
+            }
+            Ok(response.map(|inner| MeteredBody { inner, call }))
         })
+    }
+}
+
+/// The gRPC status code in a header map, if it has one.
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+}
+
+/// One RPC being measured: counted once, when its response ends.
+struct Call {
+    metrics: Arc<Metrics>,
+    service: String,
+    method: String,
+    started: Instant,
+    /// The code the response carried (in its head or its trailers).
+    code: Option<tonic::Code>,
+}
+
+impl Call {
+    /// Counts the RPC with the code it carried, else `otherwise`.
+    fn finish(self, otherwise: tonic::Code) {
+        self.metrics.observe_grpc(
+            rpc_type(&self.method),
+            &self.service,
+            &self.method,
+            code_name(self.code.unwrap_or(otherwise)),
+            self.started.elapsed(),
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its RPC when it ends: a unary call when
+    /// its trailers are sent, a stream (Watch, LeaseKeepAlive, Snapshot)
+    /// when it closes, with the code it closed with; one the client
+    /// abandons counts as `Canceled`, as grpc-go's server counts it.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<Call>,
+    }
+
+    impl<B> PinnedDrop for MeteredBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.finish(tonic::Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(call)) = (frame.trailers_ref(), this.call.as_mut()) {
+                    call.code = grpc_status(trailers).or(call.code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(call) = this.call.take() {
+                    call.finish(tonic::Code::Unknown);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(call) = this.call.take() {
+                    call.finish(tonic::Code::Ok);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

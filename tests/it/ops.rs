@@ -412,3 +412,55 @@ async fn logs_report_each_leader_change_and_an_unreachable_peer_once() {
     let log = cluster.nodes[ni].log();
     assert_eq!(log.matches(&dead).count(), 1, "{log}");
 }
+
+/// Scenario: a Watch stream is counted in `grpc_server_handled_total`
+/// when it ends, not when it opens: while one is open nothing is counted
+/// for Watch; once the client drops it, it counts once, as `Canceled`
+/// (grpc-go's server counts a stream its client abandoned so).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_stream_is_counted_when_it_ends() {
+    use pb::watch_client::WatchClient;
+    use pb::watch_request::RequestUnion;
+    let cluster = TestCluster::start(1).await;
+    let series = |code: &str| {
+        format!(
+            r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"}}"#
+        )
+    };
+    let watches = |samples: &BTreeMap<String, f64>| {
+        samples
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("grpc_server_handled_total") && k.contains(r#"grpc_method="Watch""#)
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: b"w".to_vec(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut stream = WatchClient::new(cluster.channel(0).await)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().unwrap().created);
+    cluster.kv(0).await.put(put_req("w", "1")).await.unwrap();
+    assert_eq!(stream.message().await.unwrap().unwrap().events.len(), 1);
+    assert_eq!(watches(&scrape(&cluster, 0)), 0.0, "counted while open");
+    drop(stream);
+    drop(tx);
+    let after = eventually("the ended watch is counted", LIVENESS, || async {
+        let samples = scrape(&cluster, 0);
+        (watches(&samples) > 0.0).then_some(samples)
+    })
+    .await;
+    assert_eq!(watches(&after), 1.0, "{after:?}");
+    assert_eq!(value(&after, &series("Canceled")), 1.0, "{after:?}");
+}
