@@ -10,26 +10,36 @@ use crate::client::DEFAULT_ENDPOINTS;
 use crate::pb;
 
 /// kvctl: a command-line client for raftkv (and any etcd v3 server).
-///
-/// Exit codes: 0 success, 1 the request failed, 2 bad usage.
 #[derive(Debug, Parser)]
-#[command(name = "kvctl", version)]
+#[command(
+    name = "kvctl",
+    version,
+    after_help = "Exit codes: 0 success; 1 the request failed (or a check or condition did \
+                  not hold); 2 bad usage; 3 a transaction on stdin that does not parse; 5 a \
+                  watch the server canceled."
+)]
 pub struct Cli {
     /// Comma-separated server addresses; when one is down the next is tried.
-    #[arg(long, global = true, env = "KVCTL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
+    #[arg(long, global = true, env = "KVCTL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',', help_heading = "Global options")]
     pub endpoints: Vec<String>,
     /// Print keys and values as hex-escaped bytes (`\xNN`), as etcdctl's
     /// `--hex`; without it they are printed as they are.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub hex: bool,
     /// Output format [default: simple; table for `endpoint status`].
-    #[arg(short = 'w', long = "write-out", global = true, value_enum)]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        help_heading = "Global options"
+    )]
     pub write_out: Option<Format>,
     /// Time to wait for a connection.
-    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration, help_heading = "Global options")]
     pub dial_timeout: Duration,
     /// Time to wait for a request to complete.
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, help_heading = "Global options")]
     pub command_timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
@@ -76,6 +86,12 @@ pub enum Command {
     /// Lease commands: grant, revoke, timetolive, list, keep-alive.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Print a shell completion script: `kvctl completion bash >
+    /// /etc/bash_completion.d/kvctl` (or zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Backups in etcd's snapshot format: save, status, restore.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),

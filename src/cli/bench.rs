@@ -7,7 +7,6 @@
 //! requests were sent (or, with a rate, for a fixed time). Every latency is
 //! kept, so percentiles are exact.
 
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -369,7 +368,8 @@ pub async fn run(
     )
     .await?;
     let started = Instant::now();
-    let progress = tokio::spawn(show_progress(done.clone(), total, deadline));
+    let bar = Arc::new(Progress::new(done.clone(), total, deadline));
+    let progress = tokio::spawn(show_progress(bar.clone()));
     let mut tasks = Vec::new();
     for (c, mut caller) in callers.into_iter().enumerate() {
         let (sent, done, value, permits) =
@@ -419,9 +419,7 @@ pub async fn run(
     }
     let elapsed = started.elapsed();
     progress.abort();
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+    bar.finish();
     latencies.sort();
     let mut samples = errors.clone();
     samples.sort();
@@ -453,35 +451,72 @@ impl Permits {
     }
 }
 
-/// A progress bar on stderr, when it is a terminal.
-async fn show_progress(done: Arc<AtomicUsize>, total: usize, deadline: Option<Instant>) {
-    if !std::io::stderr().is_terminal() {
-        return;
+/// A progress bar on stderr (drawn only on a terminal): requests done of
+/// the total, or time passed of the duration; it ends on its final frame.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    done: Arc<AtomicUsize>,
+    total: usize,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+impl Progress {
+    fn new(done: Arc<AtomicUsize>, total: usize, deadline: Option<Instant>) -> Self {
+        let started = Instant::now();
+        let length = match deadline {
+            Some(d) => d.duration_since(started).as_millis() as u64,
+            None => total as u64,
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(length.max(1)),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let style = indicatif::ProgressStyle::with_template(" [{bar:40}] {percent:>3}%  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        Progress {
+            bar,
+            done,
+            total,
+            started,
+            deadline,
+        }
     }
-    let started = Instant::now();
+
+    /// Draws the current state.
+    fn update(&self) {
+        let n = self.done.load(Ordering::Relaxed);
+        let position = match self.deadline {
+            Some(_) => self.started.elapsed().as_millis() as u64,
+            None => n as u64,
+        };
+        let rate = n as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar
+            .set_position(position.min(self.bar.length().unwrap_or(u64::MAX)));
+        self.bar.set_message(format!("{n} requests  {rate:.0}/s"));
+    }
+
+    /// Draws the final frame (everything done) and leaves it on screen.
+    fn finish(&self) {
+        self.update();
+        if self.deadline.is_none() && self.done.load(Ordering::Relaxed) >= self.total {
+            self.bar.set_position(self.total as u64);
+        }
+        if self.deadline.is_some() {
+            self.bar.set_position(self.bar.length().unwrap_or(0));
+        }
+        self.bar.finish();
+    }
+}
+
+/// Redraws `progress` every 200 ms until aborted.
+async fn show_progress(progress: Arc<Progress>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
-        let n = done.load(Ordering::Relaxed);
-        let fraction = match deadline {
-            Some(d) => {
-                started.elapsed().as_secs_f64() / d.duration_since(started).as_secs_f64().max(1e-9)
-            }
-            None => n as f64 / total.max(1) as f64,
-        }
-        .min(1.0);
-        let width = 40;
-        let filled = (fraction * width as f64) as usize;
-        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r [{}{}] {:>3.0}%  {n} requests  {rate:.0}/s ",
-            "=".repeat(filled),
-            " ".repeat(width - filled),
-            fraction * 100.0
-        );
-        let _ = err.flush();
+        progress.update();
     }
 }
 
@@ -508,6 +543,7 @@ pub async fn check_perf(
     timeouts: Timeouts,
     load_name: &str,
     duration: Duration,
+    format: Format,
 ) -> anyhow::Result<(bool, String)> {
     let (rate, clients) = load(load_name);
     let args = BenchArgs {
@@ -552,11 +588,27 @@ pub async fn check_perf(
             format!("{} requests failed", report.errors),
         ),
     ];
+    let passed = checks.iter().all(|(ok, _)| *ok);
+    if format == Format::Json {
+        let v = serde_json::json!({
+            "passed": passed,
+            "load": load_name,
+            "throughput": report.qps(),
+            "target": rate,
+            "slowest_s": slowest.as_secs_f64(),
+            "stddev_s": stddev,
+            "errors": report.errors,
+            "checks": checks
+                .iter()
+                .map(|(ok, what)| serde_json::json!({"passed": ok, "check": what}))
+                .collect::<Vec<_>>(),
+        });
+        return Ok((passed, v.to_string() + "\n"));
+    }
     let mut out = String::new();
     for (ok, what) in &checks {
         out += &format!("{}: {what}\n", if *ok { "PASS" } else { "FAIL" });
     }
-    let passed = checks.iter().all(|(ok, _)| *ok);
     out += if passed { "PASS\n" } else { "FAIL\n" };
     Ok((passed, out))
 }

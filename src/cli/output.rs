@@ -516,15 +516,32 @@ pub fn human_bytes(n: i64) -> String {
     }
 }
 
-/// An ASCII table: centered headers, right-aligned cells.
+/// How many terminal columns `s` takes (東京 takes four).
+fn display_width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
+/// `s` padded with spaces to `width` columns: on the left (`right`) or
+/// split around it.
+fn pad(s: &str, width: usize, right: bool) -> String {
+    let gap = width.saturating_sub(display_width(s));
+    if right {
+        format!("{}{s}", " ".repeat(gap))
+    } else {
+        format!("{}{s}{}", " ".repeat(gap / 2), " ".repeat(gap - gap / 2))
+    }
+}
+
+/// An ASCII table: centered headers, right-aligned cells, columns as wide
+/// as their widest cell on a terminal.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()
         .map(|(i, h)| {
             rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([h.len()])
+                .map(|r| display_width(&r[i]))
+                .chain([display_width(h)])
                 .max()
                 .unwrap_or(0)
         })
@@ -536,13 +553,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         + "+\n";
     let mut out = rule.clone();
     for (h, w) in headers.iter().zip(&widths) {
-        out.push_str(&format!("| {h:^w$} "));
+        out.push_str(&format!("| {} ", pad(h, *w, false)));
     }
     out.push_str("|\n");
     out.push_str(&rule);
     for row in rows {
         for (cell, w) in row.iter().zip(&widths) {
-            out.push_str(&format!("| {cell:>w$} "));
+            out.push_str(&format!("| {} ", pad(cell, *w, true)));
         }
         out.push_str("|\n");
     }
@@ -650,6 +667,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(get(&resp, Format::Simple, hex), b"\\xff\\x6b\n\\x00\\xc3\n");
+    }
+
+    /// Wide characters take two columns each: the table still lines up.
+    #[test]
+    fn tables_align_by_display_width() {
+        let t = table(
+            &["KEY", "VALUE"],
+            &[
+                vec!["東京".into(), "x".into()],
+                vec!["ab".into(), "yy".into()],
+            ],
+        );
+        let widths: Vec<usize> = t.lines().map(display_width).collect();
+        assert!(widths.iter().all(|w| *w == widths[0]), "{t}");
+        assert!(t.contains("| 東京 |"), "{t}");
+        assert!(t.contains("|   ab |"), "{t}");
     }
 
     #[test]

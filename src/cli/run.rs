@@ -32,6 +32,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("Error: {msg}");
             ExitCode::from(EXIT_USAGE)
         }
+        // The reader went away (`kvctl ... | head`): nothing to report.
+        Err(Failure::Request(e))
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(Failure::Request(e)) => {
             eprintln!("Error: {e:#}");
             ExitCode::from(EXIT_ERROR)
@@ -81,6 +88,15 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             if results.iter().any(|h| h.result.is_err()) {
                 return Err(Failure::Request(anyhow::anyhow!("unhealthy cluster")));
             }
+            return Ok(true);
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into a buffer: clap_complete panics on a failed write (a
+            // closed pipe), kvctl reports it.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "kvctl", &mut script);
+            std::io::stdout().write_all(&script)?;
             return Ok(true);
         }
         Command::Snapshot(SnapshotCommand::Status { file }) => {
@@ -180,7 +196,8 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             .into_bytes(),
         Command::Check(CheckCommand::Perf(a)) => {
             let (passed, out) =
-                bench::check_perf(client.endpoints(), timeouts, &a.load, a.duration).await?;
+                bench::check_perf(client.endpoints(), timeouts, &a.load, a.duration, simple)
+                    .await?;
             print!("{out}");
             return Ok(passed);
         }
@@ -240,7 +257,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&mut client, file).await?.into_bytes()
         }
-        Command::Snapshot(_) => unreachable!("handled above"),
+        Command::Snapshot(_) | Command::Completion { .. } => unreachable!("handled above"),
         Command::Lock(a) => {
             let code = lease::lock(&mut client, a).await?;
             if code != 0 {

@@ -434,11 +434,16 @@ async fn kvctl_check_perf_touches_only_its_own_keys() {
     let eps = cluster.endpoints();
     kvctl_ok(&eps, &["put", "2024/report", "quarterly"]);
     kvctl_ok(&eps, &["put", "00000042", "user-owned"]);
-    let (rc, out, err) = kvctl(&eps, &["check", "perf", "--duration", "2s"]);
-    assert!(
-        out.contains("PASS") || out.contains("FAIL"),
-        "no verdict (exit {rc}): {out}{err}"
+    let (rc, out, err) = kvctl(&eps, &["check", "perf", "--duration", "2s", "-w", "json"]);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}{err}"));
+    assert_eq!(verdict["passed"].as_bool(), Some(rc == 0), "{verdict}");
+    assert_eq!(
+        verdict["checks"].as_array().map(Vec::len),
+        Some(4),
+        "{verdict}"
     );
+    assert!(verdict["throughput"].as_f64().unwrap() > 0.0, "{verdict}");
     assert_eq!(
         kvctl_ok(&eps, &["get", "2024/report"]),
         "2024/report\nquarterly\n"
@@ -547,4 +552,33 @@ async fn kvctl_leases_locks_and_elections() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Scenario: kvctl describes itself: `--help` lists the global options
+/// under their own heading and every exit code; `completion bash|zsh|fish`
+/// prints a completion script that knows the commands; a closed pipe ends
+/// it quietly.
+#[test]
+fn kvctl_help_and_completion() {
+    let help = kvctl_ok("127.0.0.1:1", &["--help"]);
+    assert!(help.contains("Global options:"), "{help}");
+    for code in [
+        "0 success",
+        "1 the request failed",
+        "2 bad usage",
+        "3 a transaction",
+        "5 a watch",
+    ] {
+        assert!(help.contains(code), "{code}: {help}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = kvctl_ok("127.0.0.1:1", &["completion", shell]);
+        assert!(script.contains("kvctl"), "{shell}");
+        assert!(
+            script.contains("snapshot") && script.contains("member"),
+            "{shell}"
+        );
+    }
+    let (rc, _, err) = kvctl("127.0.0.1:1", &["completion", "tcsh"]);
+    assert_eq!(rc, 2, "{err}");
 }
