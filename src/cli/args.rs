@@ -107,13 +107,20 @@ pub enum Command {
 pub enum SnapshotCommand {
     /// Save a backup of one member's state to FILE (etcd's snapshot
     /// format). The file is checked through before it is reported saved.
-    Save { file: PathBuf },
+    Save {
+        /// Where to write the backup (written as FILE.part until verified).
+        file: PathBuf,
+    },
     /// Show a snapshot file's hash, revision, total keys and size.
-    Status { file: PathBuf },
+    Status {
+        /// A snapshot file (raftkv's or etcd's).
+        file: PathBuf,
+    },
     /// Seed a new data dir from a snapshot file (raftkv's or etcd's) for one
     /// member of a new cluster; run it once per member, with the same FILE
     /// and --initial-cluster, then start each member on its data dir.
     Restore {
+        /// A snapshot file (raftkv's or etcd's).
         file: PathBuf,
         /// The new data dir (must not exist, or be empty).
         #[arg(long)]
@@ -134,11 +141,18 @@ pub enum SnapshotCommand {
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
     /// Grant a lease of TTL seconds (raised to the cluster's minimum).
-    Grant { ttl: i64 },
-    /// Revoke a lease (its keys are deleted). ID is hexadecimal.
-    Revoke { id: String },
+    Grant {
+        /// The lease's time to live, in seconds.
+        ttl: i64,
+    },
+    /// Revoke a lease (its keys are deleted).
+    Revoke {
+        /// The lease's id, hexadecimal (as `lease grant` prints it).
+        id: String,
+    },
     /// How long a lease has left.
     Timetolive {
+        /// The lease's id, hexadecimal.
         id: String,
         /// Also list the keys attached to it.
         #[arg(long)]
@@ -148,6 +162,7 @@ pub enum LeaseCommand {
     List,
     /// Keep a lease alive, printing each renewal (Ctrl-C stops).
     KeepAlive {
+        /// The lease's id, hexadecimal.
         id: String,
         /// Renew once and exit.
         #[arg(long)]
@@ -157,6 +172,7 @@ pub enum LeaseCommand {
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
+    /// The lock's name (a key prefix).
     pub name: String,
     /// The command to run while holding the lock.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -168,6 +184,7 @@ pub struct LockArgs {
 
 #[derive(Debug, Args)]
 pub struct ElectArgs {
+    /// The election's name (a key prefix).
     pub name: String,
     /// The value to lead with.
     pub proposal: Option<String>,
@@ -181,7 +198,10 @@ pub struct ElectArgs {
 
 #[derive(Debug, Args)]
 pub struct PutArgs {
+    /// The key.
     pub key: String,
+    /// The value; read from stdin (any bytes, less a trailing newline) if
+    /// left out.
     #[arg(allow_hyphen_values = true)]
     pub value: Option<String>,
     /// Print the previous key-value pair.
@@ -219,6 +239,7 @@ pub struct TxnArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// The key, or the start of the range.
     pub key: String,
     /// End of the range [KEY, RANGE_END).
     pub range_end: Option<String>,
@@ -235,6 +256,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct CompactionArgs {
+    /// Drop the history before this revision.
     pub revision: i64,
     /// Accepted for etcdctl compatibility; compaction is always physical.
     #[arg(long)]
@@ -243,6 +265,7 @@ pub struct CompactionArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The key, or the start of the range.
     pub key: String,
     /// End of the range [KEY, RANGE_END).
     pub range_end: Option<String>,
@@ -281,6 +304,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DelArgs {
+    /// The key, or the start of the range.
     pub key: String,
     /// End of the range [KEY, RANGE_END).
     pub range_end: Option<String>,

@@ -581,4 +581,43 @@ fn kvctl_help_and_completion() {
     }
     let (rc, _, err) = kvctl("127.0.0.1:1", &["completion", "tcsh"]);
     assert_eq!(rc, 2, "{err}");
+    // Every positional argument of every command says what it is.
+    let commands: &[&[&str]] = &[
+        &["put"],
+        &["get"],
+        &["del"],
+        &["watch"],
+        &["compaction"],
+        &["lock"],
+        &["elect"],
+        &["member", "add"],
+        &["member", "remove"],
+        &["member", "update"],
+        &["member", "promote"],
+        &["lease", "grant"],
+        &["lease", "revoke"],
+        &["lease", "timetolive"],
+        &["lease", "keep-alive"],
+        &["snapshot", "save"],
+        &["snapshot", "status"],
+        &["snapshot", "restore"],
+        &["completion"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("-h");
+        let help = kvctl_ok("127.0.0.1:1", &args);
+        let section = help
+            .split("Arguments:")
+            .nth(1)
+            .and_then(|s| s.split("Options:").next())
+            .unwrap_or_else(|| panic!("{command:?} has no arguments: {help}"));
+        for line in section
+            .lines()
+            .filter(|l| l.trim_start().starts_with(['<', '[']))
+        {
+            let words = line.split_whitespace().count();
+            assert!(words > 1, "{command:?}: {line:?} is not described\n{help}");
+        }
+    }
 }
