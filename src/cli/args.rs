@@ -86,6 +86,9 @@ pub enum Command {
     /// Lease commands: grant, revoke, timetolive, list, keep-alive.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// An interactive session: any kvctl command per line (put, get, del,
+    /// watch, txn...), with line editing and history; `help`, `quit`.
+    Shell,
     /// Print a shell completion script: `kvctl completion bash >
     /// /etc/bash_completion.d/kvctl` (or zsh, fish, elvish, powershell).
     Completion {

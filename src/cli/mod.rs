@@ -12,6 +12,7 @@ mod health;
 mod lease;
 mod output;
 mod run;
+mod shell;
 mod snapshot;
 mod status;
 mod txn;

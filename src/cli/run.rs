@@ -25,29 +25,44 @@ const EXIT_WATCH_CANCELED: u8 = 5;
 
 /// Runs `cli` and prints its result; errors go to stderr as one line.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Shell = cli.command {
+        return match super::shell::run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
+    ExitCode::from(run_one(cli).await)
+}
+
+/// Runs one command, prints its result (errors on stderr as one line) and
+/// returns its exit code.
+pub(super) async fn run_one(cli: Cli) -> u8 {
     match execute(cli).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(EXIT_ERROR),
+        Ok(true) => 0,
+        Ok(false) => EXIT_ERROR,
         Err(Failure::Usage(msg)) => {
             eprintln!("Error: {msg}");
-            ExitCode::from(EXIT_USAGE)
+            EXIT_USAGE
         }
         // The reader went away (`kvctl ... | head`): nothing to report.
         Err(Failure::Request(e))
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
-            ExitCode::SUCCESS
+            0
         }
         Err(Failure::Request(e)) => {
             eprintln!("Error: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            EXIT_ERROR
         }
         Err(Failure::Coded(code, msg)) => {
             if !msg.is_empty() {
                 eprintln!("{msg}");
             }
-            ExitCode::from(code)
+            code
         }
     }
 }
@@ -257,7 +272,9 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&mut client, file).await?.into_bytes()
         }
-        Command::Snapshot(_) | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Snapshot(_) | Command::Completion { .. } | Command::Shell => {
+            unreachable!("handled above")
+        }
         Command::Lock(a) => {
             let code = lease::lock(&mut client, a).await?;
             if code != 0 {

@@ -621,3 +621,20 @@ fn kvctl_help_and_completion() {
         }
     }
 }
+
+/// Scenario: `kvctl shell` runs kvctl commands line by line with the
+/// global flags it was started with (here --endpoints): puts, quoted keys
+/// and values, a prefix get, JSON output; a bad command prints its error
+/// and the session goes on; `quit` ends it (the line after it is not run).
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_shell_runs_commands_line_by_line() {
+    let cluster = TestCluster::start(1).await;
+    let eps = cluster.endpoints();
+    let input = "put a 1\nput \"b c\" \"two words\"\nbogus\nget \"\" --prefix\nhelp\nquit\nput after quit\n";
+    let (rc, out, err) = crate::tools::kvctl_stdin(&eps, &["shell"], input);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.starts_with("OK\nOK\na\n1\nb c\ntwo words\n"), "{out}");
+    assert!(out.contains("quit"), "help lists quit: {out}");
+    assert!(err.contains("unrecognized subcommand 'bogus'"), "{err}");
+    assert_eq!(kvctl_ok(&eps, &["get", "after"]), "");
+}
