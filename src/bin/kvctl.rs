@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(cli::run(cli)),
+        Ok(rt) => match cli.command {
+            cli::Command::Shell => rt.block_on(cli::shell()),
+            _ => rt.block_on(cli::run(cli)),
+        },
         Err(e) => {
             eprintln!("Error: starting the runtime: {e}");
             ExitCode::FAILURE

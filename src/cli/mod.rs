@@ -18,5 +18,6 @@ mod status;
 mod txn;
 mod watch;
 
-pub use args::{BenchArgs, BenchKind, Cli, Format};
+pub use args::{BenchArgs, BenchKind, Cli, Command, Format};
 pub use run::run;
+pub use shell::run as shell;

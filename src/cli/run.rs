@@ -24,16 +24,8 @@ const EXIT_BAD_TXN: u8 = 3;
 const EXIT_WATCH_CANCELED: u8 = 5;
 
 /// Runs `cli` and prints its result; errors go to stderr as one line.
+/// (`shell` is `shell::run`'s.)
 pub async fn run(cli: Cli) -> ExitCode {
-    if let Command::Shell = cli.command {
-        return match super::shell::run().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:#}");
-                ExitCode::from(EXIT_ERROR)
-            }
-        };
-    }
     ExitCode::from(run_one(cli).await)
 }
 

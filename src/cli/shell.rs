@@ -39,8 +39,18 @@ fn history_path() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".kvctl_history"))
 }
 
-/// Runs the session until `quit` or the end of input.
-pub async fn run() -> anyhow::Result<()> {
+/// Runs the session until `quit` or the end of input; its exit code.
+pub async fn run() -> std::process::ExitCode {
+    match session().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn session() -> anyhow::Result<()> {
     let global = global_args();
     let mut editor = rustyline::DefaultEditor::new()?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
