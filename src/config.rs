@@ -340,22 +340,31 @@ pub fn default_request_timeout(election_timeout: Duration) -> Duration {
     Duration::from_secs(5) + election_timeout * 2
 }
 
+/// The `A=B` items of a comma-separated `flag` value, each side trimmed;
+/// `form` names the expected shape in the error.
+fn pairs<'a>(s: &'a str, flag: &str, form: &str) -> Result<Vec<(&'a str, &'a str)>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            part.split_once('=')
+                .map(|(a, b)| (a.trim(), b.trim()))
+                .ok_or_else(|| ConfigError(format!("{flag}: '{part}' is not of the form {form}")))
+        })
+        .collect()
+}
+
 /// Parses `--initial-cluster`: `1=host:port,2=host:port,...`. A scheme such as
 /// `http://` is accepted and dropped, so etcd-style URLs work too.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut members = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').ok_or_else(|| {
-            ConfigError(format!(
-                "--initial-cluster: '{part}' is not of the form ID=HOST:PORT"
-            ))
-        })?;
-        let id: NodeId = id.trim().parse().map_err(|_| {
+    for (id, addr) in pairs(s, "--initial-cluster", "ID=HOST:PORT")? {
+        let id: NodeId = id.parse().map_err(|_| {
             ConfigError(format!(
                 "--initial-cluster: '{id}' is not a numeric member id"
             ))
         })?;
-        let addr = normalize_addr(addr.trim());
+        let addr = normalize_addr(addr);
         check_host_port(&addr)
             .map_err(|e| ConfigError(format!("--initial-cluster: member {id}: {e}")))?;
         if members.insert(id, addr).is_some() {
@@ -375,13 +384,8 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
 /// first is dialed at the second, whatever its member id).
 pub fn parse_dial_overrides(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut overrides = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (from, to) = part.split_once('=').ok_or_else(|| {
-            ConfigError(format!(
-                "--peer-dial-override: '{part}' is not of the form HOST:PORT=HOST:PORT"
-            ))
-        })?;
-        let (from, to) = (normalize_addr(from.trim()), normalize_addr(to.trim()));
+    for (from, to) in pairs(s, "--peer-dial-override", "HOST:PORT=HOST:PORT")? {
+        let (from, to) = (normalize_addr(from), normalize_addr(to));
         for addr in [&from, &to] {
             check_host_port(addr).map_err(|e| ConfigError(format!("--peer-dial-override: {e}")))?;
         }

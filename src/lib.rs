@@ -14,7 +14,10 @@
 //! metrics       the Prometheus metrics, under etcd's names
 //! disk          the sled database (vote, purge point, identity) and its fsync
 //! server/       the gRPC and HTTP front ends, one file per etcd service, thin;
-//!               peer.rs the peer service; status.rs the ONLY Error -> Status mapping
+//!               one client port for gRPC and HTTP (http.rs: health, probes,
+//!               metrics, version); authority.rs fixes etcdctl 3.4's HTTP/2
+//!               :authority; peer.rs the peer service; status.rs the ONLY
+//!               Error -> Status mapping
 //! node/         a running member, like etcd's etcdserver: the write path
 //!               (group commit, forwarding), the read path (ReadIndex),
 //!               startup, identity, status (its mod.rs tells the paths in prose)
@@ -26,7 +29,8 @@
 //! backup/       etcd's snapshot format (bbolt, etcd's buckets, the SHA-256 trailer)
 //!               to and from the store's state; pure
 //! client        kvctl's etcd client with endpoint failover
-//! cli/          kvctl: arguments, one file per command family, printers
+//! cli/          kvctl: arguments, one file per command family, printers,
+//!               the interactive shell
 //! ```
 //!
 //! Arrows point down: `server` -> `node` -> `raft` -> `store`, each also using
@@ -54,6 +58,7 @@
 //! # Not implemented yet
 //!
 //! - `MoveLeader` (openraft 0.9 has no leadership transfer).
+//! - etcd's JSON gateway (`/v3/kv/range` and friends) on the client port.
 //! - TLS and authentication on the client port.
 
 pub mod backup;

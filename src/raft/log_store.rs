@@ -232,6 +232,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(PURGED_KEY, &log_id).map_err(write_err)?;
         self.disk.sync().await.map_err(write_err)?;
         self.wal.purge(log_id.index).map_err(write_err)?;
+        tracing::info!(upto = log_id.index, "purged the Raft log behind a snapshot");
         Ok(())
     }
 }
