@@ -14,6 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["proto"])?;
+    // serde for etcd's messages with protobuf's JSON mapping as etcd's
+    // grpc-gateway speaks it (original field names, int64 as strings, bytes
+    // as base64): the JSON API on the client port.
+    let descriptors = prost::Message::encode_to_vec(&fds);
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb"])?;
     tonic_prost_build::configure()
         .generate_default_stubs(true)
         .compile_fds(fds)?;

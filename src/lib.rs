@@ -15,7 +15,7 @@
 //! disk          the sled database (vote, purge point, identity) and its fsync
 //! server/       the gRPC and HTTP front ends, one file per etcd service, thin;
 //!               one client port for gRPC and HTTP (http.rs: health, probes,
-//!               metrics, version); authority.rs fixes etcdctl 3.4's HTTP/2
+//!               metrics, version; gateway.rs etcd's JSON API); authority.rs fixes etcdctl 3.4's HTTP/2
 //!               :authority; peer.rs the peer service; status.rs the ONLY
 //!               Error -> Status mapping
 //! node/         a running member, like etcd's etcdserver: the write path
@@ -58,7 +58,8 @@
 //! # Not implemented yet
 //!
 //! - `MoveLeader` (openraft 0.9 has no leadership transfer).
-//! - etcd's JSON gateway (`/v3/kv/range` and friends) on the client port.
+//! - The JSON gateway's streaming calls (`/v3/watch`, `/v3/lease/keepalive`)
+//!   and its auth routes; its unary calls work (`server/gateway.rs`).
 //! - TLS and authentication on the client port.
 
 pub mod backup;

@@ -8,6 +8,7 @@
 /// etcd's `mvccpb` package: `KeyValue`, `Event`.
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's `leasepb` package: a lease as etcd's database (and snapshots)
@@ -19,6 +20,7 @@ pub mod leasepb {
 /// etcd's `etcdserverpb` package: the client-facing services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// etcd's `v3lockpb` package: the lock service.

@@ -12,6 +12,7 @@ mod authority;
 mod cluster;
 mod convert;
 mod election;
+mod gateway;
 mod grpc_metrics;
 mod http;
 mod kv;
@@ -75,44 +76,46 @@ pub async fn serve(
     // One client port, as etcd's: gRPC (h2c) and plain HTTP/1.1 (health,
     // metrics, version) share it; a request that is neither a known gRPC
     // service nor an HTTP route gets gRPC's UNIMPLEMENTED or a 404.
-    let routes = tonic::service::Routes::from(http::router(node.clone()))
-        .add_service(health_service)
-        .add_service(
-            pb::kv_server::KvServer::new(kv::KvService::new(node.clone()))
-                .max_decoding_message_size(recv_limit)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            pb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
-                node.clone(),
-            ))
+    let routes = tonic::service::Routes::from(
+        http::router(node.clone()).merge(gateway::router(node.clone())),
+    )
+    .add_service(health_service)
+    .add_service(
+        pb::kv_server::KvServer::new(kv::KvService::new(node.clone()))
+            .max_decoding_message_size(recv_limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        pb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
             .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::lease_server::LeaseServer::new(lease::LeaseService::new(node.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::v3lockpb::lock_server::LockServer::new(lock::LockService::new(node.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::v3electionpb::election_server::ElectionServer::new(election::ElectionService::new(
-                node.clone(),
-            ))
-            .max_decoding_message_size(recv_limit),
-        )
-        .add_service(
-            pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(node.clone()))
-                .max_decoding_message_size(recv_limit),
-        )
-        .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
+    )
+    .add_service(
+        pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
             node.clone(),
-        )));
+        ))
+        .max_decoding_message_size(recv_limit),
+    )
+    .add_service(
+        pb::lease_server::LeaseServer::new(lease::LeaseService::new(node.clone()))
+            .max_decoding_message_size(recv_limit),
+    )
+    .add_service(
+        pb::v3lockpb::lock_server::LockServer::new(lock::LockService::new(node.clone()))
+            .max_decoding_message_size(recv_limit),
+    )
+    .add_service(
+        pb::v3electionpb::election_server::ElectionServer::new(election::ElectionService::new(
+            node.clone(),
+        ))
+        .max_decoding_message_size(recv_limit),
+    )
+    .add_service(
+        pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(node.clone()))
+            .max_decoding_message_size(recv_limit),
+    )
+    .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
+        node.clone(),
+    )));
     let client_server = Server::builder()
         .accept_http1(true)
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))

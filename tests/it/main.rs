@@ -11,6 +11,7 @@ mod corruption;
 mod etcd_server;
 mod etcdctl;
 mod failover;
+mod gateway;
 mod hostile;
 mod kv;
 mod leases;

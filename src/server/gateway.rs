@@ -1,0 +1,152 @@
+//! etcd's JSON gateway on the client port (grpc-gateway, as etcd serves
+//! it): `POST /v3/kv/range` with a JSON `RangeRequest` answers a JSON
+//! `RangeResponse`, and so on for the unary calls of KV, Lease, Cluster and
+//! Maintenance. The JSON is protobuf's mapping as etcd's gateway writes it:
+//! the proto's field names, int64 as strings, bytes as base64, defaults
+//! left out (serde from pbjson, see `build.rs`). Errors are grpc-gateway's
+//! body `{"error","code","message"}` with its HTTP status for the gRPC code.
+//! Each route calls the same service the gRPC route does, so checks and
+//! errors are the same.
+//!
+//! Not yet: the streaming calls (`/v3/watch`, `/v3/lease/keepalive`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use super::cluster::ClusterService;
+use super::kv::KvService;
+use super::lease::LeaseService;
+use super::maintenance::MaintenanceService;
+use crate::node::Node;
+use crate::pb;
+use crate::pb::cluster_server::Cluster;
+use crate::pb::kv_server::Kv;
+use crate::pb::lease_server::Lease;
+use crate::pb::maintenance_server::Maintenance;
+
+/// The services the gateway calls.
+#[derive(Clone)]
+struct Services {
+    kv: Arc<KvService>,
+    lease: Arc<LeaseService>,
+    cluster: Arc<ClusterService>,
+    maintenance: Arc<MaintenanceService>,
+}
+
+/// grpc-gateway's HTTP status for a gRPC code.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// grpc-gateway's error body.
+fn error(status: &Status) -> Response {
+    let body = serde_json::json!({
+        "error": status.message(),
+        "code": status.code() as i32,
+        "message": status.message(),
+    });
+    json_response(http_status(status.code()), body.to_string())
+}
+
+/// Decodes the JSON request (an empty body is the empty request), calls
+/// the service, encodes its answer.
+async fn unary<Req, Resp, F, Fut>(body: Bytes, call: F) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(&Status::invalid_argument(e.to_string())),
+        }
+    };
+    match call(tonic::Request::new(request)).await {
+        Ok(resp) => match serde_json::to_string(&resp.into_inner()) {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(e) => error(&Status::internal(e.to_string())),
+        },
+        Err(status) => error(&status),
+    }
+}
+
+/// One route per unary call: `$path` decodes `$req` and calls `$service.$method`.
+macro_rules! routes {
+    ($router:expr, $( $path:literal => $service:ident . $method:ident ($req:ty) ),* $(,)?) => {
+        $router
+        $(
+            .route($path, post(|State(s): State<Services>, body: Bytes| async move {
+                unary(body, |r: tonic::Request<$req>| async move { s.$service.$method(r).await }).await
+            }))
+        )*
+    };
+}
+
+/// The gateway's routes.
+pub fn router(node: Arc<Node>) -> Router {
+    let services = Services {
+        kv: Arc::new(KvService::new(node.clone())),
+        lease: Arc::new(LeaseService::new(node.clone())),
+        cluster: Arc::new(ClusterService::new(node.clone())),
+        maintenance: Arc::new(MaintenanceService::new(node)),
+    };
+    let router: Router<Services> = Router::new();
+    routes!(router,
+        "/v3/kv/range" => kv.range(pb::RangeRequest),
+        "/v3/kv/put" => kv.put(pb::PutRequest),
+        "/v3/kv/deleterange" => kv.delete_range(pb::DeleteRangeRequest),
+        "/v3/kv/txn" => kv.txn(pb::TxnRequest),
+        "/v3/kv/compaction" => kv.compact(pb::CompactionRequest),
+        "/v3/lease/grant" => lease.lease_grant(pb::LeaseGrantRequest),
+        "/v3/lease/revoke" => lease.lease_revoke(pb::LeaseRevokeRequest),
+        "/v3/kv/lease/revoke" => lease.lease_revoke(pb::LeaseRevokeRequest),
+        "/v3/lease/timetolive" => lease.lease_time_to_live(pb::LeaseTimeToLiveRequest),
+        "/v3/kv/lease/timetolive" => lease.lease_time_to_live(pb::LeaseTimeToLiveRequest),
+        "/v3/lease/leases" => lease.lease_leases(pb::LeaseLeasesRequest),
+        "/v3/kv/lease/leases" => lease.lease_leases(pb::LeaseLeasesRequest),
+        "/v3/cluster/member/list" => cluster.member_list(pb::MemberListRequest),
+        "/v3/cluster/member/add" => cluster.member_add(pb::MemberAddRequest),
+        "/v3/cluster/member/remove" => cluster.member_remove(pb::MemberRemoveRequest),
+        "/v3/cluster/member/update" => cluster.member_update(pb::MemberUpdateRequest),
+        "/v3/cluster/member/promote" => cluster.member_promote(pb::MemberPromoteRequest),
+        "/v3/maintenance/status" => maintenance.status(pb::StatusRequest),
+        "/v3/maintenance/alarm" => maintenance.alarm(pb::AlarmRequest),
+        "/v3/maintenance/defragment" => maintenance.defragment(pb::DefragmentRequest),
+        "/v3/maintenance/hash" => maintenance.hash(pb::HashRequest),
+        "/v3/maintenance/hashkv" => maintenance.hash_kv(pb::HashKvRequest),
+    )
+    .with_state(services)
+}

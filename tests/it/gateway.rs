@@ -1,0 +1,84 @@
+//! etcd's JSON gateway on the client port, spoken with a plain HTTP client
+//! as curl and etcd3gw speak it: protobuf's JSON mapping (base64 bytes,
+//! int64 as strings), grpc-gateway's error body and HTTP statuses.
+
+use serde_json::{json, Value};
+
+use crate::cluster::{http_post, TestCluster};
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn post(addr: &str, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = http_post(addr, path, &body.to_string()).unwrap();
+    let v =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+/// Scenario: on a 3-member cluster, a JSON put through one member is read
+/// back as JSON from another (etcd's field names, base64 key and value,
+/// revisions as strings); a txn compares and reads; a lease is granted and
+/// asked about; members and status are listed; an empty key gets etcd's
+/// error in grpc-gateway's body with 400, malformed JSON a 400, and an
+/// unknown path a 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_gateway_speaks_etcds_json() {
+    let cluster = TestCluster::start(3).await;
+    let a = cluster.nodes[0].client_addr.clone();
+    let b = cluster.nodes[1].client_addr.clone();
+
+    let (status, put) = post(
+        &a,
+        "/v3/kv/put",
+        json!({"key": b64("foo"), "value": b64("bar")}),
+    );
+    assert_eq!(status, 200, "{put}");
+    let revision = put["header"]["revision"]
+        .as_str()
+        .expect("int64 as a string")
+        .to_string();
+    let (status, got) = post(&b, "/v3/kv/range", json!({"key": b64("foo")}));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["count"], "1");
+    let kv = &got["kvs"][0];
+    assert_eq!(
+        (&kv["key"], &kv["value"]),
+        (&json!(b64("foo")), &json!(b64("bar")))
+    );
+    assert_eq!(kv["mod_revision"], json!(revision));
+    assert_eq!(kv["version"], "1");
+
+    let txn = json!({
+        "compare": [{"key": b64("foo"), "target": "VALUE", "result": "EQUAL", "value": b64("bar")}],
+        "success": [{"request_put": {"key": b64("foo"), "value": b64("baz")}}],
+        "failure": [{"request_range": {"key": b64("foo")}}],
+    });
+    let (status, t) = post(&b, "/v3/kv/txn", txn);
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["succeeded"], true, "{t}");
+
+    let (status, lease) = post(&a, "/v3/lease/grant", json!({"TTL": "60"}));
+    assert_eq!(status, 200, "{lease}");
+    let id = lease["ID"].as_str().unwrap().to_string();
+    let (status, ttl) = post(&b, "/v3/lease/timetolive", json!({"ID": id}));
+    assert_eq!(status, 200, "{ttl}");
+    assert_eq!(ttl["grantedTTL"], "60", "{ttl}");
+
+    let (_, members) = post(&a, "/v3/cluster/member/list", json!({}));
+    assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
+    let (_, st) = post(&b, "/v3/maintenance/status", json!({}));
+    assert_eq!(st["version"], raftkv::server::ETCD_VERSION, "{st}");
+
+    let (status, err) = post(&a, "/v3/kv/put", json!({"key": ""}));
+    assert_eq!(status, 400);
+    assert_eq!(
+        err,
+        json!({"error": "etcdserver: key is not provided", "code": 3, "message": "etcdserver: key is not provided"})
+    );
+    let (status, text) = http_post(&a, "/v3/kv/range", "{not json").unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(http_post(&a, "/v3/no/such/call", "{}").unwrap().0, 404);
+}
