@@ -8,7 +8,10 @@
 //! Each route calls the same service the gRPC route does, so checks and
 //! errors are the same.
 //!
-//! Not yet: the streaming calls (`/v3/watch`, `/v3/lease/keepalive`).
+//! `POST /v3/watch` takes one `WatchRequest` and streams the watch's
+//! responses as they come, one JSON object a line (`{"result": ...}`, or
+//! `{"error": ...}` last), for as long as the client reads. Not yet:
+//! `/v3/lease/keepalive`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use super::cluster::ClusterService;
 use super::kv::KvService;
 use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
+use super::watch::WatchService;
 use crate::node::Node;
 use crate::pb;
 use crate::pb::cluster_server::Cluster;
@@ -41,6 +45,7 @@ struct Services {
     lease: Arc<LeaseService>,
     cluster: Arc<ClusterService>,
     maintenance: Arc<MaintenanceService>,
+    watch: Arc<WatchService>,
 }
 
 /// grpc-gateway's HTTP status for a gRPC code.
@@ -103,6 +108,39 @@ where
     }
 }
 
+/// `/v3/watch`: one request in, the watch's responses out as JSON lines.
+/// The request body ending does not end the watch (as in etcd's gateway):
+/// the client closing the connection does.
+async fn watch(State(s): State<Services>, body: Bytes) -> Response {
+    use futures::StreamExt;
+    let request: pb::WatchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(&Status::invalid_argument(e.to_string())),
+    };
+    let requests = futures::stream::iter([Ok(request)]).chain(futures::stream::pending());
+    let responses = match s.watch.open(Box::pin(requests), false) {
+        Ok(r) => r,
+        Err(e) => return error(&Status::from(e)),
+    };
+    let lines = responses.map(|item| {
+        let line = match item {
+            Ok(resp) => serde_json::json!({ "result": resp }),
+            Err(status) => serde_json::json!({ "error": {
+                "grpc_code": status.code() as i32,
+                "http_code": http_status(status.code()).as_u16(),
+                "message": status.message(),
+                "http_status": http_status(status.code()).canonical_reason().unwrap_or(""),
+            }}),
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(line.to_string() + "\n"))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
 /// One route per unary call: `$path` decodes `$req` and calls `$service.$method`.
 macro_rules! routes {
     ($router:expr, $( $path:literal => $service:ident . $method:ident ($req:ty) ),* $(,)?) => {
@@ -121,9 +159,10 @@ pub fn router(node: Arc<Node>) -> Router {
         kv: Arc::new(KvService::new(node.clone())),
         lease: Arc::new(LeaseService::new(node.clone())),
         cluster: Arc::new(ClusterService::new(node.clone())),
-        maintenance: Arc::new(MaintenanceService::new(node)),
+        maintenance: Arc::new(MaintenanceService::new(node.clone())),
+        watch: Arc::new(WatchService::new(node)),
     };
-    let router: Router<Services> = Router::new();
+    let router: Router<Services> = Router::new().route("/v3/watch", post(watch));
     routes!(router,
         "/v3/kv/range" => kv.range(pb::RangeRequest),
         "/v3/kv/put" => kv.put(pb::PutRequest),

@@ -49,7 +49,24 @@ impl WatchService {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+pub(super) type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+impl WatchService {
+    /// A watch stream over `requests`, from gRPC or the JSON gateway.
+    pub(super) fn open<S>(&self, requests: S, requires_leader: bool) -> Result<ResponseStream>
+    where
+        S: Stream<Item = std::result::Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
+    {
+        if requires_leader && !self.node.has_leader() {
+            return Err(Error::NoLeader);
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream = WatchStream::new(self.node.clone(), tx, requires_leader);
+        tokio::spawn(stream.run(requests));
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
 
 #[tonic::async_trait]
 impl Watch for WatchService {
@@ -61,13 +78,9 @@ impl Watch for WatchService {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v == "true");
-        if requires_leader && !self.node.has_leader() {
-            return Err(Error::NoLeader.into());
-        }
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream = WatchStream::new(self.node.clone(), tx, requires_leader);
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.open(request.into_inner(), requires_leader)?,
+        ))
     }
 }
 
@@ -121,7 +134,10 @@ impl WatchStream {
         Ok(header(&self.node, self.node.store().revision()))
     }
 
-    async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
+    async fn run<S>(mut self, mut requests: S)
+    where
+        S: Stream<Item = std::result::Result<pb::WatchRequest, Status>> + Unpin,
+    {
         let mut revisions = self.node.subscribe_revisions();
         let interval = self.node.watch_progress_interval();
         let mut progress = tokio::time::interval_at(Instant::now() + interval, interval);

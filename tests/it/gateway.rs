@@ -82,3 +82,60 @@ async fn the_json_gateway_speaks_etcds_json() {
     assert_eq!(status, 400, "{text}");
     assert_eq!(http_post(&a, "/v3/no/such/call", "{}").unwrap().0, 404);
 }
+
+/// Scenario: `POST /v3/watch` with one create request streams the watch as
+/// JSON lines: `created` first, then, after a put through another member,
+/// the event with the key and value in base64, while the connection stays
+/// open.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_gateway_streams_a_watch() {
+    use std::io::{Read, Write};
+    let cluster = TestCluster::start(3).await;
+    let addr = cluster.nodes[0].client_addr.clone();
+    let body = json!({"create_request": {"key": b64("watched")}}).to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /v3/watch HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let read_until = move |mut conn: std::net::TcpStream, want: &'static str| {
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains(want) {
+                let n = conn.read(&mut buf).expect("the watch stream stays open");
+                assert!(
+                    n > 0,
+                    "the watch stream ended: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+            (conn, String::from_utf8_lossy(&seen).into_owned())
+        })
+    };
+    let (conn, head) = read_until(conn, "\"created\":true").join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let reader = read_until(conn, "\"events\"");
+    cluster
+        .kv(1)
+        .await
+        .put(crate::requests::put_req("watched", "value"))
+        .await
+        .unwrap();
+    let (_, stream) = reader.join().unwrap();
+    let line = stream
+        .lines()
+        .find(|l| l.contains("\"events\""))
+        .expect("an events line");
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    let kv = &v["result"]["events"][0]["kv"];
+    assert_eq!(
+        (&kv["key"], &kv["value"]),
+        (&json!(b64("watched")), &json!(b64("value")))
+    );
+}
