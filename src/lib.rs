@@ -58,8 +58,7 @@
 //! # Not implemented yet
 //!
 //! - `MoveLeader` (openraft 0.9 has no leadership transfer).
-//! - The JSON gateway's `/v3/lease/keepalive` and its auth routes (its
-//!   unary calls and `/v3/watch` work, `server/gateway.rs`).
+//! - The JSON gateway's auth routes (they come with authentication).
 //! - TLS and authentication on the client port.
 
 pub mod backup;

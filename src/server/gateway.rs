@@ -10,8 +10,9 @@
 //!
 //! `POST /v3/watch` takes one `WatchRequest` and streams the watch's
 //! responses as they come, one JSON object a line (`{"result": ...}`, or
-//! `{"error": ...}` last), for as long as the client reads. Not yet:
-//! `/v3/lease/keepalive`.
+//! `{"error": ...}` last), for as long as the client reads.
+//! `POST /v3/lease/keepalive` renews once and answers one such line, as
+//! etcd's gateway does (its request stream ends after the one request).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ struct Services {
     cluster: Arc<ClusterService>,
     maintenance: Arc<MaintenanceService>,
     watch: Arc<WatchService>,
+    node: Arc<Node>,
 }
 
 /// grpc-gateway's HTTP status for a gRPC code.
@@ -141,6 +143,21 @@ async fn watch(State(s): State<Services>, body: Bytes) -> Response {
         .into_response()
 }
 
+/// `/v3/lease/keepalive`: one renewal, as one JSON line.
+async fn keep_alive(State(node): State<Services>, body: Bytes) -> Response {
+    let request: pb::LeaseKeepAliveRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(&Status::invalid_argument(e.to_string())),
+    };
+    match super::lease::renew(&node.node, request.id).await {
+        Ok(resp) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "result": resp }).to_string() + "\n",
+        ),
+        Err(status) => error(&status),
+    }
+}
+
 /// One route per unary call: `$path` decodes `$req` and calls `$service.$method`.
 macro_rules! routes {
     ($router:expr, $( $path:literal => $service:ident . $method:ident ($req:ty) ),* $(,)?) => {
@@ -160,9 +177,12 @@ pub fn router(node: Arc<Node>) -> Router {
         lease: Arc::new(LeaseService::new(node.clone())),
         cluster: Arc::new(ClusterService::new(node.clone())),
         maintenance: Arc::new(MaintenanceService::new(node.clone())),
-        watch: Arc::new(WatchService::new(node)),
+        watch: Arc::new(WatchService::new(node.clone())),
+        node,
     };
-    let router: Router<Services> = Router::new().route("/v3/watch", post(watch));
+    let router: Router<Services> = Router::new()
+        .route("/v3/watch", post(watch))
+        .route("/v3/lease/keepalive", post(keep_alive));
     routes!(router,
         "/v3/kv/range" => kv.range(pb::RangeRequest),
         "/v3/kv/put" => kv.put(pb::PutRequest),

@@ -81,6 +81,21 @@ type KeepAliveStream =
 /// Answers each keep-alive on `requests` in order, until the client closes
 /// its side (the stream then ends OK) or goes away. An unknown lease gets
 /// TTL 0, not an error, and the stream stays open.
+/// Renews lease `id` once: its TTL, or why not.
+pub(super) async fn renew(
+    node: &Node,
+    id: i64,
+) -> std::result::Result<pb::LeaseKeepAliveResponse, Status> {
+    node.keep_lease_alive(id)
+        .await
+        .map(|ttl| pb::LeaseKeepAliveResponse {
+            header: header(node, node.store().revision()),
+            id,
+            ttl,
+        })
+        .map_err(Status::from)
+}
+
 async fn keep_alive(
     node: Arc<Node>,
     mut requests: Streaming<pb::LeaseKeepAliveRequest>,
@@ -88,15 +103,7 @@ async fn keep_alive(
 ) {
     while let Some(request) = requests.next().await {
         let response = match request {
-            Ok(req) => node
-                .keep_lease_alive(req.id)
-                .await
-                .map(|ttl| pb::LeaseKeepAliveResponse {
-                    header: header(&node, node.store().revision()),
-                    id: req.id,
-                    ttl,
-                })
-                .map_err(Status::from),
+            Ok(req) => renew(&node, req.id).await,
             Err(_) => return,
         };
         if tx.send(response).await.is_err() {

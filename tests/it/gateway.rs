@@ -67,6 +67,18 @@ async fn the_json_gateway_speaks_etcds_json() {
     assert_eq!(status, 200, "{ttl}");
     assert_eq!(ttl["grantedTTL"], "60", "{ttl}");
 
+    let (status, renewed) = post(&b, "/v3/lease/keepalive", json!({"ID": id}));
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(
+        (&renewed["result"]["ID"], &renewed["result"]["TTL"]),
+        (&json!(id), &json!("60")),
+        "{renewed}"
+    );
+    // An unknown lease renews to a TTL of 0 (left out), as in etcd.
+    let (status, gone) = post(&b, "/v3/lease/keepalive", json!({"ID": "12345"}));
+    assert_eq!(status, 200, "{gone}");
+    assert!(gone["result"]["TTL"].is_null(), "{gone}");
+
     let (_, members) = post(&a, "/v3/cluster/member/list", json!({}));
     assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
     let (_, st) = post(&b, "/v3/maintenance/status", json!({}));
