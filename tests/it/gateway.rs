@@ -151,3 +151,47 @@ async fn the_json_gateway_streams_a_watch() {
         (&json!(b64("watched")), &json!(b64("value")))
     );
 }
+
+/// Scenario: OpenStack's etcd3gw, a client that speaks only the JSON
+/// gateway, works unmodified against a member: put, get, get_prefix, a
+/// lease (grant, refresh, keys), status, members, delete, a compare-and-
+/// swap (txn) and a watch. `make test` installs etcd3gw (PyPI) beside
+/// etcd 3.5 and names its Python in RAFTKV_PYTHON.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd3gw_works_unmodified() {
+    let python = std::env::var("RAFTKV_PYTHON")
+        .expect("RAFTKV_PYTHON is not set: run the tests with `make test`, which installs etcd3gw");
+    let cluster = TestCluster::start(3).await;
+    let (host, port) = cluster.nodes[1].client_addr.rsplit_once(':').unwrap();
+    let script = format!(
+        r#"
+import threading, etcd3gw
+c = etcd3gw.client(host="{host}", port={port})
+assert c.put("foo", "bar")
+assert c.get("foo") == [b"bar"], c.get("foo")
+assert [v for v, _ in c.get_prefix("f")] == [b"bar"]
+lease = c.lease(ttl=30)
+assert 0 < lease.ttl() <= 30
+assert lease.refresh() == 30
+assert c.put("leased", "x", lease=lease)
+assert lease.keys() == [b"leased"]
+assert c.status()["version"]
+assert len(c.members()) == 3
+assert c.delete("foo")
+assert c.replace("leased", "x", "y")
+assert not c.replace("leased", "x", "z")
+events, cancel = c.watch("w")
+threading.Timer(0.3, lambda: c.put("w", "v1")).start()
+for event in events:
+    assert event["kv"]["value"] == b"v1", event
+    break
+cancel()
+print("etcd3gw ok")
+"#
+    );
+    let (rc, out, err) = crate::tools::run_output(
+        std::process::Command::new(python).arg("-c").arg(script),
+        None,
+    );
+    assert_eq!((rc, out.trim()), (0, "etcd3gw ok"), "{err}");
+}
