@@ -456,7 +456,6 @@ impl Permits {
 struct Progress {
     bar: indicatif::ProgressBar,
     done: Arc<AtomicUsize>,
-    total: usize,
     started: Instant,
     deadline: Option<Instant>,
 }
@@ -479,7 +478,6 @@ impl Progress {
         Progress {
             bar,
             done,
-            total,
             started,
             deadline,
         }
@@ -498,15 +496,11 @@ impl Progress {
         self.bar.set_message(format!("{n} requests  {rate:.0}/s"));
     }
 
-    /// Draws the final frame (everything done) and leaves it on screen.
+    /// Draws the final frame (the run is over: the bar is full) and leaves
+    /// it on screen.
     fn finish(&self) {
         self.update();
-        if self.deadline.is_none() && self.done.load(Ordering::Relaxed) >= self.total {
-            self.bar.set_position(self.total as u64);
-        }
-        if self.deadline.is_some() {
-            self.bar.set_position(self.bar.length().unwrap_or(0));
-        }
+        self.bar.set_position(self.bar.length().unwrap_or(0));
         self.bar.finish();
     }
 }

@@ -144,12 +144,12 @@ async fn watch(State(s): State<Services>, body: Bytes) -> Response {
 }
 
 /// `/v3/lease/keepalive`: one renewal, as one JSON line.
-async fn keep_alive(State(node): State<Services>, body: Bytes) -> Response {
+async fn keep_alive(State(s): State<Services>, body: Bytes) -> Response {
     let request: pb::LeaseKeepAliveRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(&Status::invalid_argument(e.to_string())),
     };
-    match super::lease::renew(&node.node, request.id).await {
+    match super::lease::renew(&s.node, request.id).await {
         Ok(resp) => json_response(
             StatusCode::OK,
             serde_json::json!({ "result": resp }).to_string() + "\n",

@@ -526,31 +526,30 @@ where
 
 /// `GET path` on `addr` over HTTP/1.0; returns the status code and body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
 }
 
 /// `POST path` with `body` to `addr` over HTTP/1.1: status and body.
 pub fn http_post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http_request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Sends `request` to `addr` and reads the response to the end of the
+/// connection: its status code and body.
+fn http_request(addr: &str, request: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        conn,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
+    conn.write_all(request.as_bytes())?;
     let mut response = String::new();
     conn.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));

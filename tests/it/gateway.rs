@@ -155,7 +155,7 @@ async fn the_json_gateway_streams_a_watch() {
 /// Scenario: OpenStack's etcd3gw, a client that speaks only the JSON
 /// gateway, works unmodified against a member: put, get, get_prefix, a
 /// lease (grant, refresh, keys), status, members, delete, a compare-and-
-/// swap (txn) and a watch. `make test` installs etcd3gw (PyPI) beside
+/// swap (txn) and a watch that replays a put from history. `make test` installs etcd3gw (PyPI) beside
 /// etcd 3.5 and names its Python in RAFTKV_PYTHON.
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd3gw_works_unmodified() {
@@ -165,7 +165,7 @@ async fn etcd3gw_works_unmodified() {
     let (host, port) = cluster.nodes[1].client_addr.rsplit_once(':').unwrap();
     let script = format!(
         r#"
-import threading, etcd3gw
+import etcd3gw
 c = etcd3gw.client(host="{host}", port={port})
 assert c.put("foo", "bar")
 assert c.get("foo") == [b"bar"], c.get("foo")
@@ -180,8 +180,9 @@ assert len(c.members()) == 3
 assert c.delete("foo")
 assert c.replace("leased", "x", "y")
 assert not c.replace("leased", "x", "z")
-events, cancel = c.watch("w")
-threading.Timer(0.3, lambda: c.put("w", "v1")).start()
+assert c.put("w", "v1")
+# From revision 1: the put is replayed, whenever the watch is set up.
+events, cancel = c.watch("w", start_revision=1)
 for event in events:
     assert event["kv"]["value"] == b"v1", event
     break
