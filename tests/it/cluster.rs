@@ -125,6 +125,90 @@ pub struct TestCluster {
     opts: Options,
     initial_cluster: String,
     _dir: TempDir,
+    _share: Share,
+}
+
+/// Who holds the machine: any number of test clusters at once, or one test
+/// that must run alone (`alone`). A test that holds a cluster never waits
+/// for a second one, so a test may run two clusters side by side.
+struct Gate {
+    clusters: usize,
+    solo_waiting: bool,
+    solo_running: bool,
+}
+
+static GATE: std::sync::Mutex<Gate> = std::sync::Mutex::new(Gate {
+    clusters: 0,
+    solo_waiting: false,
+    solo_running: false,
+});
+static GATE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test cluster's hold on the machine, given back when it drops.
+#[allow(dead_code)] // held for its Drop
+enum Share {
+    Shared(Shared),
+    Alone(Alone),
+}
+
+/// A test cluster's share of the machine, beside other clusters.
+struct Shared;
+
+impl Shared {
+    fn take() -> Shared {
+        let mut g = gate();
+        while g.solo_running {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.clusters += 1;
+        Shared
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut g = gate();
+        g.clusters -= 1;
+        // Hand over to a waiting solo test at once, before another
+        // cluster can start.
+        if g.clusters == 0 && g.solo_waiting {
+            g.solo_waiting = false;
+            g.solo_running = true;
+        }
+        GATE_CHANGED.notify_all();
+    }
+}
+
+/// The machine to one test cluster alone, for a measurement the rest of
+/// the suite would skew (`TestCluster::start_alone`): waits until no other
+/// test cluster runs, and keeps new ones from starting while it lives.
+struct Alone;
+
+fn alone() -> Alone {
+    let mut g = gate();
+    while g.solo_waiting || g.solo_running {
+        g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    if g.clusters == 0 {
+        g.solo_running = true;
+    } else {
+        g.solo_waiting = true;
+        while !g.solo_running {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+    Alone
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        gate().solo_running = false;
+        GATE_CHANGED.notify_all();
+    }
 }
 
 /// The first port `free_ports` hands out, and how many it cycles through:
@@ -169,9 +253,21 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts `n` nodes once no other test cluster runs, and keeps others
+    /// from starting until this one drops: for a test that measures speed.
+    pub async fn start_alone(n: usize) -> Self {
+        let mut cluster = Self::plan_with(n, Options::default(), Share::Alone(alone()));
+        cluster.launch().await;
+        cluster
+    }
+
     /// Lays out `n` nodes (ports, data dirs) without starting them, so a test
     /// can set per-node flags first.
     pub fn plan(n: usize, opts: Options) -> Self {
+        Self::plan_with(n, opts, Share::Shared(Shared::take()))
+    }
+
+    fn plan_with(n: usize, opts: Options, share: Share) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(3 * n);
         let nodes: Vec<TestNode> = (0..n)
@@ -202,6 +298,7 @@ impl TestCluster {
             opts,
             initial_cluster,
             _dir: dir,
+            _share: share,
         }
     }
 
