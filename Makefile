@@ -3,6 +3,11 @@
 #   make run           build, then run nodes 1-3 on 127.0.0.1 in the foreground
 #                      (client ports 2379/22379/32379, peer ports
 #                      2380/22380/32380, data in ./data); Ctrl-C stops them all
+#   make run-tls       the same cluster with TLS on client and peer ports and
+#                      client certificates required (data in ./data-tls;
+#                      a CA and certificates made with openssl in
+#                      ./data-tls/certs on first use); kvctl then needs
+#                      $$(make -s tls-flags)
 #   make install       put kvd and kvctl on your PATH (cargo install --path .)
 #   make test          every test: unit, storage conformance, real-process
 #                      integration tests, etcdctl compatibility, backups
@@ -30,6 +35,10 @@ BIN := $(TARGET_DIR)/release
 DATA ?= ./data
 INITIAL_CLUSTER := 1=127.0.0.1:2380,2=127.0.0.1:22380,3=127.0.0.1:32380
 
+# `make run-tls`: where its data and certificates live.
+TLS_DATA ?= ./data-tls
+CERTS = $(TLS_DATA)/certs
+
 client_port = $(word $(1),2379 22379 32379)
 peer_port = $(word $(1),2380 22380 32380)
 metrics_port = $(word $(1),2381 22381 32381)
@@ -39,7 +48,16 @@ kvd = $(BIN)/kvd --id $(1) --data-dir $(DATA)/node$(1) \
 	--listen-client 127.0.0.1:$(call client_port,$(1)) \
 	--listen-peer 127.0.0.1:$(call peer_port,$(1)) \
 	--listen-metrics 127.0.0.1:$(call metrics_port,$(1)) \
-	--initial-cluster $(INITIAL_CLUSTER) $(2) 2>&1 | sed -u 's/^/[node$(1)] /'
+	--initial-cluster $(INITIAL_CLUSTER) $(if $(TLS),$(call tls_flags,$(1))) $(2) \
+	2>&1 | sed -u 's/^/[node$(1)] /'
+# With TLS=1: node $(1)'s certificate on both ports, clients' and peers'
+# certificates required.
+tls_flags = --cert-file $(CERTS)/node$(1).pem --key-file $(CERTS)/node$(1).key \
+	--trusted-ca-file $(CERTS)/ca.pem --client-cert-auth \
+	--peer-cert-file $(CERTS)/node$(1).pem --peer-key-file $(CERTS)/node$(1).key \
+	--peer-trusted-ca-file $(CERTS)/ca.pem --peer-client-cert-auth
+# kvctl's flags for that cluster (the client certificate's name is root).
+KVCTL_TLS = --cacert $(abspath $(CERTS))/ca.pem --cert $(abspath $(CERTS))/client.pem --key $(abspath $(CERTS))/client.key
 
 # `docker compose`, or the older standalone `docker-compose`.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -66,7 +84,7 @@ ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: build install run node kill-leader run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
+.PHONY: build install run run-tls certs tls-flags node kill-leader kill-leader-tls run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -81,6 +99,33 @@ run: build
 	$(call kvd,1) & $(call kvd,2) & $(call kvd,3) & \
 	wait
 
+run-tls: build certs
+	@$(MAKE) --no-print-directory run DATA=$(TLS_DATA) TLS=1
+
+# A CA and a certificate for each local node (127.0.0.1 and localhost,
+# for serving and for dialing peers) and one for kvctl, made once.
+certs: $(CERTS)/client.pem
+
+$(CERTS)/client.pem:
+	@command -v openssl >/dev/null || { echo "make run-tls needs openssl (Debian: apt-get install openssl)"; exit 1; }
+	@mkdir -p $(CERTS)
+	@cd $(CERTS) && \
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	  -keyout ca.key -out ca.pem -days 3650 -subj "/CN=raftkv local CA" 2>/dev/null && \
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > ext.cnf && \
+	for name in node1 node2 node3 client; do \
+	  cn=$$name; [ $$name = client ] && cn=root; \
+	  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	    -keyout $$name.key -out $$name.csr -subj "/CN=$$cn" 2>/dev/null && \
+	  openssl x509 -req -in $$name.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+	    -days 825 -extfile ext.cnf -out $$name.pem 2>/dev/null && rm $$name.csr || exit 1; \
+	done
+	@echo "certificates for nodes 1-3 and kvctl (CN root) in $(CERTS)"
+
+# kvctl's TLS flags for the `make run-tls` cluster: kvctl $$(make -s tls-flags) ...
+tls-flags:
+	@echo $(KVCTL_TLS)
+
 node: build
 ifeq ($(filter $(N),1 2 3),)
 	$(error usage: make node N=1|2|3)
@@ -88,8 +133,11 @@ endif
 	@mkdir -p $(DATA)
 	$(call kvd,$(N),$(if $(STATE),--initial-cluster-state $(STATE)))
 
+kill-leader-tls:
+	@$(MAKE) --no-print-directory kill-leader DATA=$(TLS_DATA) TLS=1
+
 kill-leader:
-	@id=$$($(BIN)/kvctl endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
+	@id=$$($(BIN)/kvctl $(if $(TLS),$(KVCTL_TLS)) endpoint status -w simple 2>/dev/null | awk -F', ' '$$5 == "true" { print $$2 }'); \
 	if [ -z "$$id" ]; then echo "no node reports being the leader"; exit 1; fi; \
 	pid=$$(pgrep -f -- "^[^ ]*kvd --id $$id --data-dir $(DATA)/node$$id "); \
 	if [ -z "$$pid" ]; then echo "leader is node $$id, but no kvd of this cluster (data in $(DATA)) runs it"; exit 1; fi; \
@@ -157,4 +205,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(DATA)
+	rm -rf $(DATA) $(TLS_DATA)

@@ -27,7 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 use raftkv::cli::bench::{self, Report};
 use raftkv::cli::{BenchArgs, BenchKind};
-use raftkv::client::Timeouts;
+use raftkv::client::Dial;
 use raftkv::pb;
 use serde_json::{json, Value};
 
@@ -430,12 +430,7 @@ fn bench_args(p: &Point, total: usize) -> BenchArgs {
 /// One run of point `p` against `cluster`.
 async fn measure(cluster: &Cluster, p: &Point, args: &Args) -> anyhow::Result<Measured> {
     let total = ((p.total as f64 * args.scale) as usize).max(100);
-    let report = bench::run(
-        &cluster.endpoints,
-        Timeouts::default(),
-        &bench_args(p, total),
-    )
-    .await?;
+    let report = bench::run(&cluster.endpoints, &Dial::default(), &bench_args(p, total)).await?;
     let m = Measured::from_report(&report);
     eprintln!(
         "    {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
@@ -462,7 +457,7 @@ async fn run_matrix(args: &Args) -> anyhow::Result<(Results, Results)> {
     // Warm up connections and allocators; not measured.
     let warm = bench_args(&MATRIX[1], ((2_000.0 * args.scale) as usize).max(100));
     for c in &clusters {
-        bench::run(&c.endpoints, Timeouts::default(), &warm).await?;
+        bench::run(&c.endpoints, &Dial::default(), &warm).await?;
     }
     for (i, p) in MATRIX.iter().enumerate() {
         eprintln!("{}", p.name);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::pb;
@@ -41,6 +41,9 @@ pub enum ClientError {
     /// An endpoint is not a valid address.
     #[error("invalid endpoint '{0}'")]
     InvalidEndpoint(String),
+    /// The TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -53,19 +56,60 @@ impl ClientError {
     }
 }
 
-/// Timeouts for connecting and for each call.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub dial: Duration,
-    pub command: Duration,
+/// How to reach the servers: timeouts for connecting and for each call,
+/// and TLS.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// TLS settings (`--cacert`, `--cert`, `--key`): with them an endpoint
+    /// without a scheme is dialed over TLS; an `https://` endpoint always
+    /// is (trusting the system's CAs when no `--cacert` is given).
+    pub tls: Option<ClientTlsConfig>,
 }
 
-impl Default for Timeouts {
+impl Default for Dial {
     fn default() -> Self {
-        Timeouts {
-            dial: Duration::from_secs(2),
-            command: Duration::from_secs(10),
+        Dial {
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+}
+
+impl Dial {
+    /// TLS settings from PEM files: the CA to trust and the client's own
+    /// certificate and key (both or neither).
+    pub fn with_tls_files(
+        mut self,
+        cacert: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let read = |path: &std::path::Path, flag: &str| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::Tls(format!("{flag} {}: {e}", path.display())))
+        };
+        let mut tls = ClientTlsConfig::new();
+        match cacert {
+            Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--cacert")?)),
+            None => tls = tls.with_native_roots(),
+        }
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read(cert, "--cert")?,
+                    read(key, "--key")?,
+                ))
+            }
+            (None, None) => {}
+            _ => return Err(ClientError::Tls("--cert and --key go together".into())),
+        }
+        if cacert.is_some() || cert.is_some() {
+            self.tls = Some(tls);
+        }
+        Ok(self)
     }
 }
 
@@ -80,7 +124,7 @@ enum Retry {
 /// An etcd v3 API client over a list of endpoints.
 pub struct Client {
     endpoints: Vec<String>,
-    timeouts: Timeouts,
+    dial: Dial,
     channels: HashMap<usize, Channel>,
     /// The endpoint that last worked.
     preferred: usize,
@@ -89,7 +133,7 @@ pub struct Client {
 impl Client {
     /// A client for `endpoints` (`host:port` or `http://host:port`). Connects
     /// lazily, on the first call.
-    pub fn new(endpoints: Vec<String>, timeouts: Timeouts) -> Result<Self, ClientError> {
+    pub fn new(endpoints: Vec<String>, dial: &Dial) -> Result<Self, ClientError> {
         let endpoints: Vec<String> = endpoints
             .into_iter()
             .map(|e| e.trim().to_string())
@@ -99,11 +143,11 @@ impl Client {
             return Err(ClientError::InvalidEndpoint(String::new()));
         }
         for e in &endpoints {
-            url(e)?;
+            url(e, dial)?;
         }
         Ok(Client {
             endpoints,
-            timeouts,
+            dial: dial.clone(),
             channels: HashMap::new(),
             preferred: 0,
         })
@@ -119,7 +163,7 @@ impl Client {
             return Ok(ch.clone());
         }
         let endpoint = &self.endpoints[index];
-        let ch = connect(endpoint, self.timeouts).await?;
+        let ch = connect(endpoint, &self.dial).await?;
         self.channels.insert(index, ch.clone());
         Ok(ch)
     }
@@ -364,16 +408,16 @@ impl Client {
 /// calls: what `endpoint status` (and its `--watch`) polls.
 pub struct StatusProbe {
     endpoint: String,
-    timeouts: Timeouts,
+    dial: Dial,
     channel: Option<Channel>,
 }
 
 impl StatusProbe {
-    pub fn new(endpoint: &str, timeouts: Timeouts) -> Result<Self, ClientError> {
-        url(endpoint)?;
+    pub fn new(endpoint: &str, dial: &Dial) -> Result<Self, ClientError> {
+        url(endpoint, dial)?;
         Ok(StatusProbe {
             endpoint: endpoint.to_string(),
-            timeouts,
+            dial: dial.clone(),
             channel: None,
         })
     }
@@ -387,7 +431,7 @@ impl StatusProbe {
         let channel = match &self.channel {
             Some(ch) => ch.clone(),
             None => {
-                let ch = connect(&self.endpoint, self.timeouts)
+                let ch = connect(&self.endpoint, &self.dial)
                     .await
                     .map_err(ClientError::Down)?;
                 self.channel = Some(ch.clone());
@@ -431,23 +475,38 @@ fn kv_client(ch: Channel) -> KvClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-fn url(endpoint: &str) -> Result<Endpoint, ClientError> {
+/// The endpoint to dial for `endpoint` (`host:port`, `http://host:port` or
+/// `https://host:port`): over TLS for `https://`, and for a bare
+/// `host:port` when TLS settings were given.
+fn url(endpoint: &str, dial: &Dial) -> Result<Endpoint, ClientError> {
     let with_scheme = if endpoint.contains("://") {
         endpoint.to_string()
+    } else if dial.tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     };
-    Endpoint::from_shared(with_scheme)
-        .map_err(|_| ClientError::InvalidEndpoint(endpoint.to_string()))
+    let ep = Endpoint::from_shared(with_scheme)
+        .map_err(|_| ClientError::InvalidEndpoint(endpoint.to_string()))?;
+    if ep.uri().scheme_str() != Some("https") {
+        return Ok(ep);
+    }
+    let tls = dial
+        .tls
+        .clone()
+        .unwrap_or_else(|| ClientTlsConfig::new().with_native_roots());
+    ep.tls_config(tls)
+        .map_err(|e| ClientError::Tls(format!("{endpoint}: {}", innermost_cause(&e))))
 }
 
-async fn connect(endpoint: &str, timeouts: Timeouts) -> Result<Channel, String> {
-    let ep = url(endpoint)
+/// A connection to `endpoint`, made within `dial`'s connect timeout.
+pub async fn connect(endpoint: &str, dial: &Dial) -> Result<Channel, String> {
+    let ep = url(endpoint, dial)
         .map_err(|e| e.to_string())?
-        .connect_timeout(timeouts.dial)
-        .timeout(timeouts.command)
+        .connect_timeout(dial.connect_timeout)
+        .timeout(dial.command_timeout)
         .tcp_nodelay(true);
-    match tokio::time::timeout(timeouts.dial, ep.connect()).await {
+    match tokio::time::timeout(dial.connect_timeout, ep.connect()).await {
         Ok(Ok(ch)) => Ok(ch),
         Ok(Err(e)) => Err(innermost_cause(&e)),
         Err(_) => Err("connection timed out".into()),

@@ -70,6 +70,21 @@ pub struct PeerTlsConfig {
     pub allowed_hostname: Vec<String>,
 }
 
+/// TLS on the client port (etcd's `--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-cert-auth`). Loaded, checked and
+/// reloaded by `server::tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientTlsConfig {
+    /// The certificate (chain) this member shows clients, and its key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA whose certificates clients must present, with
+    /// `client_cert_auth`.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Whether a client must present a certificate from that CA.
+    pub client_cert_auth: bool,
+}
+
 /// A duration as whole milliseconds, as the flags take it.
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -114,6 +129,8 @@ pub struct NodeConfig {
     pub initial_cluster_state: ClusterState,
     /// TLS for peer traffic, both ways; `None` is plaintext.
     pub peer_tls: Option<PeerTlsConfig>,
+    /// TLS on the client port; `None` is plaintext.
+    pub client_tls: Option<ClientTlsConfig>,
     /// How often the leader sends heartbeats.
     #[serde(rename = "heartbeat_interval_ms", serialize_with = "millis")]
     pub heartbeat_interval: Duration,
@@ -177,6 +194,7 @@ impl NodeConfig {
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
             initial_cluster_state: ClusterState::New,
             peer_tls: None,
+            client_tls: None,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,

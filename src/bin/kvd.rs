@@ -70,6 +70,22 @@ struct Args {
     /// CA certificate (PEM) that signs every member's peer certificate.
     #[arg(long, env = "KVD_PEER_TRUSTED_CA_FILE")]
     peer_trusted_ca_file: Option<PathBuf>,
+    /// Certificate (PEM, with any intermediates) this member shows clients.
+    /// With --key-file, the client port serves TLS only (gRPC, the JSON
+    /// gateway, /health and /metrics alike); the files are read again when
+    /// they change, for new connections.
+    #[arg(long, env = "KVD_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "KVD_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// CA (PEM) whose certificates clients present, with --client-cert-auth.
+    #[arg(long, env = "KVD_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Accept only clients that present a certificate signed by
+    /// --trusted-ca-file.
+    #[arg(long, env = "KVD_CLIENT_CERT_AUTH")]
+    client_cert_auth: bool,
     /// Accept only peers that present a certificate signed by
     /// --peer-trusted-ca-file.
     #[arg(long, env = "KVD_PEER_CLIENT_CERT_AUTH")]
@@ -159,6 +175,31 @@ enum LogFormat {
 }
 
 impl Args {
+    /// Client TLS from `--cert-file` and `--key-file` (which come
+    /// together), `--trusted-ca-file` and `--client-cert-auth`.
+    fn client_tls(&self) -> Result<Option<config::ClientTlsConfig>, config::ConfigError> {
+        let fail = |msg: &str| Err(config::ConfigError(msg.into()));
+        let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => {
+                if self.client_cert_auth || self.trusted_ca_file.is_some() {
+                    return fail("--client-cert-auth and --trusted-ca-file need client TLS: --cert-file and --key-file");
+                }
+                return Ok(None);
+            }
+            _ => return fail("client TLS needs both --cert-file and --key-file"),
+        };
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return fail("--client-cert-auth needs --trusted-ca-file");
+        }
+        Ok(Some(config::ClientTlsConfig {
+            cert_file,
+            key_file,
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+        }))
+    }
+
     fn to_config(&self) -> Result<NodeConfig, config::ConfigError> {
         let state: config::ClusterState = self.initial_cluster_state.parse()?;
         if self.id.is_none()
@@ -190,6 +231,7 @@ impl Args {
         }
         cfg.initial_cluster_state = self.initial_cluster_state.parse()?;
         cfg.peer_tls = self.peer_tls()?;
+        cfg.client_tls = self.client_tls()?;
         if let Some(overrides) = &self.peer_dial_override {
             cfg.peer_dial_overrides = config::parse_dial_overrides(overrides)?;
         }
@@ -356,6 +398,10 @@ async fn run(cfg: NodeConfig) -> raftkv::Result<()> {
         peer: bind(cfg.listen_peer, "--listen-peer").await?,
         metrics: match cfg.listen_metrics {
             Some(addr) => Some(bind(addr, "--listen-metrics").await?),
+            None => None,
+        },
+        client_tls: match &cfg.client_tls {
+            Some(tls) => Some(std::sync::Arc::new(raftkv::server::ClientTls::load(tls)?)),
             None => None,
         },
     };

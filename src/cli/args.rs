@@ -41,6 +41,31 @@ pub struct Cli {
     /// Time to wait for a request to complete.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, help_heading = "Global options")]
     pub command_timeout: Duration,
+    /// Verify servers' certificates with this CA (PEM); endpoints without
+    /// a scheme are then dialed over TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "KVCTL_CACERT",
+        help_heading = "Global options"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) to present, with --key.
+    #[arg(
+        long = "cert",
+        global = true,
+        env = "KVCTL_CERT",
+        help_heading = "Global options"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        global = true,
+        env = "KVCTL_KEY",
+        help_heading = "Global options"
+    )]
+    pub key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::args::{BenchArgs, BenchKind, Format};
-use crate::client::{StatusProbe, Timeouts};
+use crate::client::{Dial, StatusProbe};
 use crate::pb;
 use crate::pb::kv_client::KvClient;
 use crate::pb::lease_client::LeaseClient;
@@ -154,9 +154,9 @@ fn key(i: usize, size: usize) -> Vec<u8> {
 }
 
 /// The endpoint of the current leader, asked of every endpoint.
-async fn leader_endpoint(endpoints: &[String], timeouts: Timeouts) -> anyhow::Result<String> {
+async fn leader_endpoint(endpoints: &[String], dial: &Dial) -> anyhow::Result<String> {
     for e in endpoints {
-        let Ok(mut probe) = StatusProbe::new(e, timeouts) else {
+        let Ok(mut probe) = StatusProbe::new(e, dial) else {
             continue;
         };
         if let Ok(s) = probe.status().await {
@@ -168,18 +168,10 @@ async fn leader_endpoint(endpoints: &[String], timeouts: Timeouts) -> anyhow::Re
     anyhow::bail!("no endpoint reports being the leader")
 }
 
-async fn connect(endpoint: &str, timeouts: Timeouts) -> anyhow::Result<Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Ok(Endpoint::from_shared(url)?
-        .connect_timeout(timeouts.dial)
-        .timeout(timeouts.command)
-        .tcp_nodelay(true)
-        .connect()
-        .await?)
+async fn connect(endpoint: &str, dial: &Dial) -> anyhow::Result<Channel> {
+    crate::client::connect(endpoint, dial)
+        .await
+        .map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))
 }
 
 /// A simple splitmix64 stream for key choice (no need for a crate).
@@ -306,23 +298,19 @@ impl Caller {
 }
 
 /// Runs a benchmark and returns what it measured.
-pub async fn run(
-    endpoints: &[String],
-    timeouts: Timeouts,
-    a: &BenchArgs,
-) -> anyhow::Result<Report> {
+pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(
         a.conns > 0 && a.clients > 0,
         "--conns and --clients must be positive"
     );
     let endpoints = if a.target_leader {
-        vec![leader_endpoint(endpoints, timeouts).await?]
+        vec![leader_endpoint(endpoints, dial).await?]
     } else {
         endpoints.to_vec()
     };
     let mut conns = Vec::with_capacity(a.conns);
     for i in 0..a.conns {
-        conns.push(connect(&endpoints[i % endpoints.len()], timeouts).await?);
+        conns.push(connect(&endpoints[i % endpoints.len()], dial).await?);
     }
     let value: Vec<u8> = (0..a.val_size).map(|i| b'a' + (i % 26) as u8).collect();
     if a.kind == BenchKind::Range {
@@ -534,7 +522,7 @@ pub const CHECK_PERF_PREFIX: &[u8] = b"/kvctl-check-perf/";
 /// `CHECK_PERF_PREFIX`) afterwards.
 pub async fn check_perf(
     endpoints: &[String],
-    timeouts: Timeouts,
+    dial: &Dial,
     load_name: &str,
     duration: Duration,
     format: Format,
@@ -555,9 +543,9 @@ pub async fn check_perf(
         duration: Some(duration),
         key_prefix: CHECK_PERF_PREFIX.to_vec(),
     };
-    let report = run(endpoints, timeouts, &args).await?;
+    let report = run(endpoints, dial, &args).await?;
     // Remove what the check wrote: its prefix, never the user's keys.
-    if let Ok(ch) = connect(&endpoints[0], timeouts).await {
+    if let Ok(ch) = connect(&endpoints[0], dial).await {
         let del = pb::DeleteRangeRequest {
             key: CHECK_PERF_PREFIX.to_vec(),
             range_end: super::args::prefix_end(CHECK_PERF_PREFIX),

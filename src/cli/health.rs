@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::args::Format;
 use super::output::table;
-use crate::client::{Client, ClientError, Timeouts};
+use crate::client::{Client, ClientError, Dial};
 use crate::pb;
 
 /// One endpoint's health.
@@ -17,10 +17,10 @@ pub struct Health {
 }
 
 /// Checks one endpoint.
-pub async fn check(endpoint: &str, timeouts: Timeouts) -> Health {
+pub async fn check(endpoint: &str, dial: &Dial) -> Health {
     let started = Instant::now();
     let read = async {
-        let mut client = Client::new(vec![endpoint.to_string()], timeouts)?;
+        let mut client = Client::new(vec![endpoint.to_string()], dial)?;
         let req = pb::RangeRequest {
             key: b"health".to_vec(),
             ..Default::default()

@@ -11,7 +11,7 @@ use super::args::{
 };
 use super::output::{self, GetStyle};
 use super::{bench, health, lease, snapshot, status, txn, watch};
-use crate::client::{Client, Timeouts};
+use crate::client::{Client, Dial};
 use crate::pb::response_op::Response as OpResponse;
 
 /// The request failed (etcdctl's exit code for errors).
@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Runs one command, prints its result (errors on stderr as one line) and
 /// returns its exit code.
 pub(super) async fn run_one(cli: Cli) -> u8 {
+    let plaintext = cli.cacert.is_none() && cli.cert_file.is_none();
     match execute(cli).await {
         Ok(true) => 0,
         Ok(false) => EXIT_ERROR,
@@ -48,6 +49,14 @@ pub(super) async fn run_one(cli: Cli) -> u8 {
         }
         Err(Failure::Request(e)) => {
             eprintln!("Error: {e:#}");
+            // What a TLS port's answer to a plaintext HTTP/2 preface looks
+            // like from here.
+            let text = format!("{e:#}");
+            if plaintext
+                && (text.contains("h2 protocol error") || text.ends_with("transport error"))
+            {
+                eprintln!("(if the server uses TLS, pass --cacert, or an https:// endpoint)");
+            }
             EXIT_ERROR
         }
         Err(Failure::Coded(code, msg)) => {
@@ -74,22 +83,29 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 /// Returns `Ok(false)` when the command ran but something it checked failed.
 async fn execute(cli: Cli) -> Result<bool, Failure> {
-    let timeouts = Timeouts {
-        dial: cli.dial_timeout,
-        command: cli.command_timeout,
-    };
+    let dial = Dial {
+        connect_timeout: cli.dial_timeout,
+        command_timeout: cli.command_timeout,
+        tls: None,
+    }
+    .with_tls_files(
+        cli.cacert.as_deref(),
+        cli.cert_file.as_deref(),
+        cli.key_file.as_deref(),
+    )?;
+    let dial = &dial;
     let format = cli.write_out;
     let simple = format.unwrap_or(Format::Simple);
     let hex = cli.hex;
     match &cli.command {
         Command::Endpoint(EndpointCommand::Status(a)) => {
-            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, timeouts).await?;
+            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, dial).await?;
             let format = format.unwrap_or(Format::Table);
-            return Ok(status::run(&endpoints, timeouts, format, a).await?);
+            return Ok(status::run(&endpoints, dial, format, a).await?);
         }
         Command::Endpoint(EndpointCommand::Health(a)) => {
-            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, timeouts).await?;
-            let checks = endpoints.iter().map(|e| health::check(e, timeouts));
+            let endpoints = resolve_endpoints(&cli.endpoints, a.cluster, dial).await?;
+            let checks = endpoints.iter().map(|e| health::check(e, dial));
             let results = futures::future::join_all(checks).await;
             print!("{}", health::render(&results, simple));
             if results.iter().any(|h| h.result.is_err()) {
@@ -129,7 +145,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         }
         _ => {}
     }
-    let mut client = Client::new(cli.endpoints, timeouts)?;
+    let mut client = Client::new(cli.endpoints, dial)?;
     let out = match &cli.command {
         Command::Put(a) => {
             let value = match &a.value {
@@ -197,14 +213,13 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 return Err(Failure::Coded(EXIT_WATCH_CANCELED, msg));
             }
         },
-        Command::Bench(a) => bench::run(client.endpoints(), timeouts, a)
+        Command::Bench(a) => bench::run(client.endpoints(), dial, a)
             .await?
             .render(simple)
             .into_bytes(),
         Command::Check(CheckCommand::Perf(a)) => {
             let (passed, out) =
-                bench::check_perf(client.endpoints(), timeouts, &a.load, a.duration, simple)
-                    .await?;
+                bench::check_perf(client.endpoints(), dial, &a.load, a.duration, simple).await?;
             print!("{out}");
             return Ok(passed);
         }
@@ -291,12 +306,12 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
 async fn resolve_endpoints(
     given: &[String],
     cluster: bool,
-    timeouts: Timeouts,
+    dial: &Dial,
 ) -> Result<Vec<String>, Failure> {
     if !cluster {
         return Ok(given.to_vec());
     }
-    let mut client = Client::new(given.to_vec(), timeouts)?;
+    let mut client = Client::new(given.to_vec(), dial)?;
     let members = client.member_list().await?.members;
     let endpoints: Vec<String> = members
         .iter()

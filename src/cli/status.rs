@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::args::{Format, StatusArgs};
 use super::output::{self, EndpointStatus};
-use crate::client::{StatusProbe, Timeouts};
+use crate::client::{Dial, StatusProbe};
 use crate::pb;
 
 /// Leader changes kept on screen in `--watch` mode.
@@ -108,18 +108,19 @@ fn clock() -> String {
 /// Runs `endpoint status`; returns whether every endpoint answered.
 pub async fn run(
     endpoints: &[String],
-    timeouts: Timeouts,
+    dial: &Dial,
     format: Format,
     args: &StatusArgs,
 ) -> anyhow::Result<bool> {
     // A status poll must not hang on a paused node for long.
-    let probe_timeouts = Timeouts {
-        dial: timeouts.dial.min(Duration::from_secs(1)),
-        command: timeouts.command.min(Duration::from_secs(1)),
+    let probe_dial = Dial {
+        connect_timeout: dial.connect_timeout.min(Duration::from_secs(1)),
+        command_timeout: dial.command_timeout.min(Duration::from_secs(1)),
+        tls: dial.tls.clone(),
     };
     let mut probes = endpoints
         .iter()
-        .map(|e| StatusProbe::new(e, if args.watch { probe_timeouts } else { timeouts }))
+        .map(|e| StatusProbe::new(e, if args.watch { &probe_dial } else { dial }))
         .collect::<Result<Vec<_>, _>>()?;
     if !args.watch {
         let rows = poll(&mut probes).await;

@@ -228,7 +228,15 @@ impl Node {
         ));
         let info = MemberInfo {
             name: format!("node{}", cfg.id),
-            client_urls: vec![format!("http://{}", cfg.advertise_client)],
+            client_urls: vec![format!(
+                "{}://{}",
+                if cfg.client_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                cfg.advertise_client
+            )],
         };
         tokio::spawn(publish_member(node.clone(), info));
         tokio::spawn(lessor::run(node.clone()));

@@ -1,5 +1,6 @@
 //! The front ends: etcd's client services on `--listen-client` (gRPC, and
-//! plain HTTP for health, metrics and version on the same port, as etcd),
+//! HTTP for health, metrics, version and the JSON gateway on the same
+//! port, as etcd; all of it over TLS when `tls` is configured),
 //! the peer service on `--listen-peer`, each on its own server so peers'
 //! traffic is never reachable through the client port; optionally the
 //! HTTP routes alone on `--listen-metrics`.
@@ -21,6 +22,7 @@ mod lock;
 mod maintenance;
 mod peer;
 mod status;
+mod tls;
 mod txn;
 mod watch;
 
@@ -33,6 +35,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 pub use maintenance::ETCD_VERSION;
+pub use tls::ClientTls;
 
 use crate::config::NodeConfig;
 use crate::error::Result;
@@ -50,6 +53,8 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// `--listen-metrics`, if given (the client port serves the same).
     pub metrics: Option<TcpListener>,
+    /// TLS on the client port, if configured.
+    pub client_tls: Option<Arc<ClientTls>>,
 }
 
 /// Serves client, peer and HTTP (health, metrics) traffic until `shutdown`
@@ -116,11 +121,25 @@ pub async fn serve(
     .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
         node.clone(),
     )));
-    let client_server = Server::builder()
+    let client_router = Server::builder()
         .accept_http1(true)
         .layer(grpc_metrics::GrpcMetricsLayer::new(node.metrics_handle()))
-        .add_routes(routes.prepare())
-        .serve_with_incoming_shutdown(client_incoming(listeners.client), stopped(stop_rx.clone()));
+        .add_routes(routes.prepare());
+    let client_stopped = stopped(stop_rx.clone());
+    let client_server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match listeners
+        .client_tls
+    {
+        Some(tls) => {
+            let conns = tls
+                .accept(incoming(listeners.client))
+                .map(|conn| conn.map(authority::Http2Authority::new));
+            Box::pin(client_router.serve_with_incoming_shutdown(conns, client_stopped))
+        }
+        None => Box::pin(
+            client_router
+                .serve_with_incoming_shutdown(client_incoming(listeners.client), client_stopped),
+        ),
+    };
 
     let mut peer_builder = Server::builder();
     if let Some(tls) = node.peer_tls() {
@@ -141,6 +160,7 @@ pub async fn serve(
 
     tracing::info!(
         client = %cfg.listen_client,
+        client_tls = cfg.client_tls.is_some(),
         peer = %cfg.listen_peer,
         metrics = ?cfg.listen_metrics,
         "serving"

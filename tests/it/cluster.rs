@@ -32,6 +32,17 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Give each node a `--listen-metrics` listener (`metrics_addr`).
     pub listen_metrics: bool,
+    /// How the harness dials client ports that serve TLS (the kvd flags
+    /// that turn it on go in `extra_args`).
+    pub client_tls: Option<HarnessTls>,
+}
+
+/// The CA (PEM) the harness trusts on TLS client ports, and the
+/// certificate and key (PEM) it shows if the nodes ask for one.
+#[derive(Debug, Clone)]
+pub struct HarnessTls {
+    pub ca_pem: String,
+    pub identity: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -45,6 +56,7 @@ impl Default for Options {
             max_request_bytes: None,
             extra_args: Vec::new(),
             listen_metrics: true,
+            client_tls: None,
         }
     }
 }
@@ -485,20 +497,34 @@ impl TestCluster {
         KvClient::new(self.channel(i).await)
     }
 
+    /// How to dial node `i`'s client port: plaintext, or TLS as
+    /// `Options::client_tls` says.
+    pub fn endpoint(&self, i: usize) -> tonic::transport::Endpoint {
+        let addr = &self.nodes[i].client_addr;
+        match &self.opts.client_tls {
+            None => tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+            Some(tls) => {
+                let mut config = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                    .unwrap()
+                    .tls_config(config)
+                    .unwrap()
+            }
+        }
+    }
+
     /// A channel to node `i`, retrying until it accepts connections.
     pub async fn channel(&self, i: usize) -> Channel {
-        let url = format!("http://{}", self.nodes[i].client_addr);
         eventually(
             &format!("node {} accepts connections", self.nodes[i].id),
             LIVENESS,
             || {
-                let url = url.clone();
-                async move {
-                    let endpoint = tonic::transport::Endpoint::from_shared(url)
-                        .ok()?
-                        .timeout(Duration::from_secs(15));
-                    endpoint.connect().await.ok()
-                }
+                let endpoint = self.endpoint(i).timeout(Duration::from_secs(15));
+                async move { endpoint.connect().await.ok() }
             },
         )
         .await
@@ -510,13 +536,8 @@ impl TestCluster {
         if !node.is_running() {
             return None;
         }
-        let url = format!("http://{}", node.client_addr);
         let call = async {
-            let channel = tonic::transport::Endpoint::from_shared(url)
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
+            let channel = self.endpoint(i).connect().await.ok()?;
             MaintenanceClient::new(channel)
                 .status(pb::StatusRequest {})
                 .await

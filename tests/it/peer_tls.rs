@@ -1,70 +1,20 @@
 //! Mutual TLS on the peer port: a cluster whose members trust one CA works
 //! as before, and nobody without a member's certificate gets in.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use raftkv::pb;
 use raftkv::pb::cluster_client::ClusterClient;
 use raftkv::pb::peer::peer_client::PeerClient;
 use raftkv::pb::peer::Payload;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tempfile::TempDir;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
 use crate::cluster::{eventually, TestCluster, LIVENESS};
+use crate::pki::Pki;
 use crate::requests::{get_value, put_req};
-use crate::tools::run_output;
+use crate::tools::check_config;
 
 /// The common name every member's peer certificate carries.
 const MEMBER_CN: &str = "raftkv-peer";
-
-/// A certificate authority that writes PEM files into a temp dir.
-struct Pki {
-    dir: TempDir,
-    ca: Issuer<'static, KeyPair>,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
-        Pki {
-            dir,
-            ca: Issuer::new(params, key),
-            ca_pem,
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A certificate for `cn` naming localhost and 127.0.0.1, written as
-    /// `<file>.pem` and `<file>.key`; returns (cert PEM, key PEM).
-    fn issue(&self, file: &str, cn: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.ca).unwrap().pem();
-        let key = key.serialize_pem();
-        std::fs::write(self.dir.path().join(format!("{file}.pem")), &cert).unwrap();
-        std::fs::write(self.dir.path().join(format!("{file}.key")), &key).unwrap();
-        (cert, key)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-}
 
 fn tls_flags(pki: &Pki, file: &str) -> Vec<String> {
     let p = |f: &str| pki.path(f).display().to_string();
@@ -200,17 +150,6 @@ async fn only_members_certificates_reach_the_peer_port() {
         Some(())
     })
     .await;
-}
-
-fn check_config(args: &[&str], dir: &Path) -> (i32, String) {
-    let (code, _, err) = run_output(
-        Command::new(env!("CARGO_BIN_EXE_kvd"))
-            .args(["--id", "1", "--data-dir"])
-            .arg(dir)
-            .args(args),
-        None,
-    );
-    (code, err)
 }
 
 /// Scenario: peer TLS flags that cannot work are refused up front, naming

@@ -1,7 +1,7 @@
 //! Running programs from the tests: any command with a deadline
 //! (`run_output`), kvctl and etcd's etcdctl against a cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -159,4 +159,17 @@ pub fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &str) -> (i32, Strin
             .args(args),
         Some(input),
     )
+}
+
+/// Runs `kvd --id 1 --data-dir DIR ARGS...` (usually with `--check-config`
+/// among ARGS); returns its exit code and stderr.
+pub fn check_config(args: &[&str], dir: &Path) -> (i32, String) {
+    let (code, _, err) = run_output(
+        Command::new(env!("CARGO_BIN_EXE_kvd"))
+            .args(["--id", "1", "--data-dir"])
+            .arg(dir)
+            .args(args),
+        None,
+    );
+    (code, err)
 }

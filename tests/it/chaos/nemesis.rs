@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raftkv::client::{StatusProbe, Timeouts};
+use raftkv::client::{Dial, StatusProbe};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -393,11 +393,12 @@ impl Nemesis {
             .filter(|&i| i != f)
             .map(|i| cluster.nodes[i].client_addr.clone())
             .collect();
-        let timeouts = Timeouts {
-            dial: Duration::from_millis(500),
-            command: Duration::from_secs(5),
+        let dial = Dial {
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(5),
+            tls: None,
         };
-        let mut client = Client::new(endpoints, timeouts).map_err(|e| e.to_string())?;
+        let mut client = Client::new(endpoints, &dial).map_err(|e| e.to_string())?;
         let message = |e: &ClientError| e.to_string();
 
         let old = cluster.nodes[f].id;
@@ -503,13 +504,14 @@ pub async fn watch_leaders(
     changes_seen: watch::Sender<usize>,
     mut stop: watch::Receiver<bool>,
 ) -> (usize, Vec<String>) {
-    let timeouts = Timeouts {
-        dial: Duration::from_millis(300),
-        command: Duration::from_millis(300),
+    let dial = Dial {
+        connect_timeout: Duration::from_millis(300),
+        command_timeout: Duration::from_millis(300),
+        tls: None,
     };
     let mut probes: Vec<StatusProbe> = endpoints
         .iter()
-        .map(|e| StatusProbe::new(e, timeouts).expect("valid endpoint"))
+        .map(|e| StatusProbe::new(e, &dial).expect("valid endpoint"))
         .collect();
     // The last leader seen and its term: a new id, or the same id in a
     // later term (it lost leadership and won it back), is a change.
