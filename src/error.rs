@@ -187,9 +187,10 @@ pub enum Error {
     /// A snapshot builder was asked for a second snapshot: a bug.
     #[error("a snapshot builder was used twice")]
     SnapshotBuilderReused,
-    /// Authentication was asked for while it is off.
-    #[error("etcdserver: authentication is not enabled")]
-    AuthNotEnabled,
+    /// Authentication or authorization failed, or an auth change could not
+    /// be made (etcd's messages).
+    #[error(transparent)]
+    Auth(#[from] crate::store::AuthError),
     /// An I/O failure outside the store (listeners, files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

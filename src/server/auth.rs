@@ -40,6 +40,6 @@ impl Auth for AuthService {
         &self,
         _: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        Err(Error::AuthNotEnabled.into())
+        Err(Error::Auth(crate::store::AuthError::NotEnabled).into())
     }
 }

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use crate::error::{Error, MemberRefusal};
+use crate::store::AuthError;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -21,7 +22,8 @@ impl From<Error> for Status {
             | Error::DuplicateKey => Code::InvalidArgument,
             Error::NotAMember(_) | Error::PeerCertificate(_) => Code::PermissionDenied,
             Error::BadPeerMessage(_) => Code::InvalidArgument,
-            Error::LeaderLeaseHeld(_) | Error::AuthNotEnabled => Code::FailedPrecondition,
+            Error::LeaderLeaseHeld(_) => Code::FailedPrecondition,
+            Error::Auth(a) => auth_code(*a),
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
             Error::LeaseTtlTooLarge => Code::OutOfRange,
@@ -72,6 +74,30 @@ impl From<Error> for Status {
     }
 }
 
+/// etcd's gRPC code for each auth error (`rpctypes/error.go`).
+fn auth_code(e: AuthError) -> Code {
+    match e {
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::NotEnabled => Code::FailedPrecondition,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::PermissionNotGiven
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidToken => Code::Unauthenticated,
+        // etcd leaves this one unmapped: gRPC's Unknown.
+        AuthError::NoPasswordUser => Code::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +130,26 @@ mod tests {
                 Error::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                Error::Auth(AuthError::PermissionDenied),
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                Error::Auth(AuthError::InvalidToken),
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                Error::Auth(AuthError::UserEmpty),
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                Error::Auth(AuthError::NotEnabled),
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
             ),
         ];
         for (e, code, msg) in cases {

@@ -137,5 +137,15 @@ pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>
                 revision: batch.revision(),
             }
         }
+        Command::Auth(change) => match batch.change_auth(change) {
+            Ok(()) => Response::Applied {
+                revision: batch.revision(),
+            },
+            Err(e) => Response::Rejected(Rejection::Auth(e)),
+        },
+        Command::AsUser { user, cmd } => match batch.authorize(user.as_deref(), &cmd) {
+            Ok(()) => apply_in_term(batch, *cmd, term),
+            Err(e) => Response::Rejected(Rejection::Auth(e)),
+        },
     }
 }

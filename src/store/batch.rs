@@ -10,6 +10,8 @@
 
 use std::sync::RwLockWriteGuard;
 
+use super::auth::{AuthCommand, AuthError};
+use super::command::Command;
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
 use super::state::{Lease, LeaseId, MemberInfo, Revision, State, Version, VERSION_OVERHEAD};
 
@@ -138,6 +140,16 @@ impl<'a> WriteBatch<'a> {
     }
 
     /// Whether any member has alarm `alarm` raised.
+    /// Applies a change to users, roles or whether auth is on.
+    pub fn change_auth(&mut self, change: AuthCommand) -> Result<(), AuthError> {
+        self.st.auth.apply(change)
+    }
+
+    /// Whether `caller` may have `cmd` applied now (`authorize`).
+    pub fn authorize(&self, caller: Option<&str>, cmd: &Command) -> Result<(), AuthError> {
+        super::authorize::check_command(&self.st.auth, &self.st.leases, caller, cmd)
+    }
+
     pub fn has_alarm(&self, alarm: i32) -> bool {
         self.st.alarms.iter().any(|(_, a)| *a == alarm)
     }

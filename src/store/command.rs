@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::AuthCommand;
 use super::kv::{KeyRange, KeyValue, Rejection};
 use super::state::{LeaseId, MemberInfo, Revision};
 use super::txn::{CompareTarget, Txn, TxnOp, TxnResult};
@@ -85,6 +86,18 @@ pub enum Command {
         member: u64,
         alarm: i32,
     },
+    /// A change to users, roles or whether auth is on (needs `root` when
+    /// auth is on). Does not change the key-value revision.
+    Auth(AuthCommand),
+    /// A client's write on behalf of `user` (`None`: a caller without a
+    /// token or certificate): applied as `cmd` only if the auth state of
+    /// this point in the log allows it (`authorize`). Every write a client
+    /// asks for comes wrapped so; the members' own bookkeeping does not.
+    AsUser {
+        user: Option<String>,
+        #[serde(deserialize_with = "crate::codec::nested")]
+        cmd: Box<Command>,
+    },
 }
 
 /// etcd's alarm types (`etcdserverpb.AlarmType`).
@@ -104,6 +117,9 @@ impl Command {
             | Command::LeaseGrant { .. }
             | Command::LeaseRevoke { .. } => true,
             Command::Batch(cmds) => cmds.iter().any(Command::is_client_write),
+            Command::AsUser { cmd, .. } => cmd.is_client_write(),
+            // Auth changes must work to mend things.
+            Command::Auth(_) => false,
             Command::LeaseCheckpoint { .. }
             | Command::LeaseExpire { .. }
             | Command::PublishMember { .. }
@@ -119,6 +135,7 @@ impl Command {
             Command::Put { .. } | Command::PutV1 { .. } | Command::LeaseGrant { .. } => true,
             Command::Txn(txn) => txn_puts(txn),
             Command::Batch(cmds) => cmds.iter().any(Command::adds_data),
+            Command::AsUser { cmd, .. } => cmd.adds_data(),
             _ => false,
         }
     }
@@ -140,6 +157,10 @@ impl Command {
             Command::Batch(cmds) => cmds.iter().map(Command::payload_size).sum(),
             Command::PublishMember { info, .. } => {
                 info.name.len() + info.client_urls.iter().map(String::len).sum::<usize>()
+            }
+            Command::Auth(a) => crate::codec::encoded_len(a),
+            Command::AsUser { user, cmd } => {
+                user.as_ref().map_or(0, String::len) + cmd.payload_size()
             }
         }
     }

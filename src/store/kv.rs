@@ -274,6 +274,9 @@ pub enum Rejection {
     NoSpace,
     /// A client write while the CORRUPT alarm is raised.
     Corrupt,
+    /// An auth change that cannot be made, or a write its caller may not
+    /// make.
+    Auth(super::auth::AuthError),
 }
 
 impl From<Rejection> for crate::error::Error {
@@ -288,6 +291,7 @@ impl From<Rejection> for crate::error::Error {
             Rejection::LeaseExists => Error::LeaseExists,
             Rejection::NoSpace => Error::NoSpace,
             Rejection::Corrupt => Error::Corrupt,
+            Rejection::Auth(e) => Error::Auth(e),
         }
     }
 }

@@ -8,12 +8,15 @@
 //! watch events); `batch` the writes; `txn` transactions; `command` the data
 //! that goes through Raft; `apply` one command, deterministically and
 //! infallibly; `kv_store` the shared handle readers and the adapter hold;
-//! `validate` what makes a client write well-formed. `state_machine` is the
+//! `validate` what makes a client write well-formed; `auth` users, roles
+//! and permissions, `authorize` which caller may run what. `state_machine` is the
 //! openraft adapter and the only part that can fail (disk): it persists the
 //! state as snapshots (`snapshot_file`, one file replaced whole). The store
 //! never calls the node or the server.
 
 mod apply;
+mod auth;
+mod authorize;
 mod batch;
 mod command;
 mod history;
@@ -25,6 +28,11 @@ mod state_machine;
 mod txn;
 mod validate;
 
+pub use auth::{
+    valid_perm_range, AuthCommand, AuthError, AuthState, Need, PermKind, Permission, Role, User,
+    ROOT,
+};
+pub use authorize::{check_lease_keys, check_read, check_txn as check_txn_auth};
 pub use batch::{WriteBatch, Writer};
 pub use command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 pub use history::{Event, EventKind};

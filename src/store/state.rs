@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::auth::AuthState;
+
 /// etcd's cluster-wide revision: starts at 1, +1 per write that changes a key.
 pub type Revision = i64;
 
@@ -343,6 +345,8 @@ pub struct State {
     pub lease_version: u64,
     /// Raised alarms: (member id, etcd's alarm type).
     pub alarms: BTreeSet<(u64, i32)>,
+    /// Users, roles and whether auth is on.
+    pub auth: AuthState,
 }
 
 impl Default for State {
@@ -360,6 +364,7 @@ impl Default for State {
             leases: BTreeMap::new(),
             lease_version: 0,
             alarms: BTreeSet::new(),
+            auth: AuthState::default(),
         }
     }
 }
@@ -376,7 +381,8 @@ impl State {
     /// without either encodes exactly as before.
     pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
         let mut bytes = crate::codec::encode(self)?;
-        if self.leases.is_empty() && self.alarms.is_empty() {
+        let auth = self.auth != AuthState::default();
+        if self.leases.is_empty() && self.alarms.is_empty() && !auth {
             return Ok(bytes);
         }
         let leases: Vec<(LeaseId, i64, i64)> = self
@@ -385,20 +391,28 @@ impl State {
             .map(|(id, l)| (*id, l.ttl, l.remaining_ms))
             .collect();
         bytes.extend(crate::codec::encode(&leases)?);
-        if !self.alarms.is_empty() {
+        if !self.alarms.is_empty() || auth {
             bytes.extend(crate::codec::encode(&self.alarms)?);
+        }
+        if auth {
+            bytes.extend(crate::codec::encode(&self.auth)?);
         }
         Ok(bytes)
     }
 
-    /// Reads what `encode` wrote (or a snapshot from before leases). Each
-    /// lease's keys are the live keys whose current version names it.
+    /// Reads what `encode` wrote (or a snapshot from before leases, alarms
+    /// or auth). Each lease's keys are the live keys whose current version
+    /// names it.
     pub fn decode(bytes: &[u8]) -> Result<State, crate::codec::CodecError> {
         let (mut state, rest) = crate::codec::decode_prefix::<State>(bytes)?;
         if !rest.is_empty() {
             let (leases, rest): (Vec<(LeaseId, i64, i64)>, _) = crate::codec::decode_prefix(rest)?;
             if !rest.is_empty() {
-                state.alarms = crate::codec::decode(rest)?;
+                let (alarms, rest) = crate::codec::decode_prefix(rest)?;
+                state.alarms = alarms;
+                if !rest.is_empty() {
+                    state.auth = crate::codec::decode(rest)?;
+                }
             }
             state.leases = leases
                 .into_iter()
@@ -520,6 +534,7 @@ impl<'de> Deserialize<'de> for State {
             leases: BTreeMap::new(),
             lease_version: 0,
             alarms: BTreeSet::new(),
+            auth: AuthState::default(),
         })
     }
 }
@@ -627,5 +642,31 @@ mod tests {
         };
         let bytes = crate::codec::encode(&leased).unwrap();
         assert_eq!(crate::codec::decode::<Version>(&bytes).unwrap(), leased);
+    }
+
+    /// Auth state travels in snapshots (with or without leases and
+    /// alarms), and a state without any encodes as before auth existed.
+    #[test]
+    fn auth_state_round_trips_through_a_snapshot() {
+        use crate::store::auth::AuthCommand;
+        let plain = State::default();
+        let before = plain.encode().unwrap();
+        assert_eq!(before, crate::codec::encode(&plain).unwrap());
+        let mut st = State::default();
+        st.auth
+            .apply(AuthCommand::UserAdd {
+                name: "root".into(),
+                password: Some("$2b$04$hash".into()),
+            })
+            .unwrap();
+        st.auth
+            .apply(AuthCommand::RoleAdd { name: "r".into() })
+            .unwrap();
+        let back = State::decode(&st.encode().unwrap()).unwrap();
+        assert_eq!(back.auth, st.auth);
+        assert!(back.alarms.is_empty() && back.leases.is_empty());
+        st.alarms.insert((1, 1));
+        let back = State::decode(&st.encode().unwrap()).unwrap();
+        assert_eq!((back.auth, back.alarms), (st.auth, st.alarms));
     }
 }

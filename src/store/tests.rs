@@ -1029,3 +1029,158 @@ fn a_nospace_alarm_refuses_only_what_adds_data_and_survives_snapshots() {
     copy.restore(State::decode(&s.encode().unwrap()).unwrap());
     assert_eq!(copy.alarms(), vec![(7, ALARM_NOSPACE)]);
 }
+
+/// A store with auth on: `root`, and `u` with role `r` that may write
+/// `a`..`m` and read `a`.
+fn auth_store() -> KvStore {
+    let s = store();
+    let perm = |kind, key: &str, end: &str| Permission {
+        kind,
+        key: key.into(),
+        range_end: end.into(),
+    };
+    for change in [
+        AuthCommand::UserAdd {
+            name: ROOT.into(),
+            password: None,
+        },
+        AuthCommand::UserGrantRole {
+            user: ROOT.into(),
+            role: ROOT.into(),
+        },
+        AuthCommand::UserAdd {
+            name: "u".into(),
+            password: None,
+        },
+        AuthCommand::RoleAdd { name: "r".into() },
+        AuthCommand::UserGrantRole {
+            user: "u".into(),
+            role: "r".into(),
+        },
+        AuthCommand::RoleGrantPermission {
+            role: "r".into(),
+            perm: perm(PermKind::Write, "a", "m"),
+        },
+        AuthCommand::RoleGrantPermission {
+            role: "r".into(),
+            perm: perm(PermKind::Read, "a", ""),
+        },
+        AuthCommand::Enable {
+            token_key: vec![0; 32],
+        },
+    ] {
+        let who = Some(ROOT.to_string());
+        assert!(matches!(
+            run(&s, as_user(who, Command::Auth(change))),
+            Response::Applied { .. }
+        ));
+    }
+    s
+}
+
+fn as_user(user: Option<String>, cmd: Command) -> Command {
+    Command::AsUser {
+        user,
+        cmd: Box::new(cmd),
+    }
+}
+
+fn denied(r: Response) -> bool {
+    matches!(
+        r,
+        Response::Rejected(Rejection::Auth(AuthError::PermissionDenied))
+    )
+}
+
+/// Scenario: writes are judged when applied, with the auth state of that
+/// point in the log: a put in range goes in; one outside, one asking for
+/// the previous value it may not read, a nested transaction hiding a
+/// delete it may not make, a lease revoke over a key it may not write, a
+/// compaction, and anything from nobody are refused and change nothing.
+#[test]
+fn writes_are_authorized_when_applied() {
+    let s = auth_store();
+    let u = || Some("u".to_string());
+    assert!(
+        matches!(
+            run(&s, as_user(u(), put_cmd("b", "1"))),
+            Response::Rejected(_)
+        ),
+        "prev_kv on b needs read"
+    );
+    let mut plain = put_cmd("b", "1");
+    if let Command::Put { prev_kv, .. } = &mut plain {
+        *prev_kv = false;
+    }
+    assert!(matches!(
+        run(&s, as_user(u(), plain.clone())),
+        Response::Put { .. }
+    ));
+    let rev = s.revision();
+    let mut outside = plain.clone();
+    if let Command::Put { key, .. } = &mut outside {
+        *key = b"z".to_vec();
+    }
+    assert!(denied(run(&s, as_user(u(), outside))));
+    assert_eq!(
+        run(&s, as_user(None, plain.clone())),
+        Response::Rejected(Rejection::Auth(AuthError::UserEmpty))
+    );
+    let nested = Txn {
+        compare: vec![],
+        success: vec![TxnOp::Txn(Txn {
+            compare: vec![],
+            success: vec![],
+            failure: vec![TxnOp::DeleteRange {
+                range: KeyRange::Single(b"z".to_vec()),
+                prev_kv: false,
+            }],
+        })],
+        failure: vec![],
+    };
+    assert!(denied(run(&s, as_user(u(), Command::Txn(nested)))));
+    assert!(denied(run(
+        &s,
+        as_user(u(), Command::Compact { revision: 1 })
+    )));
+    assert_eq!(s.revision(), rev, "refused writes changed nothing");
+
+    // Root attaches z to a lease; u may not revoke it (z is not u's to
+    // write), nor attach its own key to it.
+    run(
+        &s,
+        as_user(Some(ROOT.into()), Command::LeaseGrant { id: 5, ttl: 60 }),
+    );
+    let mut leased = put_cmd("z", "1");
+    if let Command::Put { lease, .. } = &mut leased {
+        *lease = Some(5);
+    }
+    assert!(matches!(
+        run(&s, as_user(Some(ROOT.into()), leased)),
+        Response::Put { .. }
+    ));
+    assert!(denied(run(
+        &s,
+        as_user(u(), Command::LeaseRevoke { id: 5 })
+    )));
+    let mut attach = plain;
+    if let Command::Put { lease, .. } = &mut attach {
+        *lease = Some(5);
+    }
+    assert!(denied(run(&s, as_user(u(), attach))));
+    assert!(matches!(
+        run(
+            &s,
+            as_user(Some(ROOT.into()), Command::LeaseRevoke { id: 5 })
+        ),
+        Response::LeaseRevoked { .. }
+    ));
+    // Non-root users may not change auth.
+    assert!(denied(run(
+        &s,
+        as_user(
+            u(),
+            Command::Auth(AuthCommand::RoleAdd { name: "x".into() })
+        )
+    )));
+}

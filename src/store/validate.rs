@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 
+use super::auth::{valid_perm_range, AuthCommand, AuthError};
 use super::command::{Command, ALARM_CORRUPT, ALARM_NOSPACE};
 use super::kv::KeyRange;
 use super::state::{LeaseId, MemberInfo};
@@ -72,6 +73,32 @@ pub fn check_write(cmd: &Command, limits: &Limits) -> Result<()> {
         Command::LeaseExpire { .. } => Err(Error::NotAClientWrite("lease expiry")),
         Command::Batch(_) => Err(Error::NotAClientWrite("batch")),
         Command::PublishMember { .. } => Err(Error::NotAClientWrite("member announcement")),
+        Command::Auth(change) => check_auth_change(change),
+        Command::AsUser { cmd, .. } => match **cmd {
+            Command::AsUser { .. } | Command::Batch(_) => {
+                Err(Error::NotAClientWrite("a caller's write inside another"))
+            }
+            ref inner => check_write(inner, limits),
+        },
+    }
+}
+
+/// Length of the key tokens are signed with (`AuthCommand::Enable`).
+pub const TOKEN_KEY_BYTES: usize = 32;
+
+/// An auth change as the Auth service makes them: a token key of the
+/// right length, permissions over ranges a permission may name.
+fn check_auth_change(change: &AuthCommand) -> Result<()> {
+    match change {
+        AuthCommand::Enable { token_key } if token_key.len() != TOKEN_KEY_BYTES => Err(
+            Error::NotAClientWrite("auth enable without a proper token key"),
+        ),
+        AuthCommand::RoleGrantPermission { perm, .. }
+            if !valid_perm_range(&perm.key, &perm.range_end) =>
+        {
+            Err(Error::Auth(AuthError::InvalidAuthMgmt))
+        }
+        _ => Ok(()),
     }
 }
 
