@@ -3,6 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/etcd/auth.proto",
         "proto/etcd/kv.proto",
         "proto/etcd/lease.proto",
         "proto/etcd/rpc.proto",
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     tonic_prost_build::configure()
         .generate_default_stubs(true)
         .compile_fds(fds)?;

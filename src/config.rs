@@ -90,6 +90,10 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
 fn millis_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => millis(d, s),
@@ -163,6 +167,12 @@ pub struct NodeConfig {
         serialize_with = "millis"
     )]
     pub watch_progress_notify_interval: Duration,
+    /// How long an auth token stays valid after it was issued or last used
+    /// on this member (etcd's `--auth-token-ttl`).
+    #[serde(rename = "auth_token_ttl_s", serialize_with = "secs")]
+    pub auth_token_ttl: Duration,
+    /// bcrypt's cost for new password hashes (etcd's `--bcrypt-cost`).
+    pub bcrypt_cost: u32,
     /// Automatic compaction of the history, if any.
     pub auto_compaction: Option<AutoCompaction>,
     /// Largest encoded client request accepted.
@@ -205,6 +215,8 @@ impl NodeConfig {
             test_corrupt_key: None,
             test_corrupt_snapshot: false,
             watch_progress_notify_interval: Duration::from_secs(600),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
             auto_compaction: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: default_request_timeout(election_timeout),
@@ -225,6 +237,15 @@ impl NodeConfig {
                 "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
                 self.election_timeout.as_millis(),
                 self.heartbeat_interval.as_millis()
+            ));
+        }
+        if self.auth_token_ttl.is_zero() {
+            return fail("--auth-token-ttl must be positive".into());
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return fail(format!(
+                "--bcrypt-cost is {}; bcrypt takes 4 to 31",
+                self.bcrypt_cost
             ));
         }
         if self.watch_progress_notify_interval.is_zero() {

@@ -11,6 +11,12 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
+/// etcd's `authpb` package: users, roles and permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
+
 /// etcd's `leasepb` package: a lease as etcd's database (and snapshots)
 /// keep it.
 pub mod leasepb {

@@ -147,6 +147,14 @@ struct Args {
         hide = true
     )]
     watch_progress_notify_interval: u64,
+    /// How long an auth token stays valid, in seconds, after it was issued
+    /// or last used on the member it is used with.
+    #[arg(long, env = "KVD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    auth_token_ttl: u64,
+    /// bcrypt's cost for password hashes (4 to 31; each step doubles the
+    /// time a password check takes).
+    #[arg(long, env = "KVD_BCRYPT_COST", default_value_t = 10)]
+    bcrypt_cost: u32,
     /// How long a request may wait for a leader or a commit, in milliseconds
     /// [default: 5000 + 2 x --election-timeout].
     #[arg(long, env = "KVD_REQUEST_TIMEOUT")]
@@ -258,6 +266,8 @@ impl Args {
         .map_err(config::ConfigError)?;
         cfg.watch_progress_notify_interval =
             Duration::from_millis(self.watch_progress_notify_interval);
+        cfg.auth_token_ttl = Duration::from_secs(self.auth_token_ttl);
+        cfg.bcrypt_cost = self.bcrypt_cost;
         cfg.validate()?;
         Ok(cfg)
     }

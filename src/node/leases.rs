@@ -54,14 +54,22 @@ impl Node {
     }
 
     /// Grants a lease for `ttl` seconds (raised to the minimum) with `id`,
-    /// or an id this member picks if `id` is 0. Returns the id, the TTL
-    /// and the revision.
-    pub async fn grant_lease(&self, id: LeaseId, ttl: i64) -> Result<(LeaseId, i64, Revision)> {
+    /// or an id this member picks if `id` is 0, on behalf of `who`.
+    /// Returns the id, the TTL and the revision.
+    pub async fn grant_lease(
+        &self,
+        who: Option<&str>,
+        id: LeaseId,
+        ttl: i64,
+    ) -> Result<(LeaseId, i64, Revision)> {
         let ttl = ttl.max(self.min_lease_ttl());
         for _ in 0..ID_TRIES {
             let chosen = if id == 0 { pick_id(self.id) } else { id };
             check_lease_grant(chosen, ttl)?;
-            match self.write(Command::LeaseGrant { id: chosen, ttl }).await? {
+            match self
+                .write_as(who, Command::LeaseGrant { id: chosen, ttl })
+                .await?
+            {
                 Response::LeaseGranted { id, ttl, revision } => return Ok((id, ttl, revision)),
                 Response::Rejected(Rejection::LeaseExists) if id == 0 => continue,
                 Response::Rejected(r) => return Err(r.into()),
@@ -71,9 +79,10 @@ impl Node {
         Err(Error::LeaseExists)
     }
 
-    /// Revokes lease `id`, deleting its keys; the revision after.
-    pub async fn revoke_lease(&self, id: LeaseId) -> Result<Revision> {
-        match self.write(Command::LeaseRevoke { id }).await? {
+    /// Revokes lease `id` on behalf of `who`, deleting its keys; the
+    /// revision after.
+    pub async fn revoke_lease(&self, who: Option<&str>, id: LeaseId) -> Result<Revision> {
+        match self.write_as(who, Command::LeaseRevoke { id }).await? {
             Response::LeaseRevoked { revision } => Ok(revision),
             Response::Rejected(r) => Err(r.into()),
             other => Err(Error::UnexpectedResponse(format!("{other:?}"))),

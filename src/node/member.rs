@@ -67,6 +67,13 @@ pub struct Node {
     pub(super) acks: Acks,
     /// kvd's hidden `--test-corrupt-snapshot`: backups come out damaged.
     pub(super) test_corrupt_snapshot: bool,
+    /// Auth tokens seen in use here.
+    pub(super) tokens: super::auth::Tokens,
+    /// bcrypt's cost for new password hashes.
+    pub(super) bcrypt_cost: u32,
+    /// Whether clients must show a certificate (whose common name is then
+    /// their user when they send no token).
+    pub(super) client_cert_auth: bool,
     /// Set when the leader tells this member it was removed.
     pub(super) removed: tokio::sync::watch::Sender<bool>,
 }
@@ -189,6 +196,9 @@ impl Node {
             acks,
             removed: tokio::sync::watch::Sender::new(false),
             test_corrupt_snapshot: cfg.test_corrupt_snapshot,
+            tokens: super::auth::Tokens::new(cfg.auth_token_ttl),
+            bcrypt_cost: cfg.bcrypt_cost,
+            client_cert_auth: cfg.client_tls.as_ref().is_some_and(|t| t.client_cert_auth),
             raft,
             peer_tls: tls,
             peers: peers.clone(),
@@ -265,6 +275,11 @@ impl Node {
     }
 
     /// TLS on the peer port, if configured.
+    /// Whether clients must show a certificate from the trusted CA.
+    pub fn client_cert_auth(&self) -> bool {
+        self.client_cert_auth
+    }
+
     pub fn peer_tls(&self) -> Option<&PeerTls> {
         self.peer_tls.as_deref()
     }

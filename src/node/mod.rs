@@ -45,6 +45,7 @@
 //! on an empty data dir joins or forms its cluster; `identity.rs` what the
 //! data dir says it is; `status.rs` what it reports.
 
+mod auth;
 mod backup;
 mod batching;
 mod bootstrap;

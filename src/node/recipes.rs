@@ -57,6 +57,7 @@ impl Node {
     /// create revision and, if it existed, its value.
     async fn claim(
         &self,
+        who: Option<&str>,
         key: &[u8],
         value: &[u8],
         lease: LeaseId,
@@ -72,7 +73,8 @@ impl Node {
             }],
             failure: vec![TxnOp::Range(RangeQuery::new(KeyRange::new(key, b"")))],
         };
-        let (revision, created, responses) = txn_result(self.write(Command::Txn(txn)).await?)?;
+        let (revision, created, responses) =
+            txn_result(self.write_as(who, Command::Txn(txn)).await?)?;
         if created {
             return Ok((revision, None));
         }
@@ -80,7 +82,7 @@ impl Node {
             Some(OpResult::Range(r)) => match r.kvs.into_iter().next() {
                 Some(kv) => Ok((kv.create_revision, Some(kv.value))),
                 // Deleted in between: try again from the start.
-                None => Box::pin(self.claim(key, value, lease)).await,
+                None => Box::pin(self.claim(who, key, value, lease)).await,
             },
             _ => Err(Error::UnexpectedResponse("no range in a claim".into())),
         }
@@ -112,32 +114,49 @@ impl Node {
     }
 
     /// etcd's `Lock`: waits until `lease`'s holder holds lock `name`;
-    /// returns the key that represents it and the revision.
-    pub async fn lock(&self, name: &[u8], lease: LeaseId) -> Result<(Vec<u8>, Revision)> {
+    /// returns the key that represents it and the revision. `who` must
+    /// be allowed to read every key under `name/` and to write its own.
+    pub async fn lock(
+        &self,
+        who: Option<&str>,
+        name: &[u8],
+        lease: LeaseId,
+    ) -> Result<(Vec<u8>, Revision)> {
+        self.check_read(who, &KeyRange::prefix(&prefix_of(name)))?;
         let key = owner_key(name, lease);
-        let (rev, _) = self.claim(&key, b"", lease).await?;
+        let (rev, _) = self.claim(who, &key, b"", lease).await?;
         let revision = self.wait_for_turn(name, &key, rev).await?;
         Ok((key, revision))
     }
 
-    /// Deletes `key` (a lock's, or any); the revision after.
-    pub async fn delete_key(&self, key: &[u8]) -> Result<Revision> {
+    /// Deletes `key` (a lock's, or any) on behalf of `who`; the revision
+    /// after.
+    pub async fn delete_key(&self, who: Option<&str>, key: &[u8]) -> Result<Revision> {
         let cmd = Command::DeleteRange {
             key: key.to_vec(),
             range_end: Vec::new(),
             prev_kv: false,
         };
-        match self.write(cmd).await? {
+        match self.write_as(who, cmd).await? {
             Response::DeleteRange { revision, .. } => Ok(revision),
+            Response::Rejected(r) => Err(r.into()),
             other => Err(Error::UnexpectedResponse(format!("{other:?}"))),
         }
     }
 
     /// etcd's `Campaign`: waits until `lease`'s holder leads election
-    /// `name`, its value `value`.
-    pub async fn campaign(&self, name: &[u8], lease: LeaseId, value: &[u8]) -> Result<Leadership> {
+    /// `name`, its value `value`. `who` must be allowed to read every key
+    /// under `name/` and to write its own.
+    pub async fn campaign(
+        &self,
+        who: Option<&str>,
+        name: &[u8],
+        lease: LeaseId,
+        value: &[u8],
+    ) -> Result<Leadership> {
+        self.check_read(who, &KeyRange::prefix(&prefix_of(name)))?;
         let key = owner_key(name, lease);
-        let (rev, existing) = self.claim(&key, value, lease).await?;
+        let (rev, existing) = self.claim(who, &key, value, lease).await?;
         let leadership = Leadership {
             name: name.to_vec(),
             key: key.clone(),
@@ -145,7 +164,7 @@ impl Node {
             lease,
         };
         if existing.is_some_and(|v| v != value) {
-            self.proclaim(&leadership, value).await?;
+            self.proclaim(who, &leadership, value).await?;
         }
         self.wait_for_turn(name, &key, rev).await?;
         Ok(leadership)
@@ -153,7 +172,12 @@ impl Node {
 
     /// etcd's `Proclaim`: sets the leader's value, if `leadership` still
     /// leads.
-    pub async fn proclaim(&self, leadership: &Leadership, value: &[u8]) -> Result<Revision> {
+    pub async fn proclaim(
+        &self,
+        who: Option<&str>,
+        leadership: &Leadership,
+        value: &[u8],
+    ) -> Result<Revision> {
         let txn = Txn {
             compare: vec![created_at(&leadership.key, leadership.rev)],
             success: vec![TxnOp::Put {
@@ -165,14 +189,14 @@ impl Node {
             }],
             failure: vec![],
         };
-        match txn_result(self.write(Command::Txn(txn)).await?)? {
+        match txn_result(self.write_as(who, Command::Txn(txn)).await?)? {
             (revision, true, _) => Ok(revision),
             _ => Err(Error::ElectionNotLeader),
         }
     }
 
     /// etcd's `Resign`: gives up `leadership`, if it still holds.
-    pub async fn resign(&self, leadership: &Leadership) -> Result<Revision> {
+    pub async fn resign(&self, who: Option<&str>, leadership: &Leadership) -> Result<Revision> {
         let txn = Txn {
             compare: vec![created_at(&leadership.key, leadership.rev)],
             success: vec![TxnOp::DeleteRange {
@@ -181,12 +205,18 @@ impl Node {
             }],
             failure: vec![],
         };
-        Ok(txn_result(self.write(Command::Txn(txn)).await?)?.0)
+        Ok(txn_result(self.write_as(who, Command::Txn(txn)).await?)?.0)
     }
 
     /// The leader of election `name` as this member's applied state has it
-    /// (the key created first under `name/`), and the revision read at.
-    pub fn election_leader(&self, name: &[u8]) -> Result<(Revision, Option<KeyValue>)> {
+    /// (the key created first under `name/`), and the revision read at;
+    /// `who` must be allowed to read every key under `name/`.
+    pub fn election_leader(
+        &self,
+        who: Option<&str>,
+        name: &[u8],
+    ) -> Result<(Revision, Option<KeyValue>)> {
+        self.check_read(who, &KeyRange::prefix(&prefix_of(name)))?;
         let first = RangeQuery {
             limit: 1,
             sort_target: SortTarget::Create,

@@ -125,6 +125,10 @@ impl Node {
             | Response::LeaseRevoked { revision } => *revision,
             Response::Rejected(_) | Response::Batch(_) => return,
         };
+        let cmd = match cmd {
+            Command::AsUser { cmd, .. } => cmd,
+            cmd => cmd,
+        };
         let compacted = match (cmd, response) {
             (Command::Compact { revision }, Response::Compacted { .. }) => *revision,
             _ => 0,

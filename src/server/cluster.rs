@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::header;
 use crate::node::{peer_addr_of, MemberChange, Node};
 use crate::pb;
@@ -54,6 +55,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let who = caller(&self.node, &request)?;
+        self.node.check_admin(who.as_deref())?;
         let req = request.into_inner();
         let addr = peer_addr_of(&req.peer_ur_ls)?;
         let change = MemberChange::Add {
@@ -82,6 +85,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let who = caller(&self.node, &request)?;
+        self.node.check_admin(who.as_deref())?;
         let (_, members) = self
             .change(MemberChange::Remove(request.into_inner().id))
             .await?;
@@ -95,6 +100,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let who = caller(&self.node, &request)?;
+        self.node.check_admin(who.as_deref())?;
         let req = request.into_inner();
         let addr = peer_addr_of(&req.peer_ur_ls)?;
         let (_, members) = self
@@ -108,8 +115,10 @@ impl Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let who = caller(&self.node, &request)?;
+        self.node.check_user(who.as_deref())?;
         // Cluster responses carry no revision, as in etcd.
         Ok(Response::new(pb::MemberListResponse {
             header: header(&self.node, 0),
@@ -121,6 +130,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let who = caller(&self.node, &request)?;
+        self.node.check_admin(who.as_deref())?;
         let (_, members) = self
             .change(MemberChange::Promote(request.into_inner().id))
             .await?;

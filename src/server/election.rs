@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::{header, key_value};
 use crate::error::{Error, Result};
 use crate::node::{Leadership, Node};
@@ -46,6 +47,7 @@ type ObserveStream =
 /// until the observer goes away.
 async fn observe(
     node: Arc<Node>,
+    who: Option<String>,
     name: Vec<u8>,
     tx: mpsc::Sender<std::result::Result<v3electionpb::LeaderResponse, Status>>,
 ) {
@@ -53,7 +55,7 @@ async fn observe(
     let mut last: Option<(Vec<u8>, i64)> = None;
     loop {
         applied.borrow_and_update();
-        let (revision, leader) = match node.election_leader(&name) {
+        let (revision, leader) = match node.election_leader(who.as_deref(), &name) {
             Ok(found) => found,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
@@ -87,9 +89,13 @@ impl Election for ElectionService {
         &self,
         request: Request<v3electionpb::CampaignRequest>,
     ) -> std::result::Result<Response<v3electionpb::CampaignResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
         crate::store::check_key(&req.name)?;
-        let l = self.node.campaign(&req.name, req.lease, &req.value).await?;
+        let l = self
+            .node
+            .campaign(who.as_deref(), &req.name, req.lease, &req.value)
+            .await?;
         Ok(Response::new(v3electionpb::CampaignResponse {
             header: header(&self.node, self.node.store().revision()),
             leader: Some(v3electionpb::LeaderKey {
@@ -106,10 +112,11 @@ impl Election for ElectionService {
         &self,
         request: Request<v3electionpb::ProclaimRequest>,
     ) -> std::result::Result<Response<v3electionpb::ProclaimResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
         let revision = self
             .node
-            .proclaim(&leadership(req.leader)?, &req.value)
+            .proclaim(who.as_deref(), &leadership(req.leader)?, &req.value)
             .await?;
         Ok(Response::new(v3electionpb::ProclaimResponse {
             header: header(&self.node, revision),
@@ -121,9 +128,10 @@ impl Election for ElectionService {
         &self,
         request: Request<v3electionpb::LeaderRequest>,
     ) -> std::result::Result<Response<v3electionpb::LeaderResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
         self.node.read_barrier().await?;
-        let (revision, leader) = self.node.election_leader(&req.name)?;
+        let (revision, leader) = self.node.election_leader(who.as_deref(), &req.name)?;
         let kv = leader.ok_or(Error::ElectionNoLeader)?;
         Ok(Response::new(v3electionpb::LeaderResponse {
             header: header(&self.node, revision),
@@ -136,9 +144,10 @@ impl Election for ElectionService {
         &self,
         request: Request<v3electionpb::LeaderRequest>,
     ) -> std::result::Result<Response<ObserveStream>, Status> {
+        let who = caller(&self.node, &request)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let name = request.into_inner().name;
-        tokio::spawn(observe(self.node.clone(), name, tx));
+        tokio::spawn(observe(self.node.clone(), who, name, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -147,8 +156,12 @@ impl Election for ElectionService {
         &self,
         request: Request<v3electionpb::ResignRequest>,
     ) -> std::result::Result<Response<v3electionpb::ResignResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
-        let revision = self.node.resign(&leadership(req.leader)?).await?;
+        let revision = self
+            .node
+            .resign(who.as_deref(), &leadership(req.leader)?)
+            .await?;
         Ok(Response::new(v3electionpb::ResignResponse {
             header: header(&self.node, revision),
         }))

@@ -1,7 +1,8 @@
 //! etcd's JSON gateway on the client port (grpc-gateway, as etcd serves
 //! it): `POST /v3/kv/range` with a JSON `RangeRequest` answers a JSON
 //! `RangeResponse`, and so on for the unary calls of KV, Lease, Cluster and
-//! Maintenance. The JSON is protobuf's mapping as etcd's gateway writes it:
+//! Maintenance, and Auth (a token from `/v3/auth/authenticate` goes in the
+//! `Authorization` header). The JSON is protobuf's mapping as etcd's gateway writes it:
 //! the proto's field names, int64 as strings, bytes as base64, defaults
 //! left out (serde from pbjson, see `build.rs`). Errors are grpc-gateway's
 //! body `{"error","code","message"}` with its HTTP status for the gRPC code.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Code, Status};
 
+use super::auth::AuthService;
 use super::cluster::ClusterService;
 use super::kv::KvService;
 use super::lease::LeaseService;
@@ -34,6 +36,7 @@ use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
 use crate::node::Node;
 use crate::pb;
+use crate::pb::auth_server::Auth;
 use crate::pb::cluster_server::Cluster;
 use crate::pb::kv_server::Kv;
 use crate::pb::lease_server::Lease;
@@ -47,6 +50,7 @@ struct Services {
     cluster: Arc<ClusterService>,
     maintenance: Arc<MaintenanceService>,
     watch: Arc<WatchService>,
+    auth: Arc<AuthService>,
     node: Arc<Node>,
 }
 
@@ -84,9 +88,23 @@ fn error(status: &Status) -> Response {
     json_response(http_status(status.code()), body.to_string())
 }
 
+/// `request` with the HTTP `Authorization` header as gRPC's
+/// `authorization` metadata, as grpc-gateway passes it on. (No client
+/// certificate stands for a user here, as in etcd's gateway.)
+fn with_token<T>(headers: &HeaderMap, request: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        request.metadata_mut().insert("authorization", token);
+    }
+    request
+}
+
 /// Decodes the JSON request (an empty body is the empty request), calls
 /// the service, encodes its answer.
-async fn unary<Req, Resp, F, Fut>(body: Bytes, call: F) -> Response
+async fn unary<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, call: F) -> Response
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -101,7 +119,7 @@ where
             Err(e) => return error(&Status::invalid_argument(e.to_string())),
         }
     };
-    match call(tonic::Request::new(request)).await {
+    match call(with_token(&headers, request)).await {
         Ok(resp) => match serde_json::to_string(&resp.into_inner()) {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(e) => error(&Status::internal(e.to_string())),
@@ -113,14 +131,18 @@ where
 /// `/v3/watch`: one request in, the watch's responses out as JSON lines.
 /// The request body ending does not end the watch (as in etcd's gateway):
 /// the client closing the connection does.
-async fn watch(State(s): State<Services>, body: Bytes) -> Response {
+async fn watch(State(s): State<Services>, headers: HeaderMap, body: Bytes) -> Response {
     use futures::StreamExt;
     let request: pb::WatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(&Status::invalid_argument(e.to_string())),
     };
+    let who = match super::auth::caller(&s.node, &with_token(&headers, ())) {
+        Ok(who) => who,
+        Err(e) => return error(&Status::from(e)),
+    };
     let requests = futures::stream::iter([Ok(request)]).chain(futures::stream::pending());
-    let responses = match s.watch.open(Box::pin(requests), false) {
+    let responses = match s.watch.open(who, Box::pin(requests), false) {
         Ok(r) => r,
         Err(e) => return error(&Status::from(e)),
     };
@@ -144,12 +166,16 @@ async fn watch(State(s): State<Services>, body: Bytes) -> Response {
 }
 
 /// `/v3/lease/keepalive`: one renewal, as one JSON line.
-async fn keep_alive(State(s): State<Services>, body: Bytes) -> Response {
+async fn keep_alive(State(s): State<Services>, headers: HeaderMap, body: Bytes) -> Response {
     let request: pb::LeaseKeepAliveRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(&Status::invalid_argument(e.to_string())),
     };
-    match super::lease::renew(&s.node, request.id).await {
+    let who = match super::auth::caller(&s.node, &with_token(&headers, ())) {
+        Ok(who) => who,
+        Err(e) => return error(&Status::from(e)),
+    };
+    match super::lease::renew(&s.node, who.as_deref(), request.id).await {
         Ok(resp) => json_response(
             StatusCode::OK,
             serde_json::json!({ "result": resp }).to_string() + "\n",
@@ -163,8 +189,8 @@ macro_rules! routes {
     ($router:expr, $( $path:literal => $service:ident . $method:ident ($req:ty) ),* $(,)?) => {
         $router
         $(
-            .route($path, post(|State(s): State<Services>, body: Bytes| async move {
-                unary(body, |r: tonic::Request<$req>| async move { s.$service.$method(r).await }).await
+            .route($path, post(|State(s): State<Services>, headers: HeaderMap, body: Bytes| async move {
+                unary(headers, body, |r: tonic::Request<$req>| async move { s.$service.$method(r).await }).await
             }))
         )*
     };
@@ -178,6 +204,7 @@ pub fn router(node: Arc<Node>) -> Router {
         cluster: Arc::new(ClusterService::new(node.clone())),
         maintenance: Arc::new(MaintenanceService::new(node.clone())),
         watch: Arc::new(WatchService::new(node.clone())),
+        auth: Arc::new(AuthService::new(node.clone())),
         node,
     };
     let router: Router<Services> = Router::new()
@@ -206,6 +233,23 @@ pub fn router(node: Arc<Node>) -> Router {
         "/v3/maintenance/defragment" => maintenance.defragment(pb::DefragmentRequest),
         "/v3/maintenance/hash" => maintenance.hash(pb::HashRequest),
         "/v3/maintenance/hashkv" => maintenance.hash_kv(pb::HashKvRequest),
+        "/v3/auth/enable" => auth.auth_enable(pb::AuthEnableRequest),
+        "/v3/auth/disable" => auth.auth_disable(pb::AuthDisableRequest),
+        "/v3/auth/status" => auth.auth_status(pb::AuthStatusRequest),
+        "/v3/auth/authenticate" => auth.authenticate(pb::AuthenticateRequest),
+        "/v3/auth/user/add" => auth.user_add(pb::AuthUserAddRequest),
+        "/v3/auth/user/get" => auth.user_get(pb::AuthUserGetRequest),
+        "/v3/auth/user/list" => auth.user_list(pb::AuthUserListRequest),
+        "/v3/auth/user/delete" => auth.user_delete(pb::AuthUserDeleteRequest),
+        "/v3/auth/user/changepw" => auth.user_change_password(pb::AuthUserChangePasswordRequest),
+        "/v3/auth/user/grant" => auth.user_grant_role(pb::AuthUserGrantRoleRequest),
+        "/v3/auth/user/revoke" => auth.user_revoke_role(pb::AuthUserRevokeRoleRequest),
+        "/v3/auth/role/add" => auth.role_add(pb::AuthRoleAddRequest),
+        "/v3/auth/role/get" => auth.role_get(pb::AuthRoleGetRequest),
+        "/v3/auth/role/list" => auth.role_list(pb::AuthRoleListRequest),
+        "/v3/auth/role/delete" => auth.role_delete(pb::AuthRoleDeleteRequest),
+        "/v3/auth/role/grant" => auth.role_grant_permission(pb::AuthRoleGrantPermissionRequest),
+        "/v3/auth/role/revoke" => auth.role_revoke_permission(pb::AuthRoleRevokePermissionRequest),
     )
     .with_state(services)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::{
     check_size, header, key_value, put_fields, range_query, range_response, PutFields,
 };
@@ -36,13 +37,17 @@ impl KvService {
     }
 
     /// Checks a write with the rules forwarded writes follow too, then
-    /// commits it.
-    async fn write(&self, cmd: Command) -> Result<Applied> {
+    /// commits it on behalf of `who`.
+    async fn write(&self, who: Option<&str>, cmd: Command) -> Result<Applied> {
         check_write(&cmd, &self.limits)?;
-        self.node.write(cmd).await
+        self.node.write_as(who, cmd).await
     }
 
-    async fn serve_range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
+    async fn serve_range(
+        &self,
+        who: Option<&str>,
+        req: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
         check_key(&req.key)?;
         if req.serializable {
@@ -50,14 +55,16 @@ impl KvService {
         } else {
             self.node.read_barrier().await?;
         }
+        let query = range_query(&req);
+        self.node.check_read(who, &query.range)?;
         let store = self.node.store();
         // The revision first: the data read after it is at least as new.
         let revision = store.revision();
-        let result = store.range(&range_query(&req)).map_err(Error::from)?;
+        let result = store.range(&query).map_err(Error::from)?;
         Ok(range_response(result, header(&self.node, revision)))
     }
 
-    async fn serve_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
+    async fn serve_put(&self, who: Option<&str>, req: pb::PutRequest) -> Result<pb::PutResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
         let PutFields {
             key,
@@ -78,7 +85,7 @@ impl KvService {
             must_exist,
             prev_kv: req.prev_kv,
         };
-        match self.write(cmd).await? {
+        match self.write(who, cmd).await? {
             Applied::Put { revision, prev_kv } => Ok(pb::PutResponse {
                 header: header(&self.node, revision),
                 prev_kv: prev_kv.map(key_value),
@@ -89,6 +96,7 @@ impl KvService {
 
     async fn serve_delete_range(
         &self,
+        who: Option<&str>,
         req: pb::DeleteRangeRequest,
     ) -> Result<pb::DeleteRangeResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
@@ -97,7 +105,7 @@ impl KvService {
             range_end: req.range_end,
             prev_kv: req.prev_kv,
         };
-        match self.write(cmd).await? {
+        match self.write(who, cmd).await? {
             Applied::DeleteRange {
                 revision,
                 deleted,
@@ -111,7 +119,7 @@ impl KvService {
         }
     }
 
-    async fn serve_txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse> {
+    async fn serve_txn(&self, who: Option<&str>, req: pb::TxnRequest) -> Result<pb::TxnResponse> {
         check_size(&req, self.limits.max_request_bytes)?;
         let serializable = txn::is_serializable(&req);
         let t = txn::from_pb(req)?;
@@ -123,13 +131,14 @@ impl KvService {
             } else {
                 self.node.read_barrier().await?;
             }
+            self.node.check_txn(who, &t)?;
             if let Some((revision, result)) = self.node.read_only_txn(&t) {
                 let result = result.map_err(Error::from)?;
                 return Ok(txn::to_pb(result, revision, header(&self.node, revision)));
             }
         }
         // Checked above (the read-only path needs the same checks).
-        match self.node.write(Command::Txn(t)).await? {
+        match self.node.write_as(who, Command::Txn(t)).await? {
             Applied::Txn { revision, result } => {
                 Ok(txn::to_pb(result, revision, header(&self.node, revision)))
             }
@@ -137,11 +146,18 @@ impl KvService {
         }
     }
 
-    async fn serve_compact(&self, req: pb::CompactionRequest) -> Result<pb::CompactionResponse> {
+    async fn serve_compact(
+        &self,
+        who: Option<&str>,
+        req: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse> {
         match self
-            .write(Command::Compact {
-                revision: req.revision,
-            })
+            .write(
+                who,
+                Command::Compact {
+                    revision: req.revision,
+                },
+            )
             .await?
         {
             Applied::Compacted { revision } => Ok(pb::CompactionResponse {
@@ -159,7 +175,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        Ok(Response::new(self.serve_range(request.into_inner()).await?))
+        let who = caller(&self.node, &request)?;
+        Ok(Response::new(
+            self.serve_range(who.as_deref(), request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -167,7 +187,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(Response::new(self.serve_put(request.into_inner()).await?))
+        let who = caller(&self.node, &request)?;
+        Ok(Response::new(
+            self.serve_put(who.as_deref(), request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -175,8 +198,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         Ok(Response::new(
-            self.serve_delete_range(request.into_inner()).await?,
+            self.serve_delete_range(who.as_deref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -185,7 +210,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        Ok(Response::new(self.serve_txn(request.into_inner()).await?))
+        let who = caller(&self.node, &request)?;
+        Ok(Response::new(
+            self.serve_txn(who.as_deref(), request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -193,8 +221,10 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         Ok(Response::new(
-            self.serve_compact(request.into_inner()).await?,
+            self.serve_compact(who.as_deref(), request.into_inner())
+                .await?,
         ))
     }
 }

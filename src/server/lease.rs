@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::caller;
 use super::convert::header;
 use crate::error::Result;
 use crate::node::Node;
 use crate::pb;
 use crate::pb::lease_server::Lease;
+use crate::store::Need;
 
 /// Keep-alive responses queued for a slow client before the stream waits.
 const STREAM_BUFFER: usize = 64;
@@ -33,8 +35,12 @@ impl LeaseService {
         header(&self.node, self.node.store().revision())
     }
 
-    async fn serve_grant(&self, req: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse> {
-        let (id, ttl, revision) = self.node.grant_lease(req.id, req.ttl).await?;
+    async fn serve_grant(
+        &self,
+        who: Option<&str>,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse> {
+        let (id, ttl, revision) = self.node.grant_lease(who, req.id, req.ttl).await?;
         Ok(pb::LeaseGrantResponse {
             header: header(&self.node, revision),
             id,
@@ -43,8 +49,12 @@ impl LeaseService {
         })
     }
 
-    async fn serve_revoke(&self, req: pb::LeaseRevokeRequest) -> Result<pb::LeaseRevokeResponse> {
-        let revision = self.node.revoke_lease(req.id).await?;
+    async fn serve_revoke(
+        &self,
+        who: Option<&str>,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse> {
+        let revision = self.node.revoke_lease(who, req.id).await?;
         Ok(pb::LeaseRevokeResponse {
             header: header(&self.node, revision),
         })
@@ -52,8 +62,14 @@ impl LeaseService {
 
     async fn serve_time_to_live(
         &self,
+        who: Option<&str>,
         req: pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse> {
+        // Its keys only to whom may read each of them.
+        self.node.check_user(who)?;
+        if req.keys {
+            self.node.check_lease_keys(who, req.id, Need::Read)?;
+        }
         let status = self.node.lease_status(req.id).await?;
         // An unknown lease is TTL -1, not an error (etcdctl prints that it
         // already expired).
@@ -81,11 +97,14 @@ type KeepAliveStream =
 /// Answers each keep-alive on `requests` in order, until the client closes
 /// its side (the stream then ends OK) or goes away. An unknown lease gets
 /// TTL 0, not an error, and the stream stays open.
-/// Renews lease `id` once: its TTL, or why not.
+/// Renews lease `id` once on behalf of `who` (who must be allowed to
+/// write each key attached to it): its TTL, or why not.
 pub(super) async fn renew(
     node: &Node,
+    who: Option<&str>,
     id: i64,
 ) -> std::result::Result<pb::LeaseKeepAliveResponse, Status> {
+    node.check_lease_keys(who, id, Need::Write)?;
     node.keep_lease_alive(id)
         .await
         .map(|ttl| pb::LeaseKeepAliveResponse {
@@ -98,12 +117,13 @@ pub(super) async fn renew(
 
 async fn keep_alive(
     node: Arc<Node>,
+    who: Option<String>,
     mut requests: Streaming<pb::LeaseKeepAliveRequest>,
     tx: mpsc::Sender<std::result::Result<pb::LeaseKeepAliveResponse, Status>>,
 ) {
     while let Some(request) = requests.next().await {
         let response = match request {
-            Ok(req) => renew(&node, req.id).await,
+            Ok(req) => renew(&node, who.as_deref(), req.id).await,
             Err(_) => return,
         };
         if tx.send(response).await.is_err() {
@@ -119,7 +139,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> std::result::Result<Response<pb::LeaseGrantResponse>, Status> {
-        Ok(Response::new(self.serve_grant(request.into_inner()).await?))
+        let who = caller(&self.node, &request)?;
+        Ok(Response::new(
+            self.serve_grant(who.as_deref(), request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -127,8 +151,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> std::result::Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         Ok(Response::new(
-            self.serve_revoke(request.into_inner()).await?,
+            self.serve_revoke(who.as_deref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -137,8 +163,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> std::result::Result<Response<KeepAliveStream>, Status> {
+        let who = caller(&self.node, &request)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(keep_alive(self.node.clone(), request.into_inner(), tx));
+        tokio::spawn(keep_alive(self.node.clone(), who, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -147,22 +174,27 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> std::result::Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         Ok(Response::new(
-            self.serve_time_to_live(request.into_inner()).await?,
+            self.serve_time_to_live(who.as_deref(), request.into_inner())
+                .await?,
         ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> std::result::Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let leases = self
-            .node
-            .lease_ids()
-            .into_iter()
-            .map(|id| pb::LeaseStatus { id })
-            .collect();
+        // The list only to whom may read every key of every lease.
+        let who = caller(&self.node, &request)?;
+        self.node.check_user(who.as_deref())?;
+        let ids = self.node.lease_ids();
+        for id in &ids {
+            self.node
+                .check_lease_keys(who.as_deref(), *id, Need::Read)?;
+        }
+        let leases = ids.into_iter().map(|id| pb::LeaseStatus { id }).collect();
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.current_header(),
             leases,

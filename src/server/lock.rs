@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::header;
 use crate::node::Node;
 use crate::pb::v3lockpb;
@@ -28,9 +29,10 @@ impl Lock for LockService {
         &self,
         request: Request<v3lockpb::LockRequest>,
     ) -> Result<Response<v3lockpb::LockResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
         crate::store::check_key(&req.name)?;
-        let (key, revision) = self.node.lock(&req.name, req.lease).await?;
+        let (key, revision) = self.node.lock(who.as_deref(), &req.name, req.lease).await?;
         Ok(Response::new(v3lockpb::LockResponse {
             header: header(&self.node, revision),
             key,
@@ -42,9 +44,10 @@ impl Lock for LockService {
         &self,
         request: Request<v3lockpb::UnlockRequest>,
     ) -> Result<Response<v3lockpb::UnlockResponse>, Status> {
+        let who = caller(&self.node, &request)?;
         let req = request.into_inner();
         crate::store::check_key(&req.key)?;
-        let revision = self.node.delete_key(&req.key).await?;
+        let revision = self.node.delete_key(who.as_deref(), &req.key).await?;
         Ok(Response::new(v3lockpb::UnlockResponse {
             header: header(&self.node, revision),
         }))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::header;
 use crate::backup::file::HASH_LEN;
 use crate::error::{Error, Result};
@@ -75,6 +76,20 @@ impl MaintenanceService {
     }
 }
 
+impl MaintenanceService {
+    /// `request`'s caller must administer the cluster.
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = caller(&self.node, request)?;
+        Ok(self.node.check_admin(who.as_deref())?)
+    }
+
+    /// `request`'s caller must be a user.
+    fn user<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = caller(&self.node, request)?;
+        Ok(self.node.check_user(who.as_deref())?)
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(
@@ -82,6 +97,12 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
+        // Anyone may look; only an admin may raise or clear.
+        if request.get_ref().action == AlarmAction::Get as i32 {
+            self.user(&request)?;
+        } else {
+            self.admin(&request)?;
+        }
         let req = request.into_inner();
         let member = |(member_id, alarm): (u64, i32)| pb::AlarmMember { member_id, alarm };
         let alarms = match AlarmAction::try_from(req.action) {
@@ -118,15 +139,17 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.user(&request)?;
         Ok(Response::new(self.status()?))
     }
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.admin(&request)?;
         // What compaction freed is freed in memory at once; on disk it goes
         // with the Raft log behind a new snapshot.
         self.node.snapshot_now().await?;
@@ -138,8 +161,9 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.admin(&request)?;
         let resp = self.hash_kv(0)?;
         Ok(Response::new(pb::HashResponse {
             header: resp.header,
@@ -151,6 +175,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.admin(&request)?;
         Ok(Response::new(self.hash_kv(request.into_inner().revision)?))
     }
 
@@ -159,8 +184,9 @@ impl Maintenance for MaintenanceService {
     /// 0), then its SHA-256 as a last piece.
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
+        self.admin(&request)?;
         let file = self.node.backup().await?;
         let header = header(&self.node, 0);
         let db_len = file.len() - HASH_LEN;
@@ -184,8 +210,9 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.admin(&request)?;
         Err(Error::Unsupported(
             "MoveLeader is not supported: openraft 0.9, raftkv's Raft, has no leadership \
              transfer. To move leadership off a member, restart it (the others elect a \

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::caller;
 use super::convert::{header, key_value};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -53,8 +54,14 @@ pub(super) type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 impl WatchService {
-    /// A watch stream over `requests`, from gRPC or the JSON gateway.
-    pub(super) fn open<S>(&self, requests: S, requires_leader: bool) -> Result<ResponseStream>
+    /// A watch stream over `requests` on behalf of `who`, from gRPC or the
+    /// JSON gateway.
+    pub(super) fn open<S>(
+        &self,
+        who: Option<String>,
+        requests: S,
+        requires_leader: bool,
+    ) -> Result<ResponseStream>
     where
         S: Stream<Item = std::result::Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
     {
@@ -62,7 +69,7 @@ impl WatchService {
             return Err(Error::NoLeader);
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream = WatchStream::new(self.node.clone(), tx, requires_leader);
+        let stream = WatchStream::new(self.node.clone(), who, tx, requires_leader);
         tokio::spawn(stream.run(requests));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
@@ -78,9 +85,12 @@ impl Watch for WatchService {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v == "true");
-        Ok(Response::new(
-            self.open(request.into_inner(), requires_leader)?,
-        ))
+        let who = caller(&self.node, &request)?;
+        Ok(Response::new(self.open(
+            who,
+            request.into_inner(),
+            requires_leader,
+        )?))
     }
 }
 
@@ -99,6 +109,8 @@ struct Watcher {
 
 struct WatchStream {
     node: Arc<Node>,
+    /// On whose behalf (checked at each watcher's creation).
+    who: Option<String>,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -113,11 +125,13 @@ struct Closed;
 impl WatchStream {
     fn new(
         node: Arc<Node>,
+        who: Option<String>,
         tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
         requires_leader: bool,
     ) -> Self {
         WatchStream {
             node,
+            who,
             tx,
             watchers: BTreeMap::new(),
             next_id: 0,
@@ -224,6 +238,19 @@ impl WatchStream {
         if !create.range_end.is_empty() && create.range_end != [0] && create.range_end <= key {
             return self.send(refuse("mvcc: watcher range is empty")).await;
         }
+        // Read permission on exactly the watched range (from the key on,
+        // for an open end). A refusal cancels this watcher, not the
+        // stream, with the reason as etcd words it.
+        let range = KeyRange::new(&key, &create.range_end);
+        if let Err(e) = self.node.check_read(self.who.as_deref(), &range) {
+            let status = Status::from(e);
+            let reason = format!(
+                "rpc error: code = {:?} desc = {}",
+                status.code(),
+                status.message()
+            );
+            return self.send(refuse(&reason)).await;
+        }
         let id = if create.watch_id != 0 {
             if self.watchers.contains_key(&create.watch_id) {
                 return self
@@ -249,7 +276,7 @@ impl WatchStream {
         self.watchers.insert(
             id,
             Watcher {
-                range: KeyRange::new(&key, &create.range_end),
+                range,
                 next,
                 prev_kv: create.prev_kv,
                 no_put: filter(pb::watch_create_request::FilterType::Noput),

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use super::auth::AuthState;
 use super::batch::WriteBatch;
 use super::history::{events, get_current, read, version_before, Event, EventKind};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection};
@@ -113,6 +114,13 @@ impl KvStore {
     /// counts, and what `Status.dbSize` reports.
     pub fn size_bytes(&self) -> u64 {
         self.read().bytes
+    }
+
+    /// Runs `f` on the auth state and the leases (whose keys some
+    /// permission checks need), under the read lock.
+    pub fn with_auth<R>(&self, f: impl FnOnce(&AuthState, &BTreeMap<LeaseId, Lease>) -> R) -> R {
+        let st = self.read();
+        f(&st.auth, &st.leases)
     }
 
     /// The raised alarms: (member id, etcd's alarm type).

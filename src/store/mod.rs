@@ -32,7 +32,7 @@ pub use auth::{
     valid_perm_range, AuthCommand, AuthError, AuthState, Need, PermKind, Permission, Role, User,
     ROOT,
 };
-pub use authorize::{check_lease_keys, check_read, check_txn as check_txn_auth};
+pub use authorize::{check_command, check_lease_keys, check_read, check_txn as check_txn_auth};
 pub use batch::{WriteBatch, Writer};
 pub use command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 pub use history::{Event, EventKind};
@@ -52,6 +52,7 @@ pub use txn::{
 };
 pub use validate::{
     check_key, check_lease_grant, check_member_info, check_txn, check_write, Limits, MAX_TXN_DEPTH,
+    TOKEN_KEY_BYTES,
 };
 
 #[cfg(test)]
