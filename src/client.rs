@@ -8,12 +8,16 @@
 //! been applied.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::pb;
+use crate::pb::auth_client::AuthClient;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
 use crate::pb::lease_client::LeaseClient;
@@ -56,8 +60,65 @@ impl ClientError {
     }
 }
 
+/// A user name and password to authenticate with (`--user`).
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ user: {:?}, .. }}", self.user)
+    }
+}
+
+/// The token a client got by authenticating, sent with each call after.
+#[derive(Clone, Default, Debug)]
+pub struct Token(Arc<RwLock<Option<AsciiMetadataValue>>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = self.0.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            request.metadata_mut().insert("token", token);
+        }
+        Ok(request)
+    }
+}
+
+impl Token {
+    /// Authenticates over `ch` with `credentials`, unless there are none
+    /// or a token is held already. A server with auth off is no error
+    /// (the client carries on without a token, as etcdctl does).
+    async fn obtain(&self, ch: &Channel, credentials: Option<&Credentials>) -> Result<(), Status> {
+        let Some(c) = credentials else {
+            return Ok(());
+        };
+        if self.0.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return Ok(());
+        }
+        let req = pb::AuthenticateRequest {
+            name: c.user.clone(),
+            password: c.password.clone(),
+        };
+        match AuthClient::new(ch.clone()).authenticate(req).await {
+            Ok(resp) => {
+                let token = AsciiMetadataValue::try_from(resp.into_inner().token)
+                    .map_err(|_| Status::internal("the server's token is not ASCII"))?;
+                *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+                Ok(())
+            }
+            Err(s) if s.message() == "etcdserver: authentication is not enabled" => Ok(()),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+/// A connection whose calls carry the client's token, if it has one.
+pub type Conn = InterceptedService<Channel, Token>;
+
 /// How to reach the servers: timeouts for connecting and for each call,
-/// and TLS.
+/// TLS, and as whom.
 #[derive(Debug, Clone)]
 pub struct Dial {
     pub connect_timeout: Duration,
@@ -66,6 +127,9 @@ pub struct Dial {
     /// without a scheme is dialed over TLS; an `https://` endpoint always
     /// is (trusting the system's CAs when no `--cacert` is given).
     pub tls: Option<ClientTlsConfig>,
+    /// Whom to authenticate as (`None`: send no token; with a client
+    /// certificate, the server may take its common name as the user).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for Dial {
@@ -74,6 +138,7 @@ impl Default for Dial {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(10),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -128,6 +193,8 @@ pub struct Client {
     channels: HashMap<usize, Channel>,
     /// The endpoint that last worked.
     preferred: usize,
+    /// The token from authenticating with `dial.credentials`.
+    token: Token,
 }
 
 impl Client {
@@ -150,6 +217,7 @@ impl Client {
             dial: dial.clone(),
             channels: HashMap::new(),
             preferred: 0,
+            token: Token::default(),
         })
     }
 
@@ -168,23 +236,39 @@ impl Client {
         Ok(ch)
     }
 
+    /// A connection to endpoint `index` with a token (authenticating
+    /// first, once, if there are credentials). `Err(Ok(why))`: the endpoint
+    /// cannot be reached; `Err(Err(status))`: it refused to authenticate.
+    async fn conn(&mut self, index: usize) -> Result<Conn, Result<String, Status>> {
+        let ch = self.channel(index).await.map_err(Ok)?;
+        if let Err(status) = self.token.obtain(&ch, self.dial.credentials.as_ref()).await {
+            if crate::transport::is_connect_error(&status) {
+                self.channels.remove(&index);
+                return Err(Ok(innermost_cause(&status)));
+            }
+            return Err(Err(status));
+        }
+        Ok(InterceptedService::new(ch, self.token.clone()))
+    }
+
     /// Runs `call` on the preferred endpoint, failing over as described in
     /// the module docs.
     async fn call<T, F, Fut>(&mut self, retry: Retry, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let mut failures = Vec::new();
         let n = self.endpoints.len();
         for attempt in 0..n {
             let index = (self.preferred + attempt) % n;
-            let channel = match self.channel(index).await {
+            let channel = match self.conn(index).await {
                 Ok(ch) => ch,
-                Err(e) => {
+                Err(Ok(e)) => {
                     failures.push(format!("{}: {e}", self.endpoints[index]));
                     continue;
                 }
+                Err(Err(status)) => return Err(ClientError::Status(status)),
             };
             match call(channel).await {
                 Ok(v) => {
@@ -261,18 +345,30 @@ impl Client {
         .await
     }
 
+    /// One call to the `Auth` service, made as a write: not sent again
+    /// elsewhere once sent.
+    pub async fn auth<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(AuthClient<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.call(Retry::Write, |ch| call(AuthClient::new(ch)))
+            .await
+    }
+
     /// A channel to the first endpoint that accepts a connection, for
     /// streams (a stream is not retried; a caller re-creates it).
-    pub async fn any_channel(&mut self) -> Result<Channel, ClientError> {
+    pub async fn any_channel(&mut self) -> Result<Conn, ClientError> {
         let mut failures = Vec::new();
         for attempt in 0..self.endpoints.len() {
             let index = (self.preferred + attempt) % self.endpoints.len();
-            match self.channel(index).await {
+            match self.conn(index).await {
                 Ok(ch) => {
                     self.preferred = index;
                     return Ok(ch);
                 }
-                Err(e) => failures.push(format!("{}: {e}", self.endpoints[index])),
+                Err(Ok(e)) => failures.push(format!("{}: {e}", self.endpoints[index])),
+                Err(Err(status)) => return Err(ClientError::Status(status)),
             }
         }
         Err(ClientError::Unreachable(failures))
@@ -410,6 +506,7 @@ pub struct StatusProbe {
     endpoint: String,
     dial: Dial,
     channel: Option<Channel>,
+    token: Token,
 }
 
 impl StatusProbe {
@@ -419,6 +516,7 @@ impl StatusProbe {
             endpoint: endpoint.to_string(),
             dial: dial.clone(),
             channel: None,
+            token: Token::default(),
         })
     }
 
@@ -438,10 +536,19 @@ impl StatusProbe {
                 ch
             }
         };
-        match MaintenanceClient::new(channel)
-            .status(pb::StatusRequest {})
+        let answer = match self
+            .token
+            .obtain(&channel, self.dial.credentials.as_ref())
             .await
         {
+            Ok(()) => {
+                MaintenanceClient::new(InterceptedService::new(channel, self.token.clone()))
+                    .status(pb::StatusRequest {})
+                    .await
+            }
+            Err(status) => Err(status),
+        };
+        match answer {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => {
                 // Reconnect next time: the node may have restarted.
@@ -469,7 +576,7 @@ fn txn_reads_only(req: &pb::TxnRequest) -> bool {
         })
 }
 
-fn kv_client(ch: Channel) -> KvClient<Channel> {
+fn kv_client(ch: Conn) -> KvClient<Conn> {
     KvClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)

@@ -66,6 +66,24 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub key_file: Option<PathBuf>,
+    /// Authenticate as this user: `NAME:PASSWORD`, or `NAME` (the password
+    /// is then asked for, or taken from --password).
+    #[arg(
+        long = "user",
+        global = true,
+        env = "KVCTL_USER",
+        help_heading = "Global options"
+    )]
+    pub auth_user: Option<String>,
+    /// The password of --user, when --user gives only a name.
+    #[arg(
+        long = "password",
+        global = true,
+        env = "KVCTL_PASSWORD",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
+    pub auth_password: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -111,6 +129,17 @@ pub enum Command {
     /// Lease commands: grant, revoke, timetolive, list, keep-alive.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Authentication: enable (needs a user root with the root role),
+    /// disable, status.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Users: add, get, list, delete, passwd, grant-role, revoke-role.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles and their key permissions: add, get, list, delete,
+    /// grant-permission, revoke-permission.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// An interactive session: any kvctl command per line (put, get, del,
     /// watch, txn...), with line editing and history; `help`, `quit`.
     Shell,
@@ -426,6 +455,91 @@ pub enum MemberCommand {
     Promote {
         /// The learner's id.
         id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Turn authentication on (a user `root` with the role `root` must
+    /// exist).
+    Enable,
+    /// Turn authentication off.
+    Disable,
+    /// Whether authentication is on, and the auth revision.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user: `NAME:PASSWORD`, or `NAME` and the password is asked
+    /// for (read from stdin when it is not a terminal).
+    Add {
+        /// `NAME` or `NAME:PASSWORD`.
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        name_password: String,
+        /// A user without a password (it can authenticate only by a
+        /// client certificate naming it).
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Show a user's roles.
+    Get {
+        name: String,
+        /// Show each role's permissions too.
+        #[arg(long)]
+        detail: bool,
+    },
+    /// List the users.
+    List,
+    /// Delete a user.
+    Delete { name: String },
+    /// Change a user's password (asked for, or read from stdin).
+    Passwd { name: String },
+    /// Grant a role to a user.
+    GrantRole { name: String, role: String },
+    /// Revoke a role from a user.
+    RevokeRole { name: String, role: String },
+}
+
+/// A key permission's keys: `KEY`, `KEY RANGE_END`, `--prefix KEY` or
+/// `--from-key KEY`.
+#[derive(Debug, Args)]
+pub struct PermRange {
+    pub key: String,
+    pub range_end: Option<String>,
+    /// Every key that starts with KEY.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Every key from KEY on.
+    #[arg(long)]
+    pub from_key: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Add a role.
+    Add { name: String },
+    /// Show a role's permissions.
+    Get { name: String },
+    /// List the roles.
+    List,
+    /// Delete a role (it is revoked from every user).
+    Delete { name: String },
+    /// Grant a role a permission: `read`, `write` or `readwrite` on a key
+    /// or range.
+    GrantPermission {
+        name: String,
+        /// `read`, `write` or `readwrite`.
+        perm_type: String,
+        #[command(flatten)]
+        range: PermRange,
+    },
+    /// Revoke a permission from a role (the same key or range it was
+    /// granted on).
+    RevokePermission {
+        name: String,
+        #[command(flatten)]
+        range: PermRange,
     },
 }
 

@@ -13,7 +13,6 @@ use anyhow::Context;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::args::{parse_lease_id, ElectArgs, Format, LeaseCommand, LockArgs};
 use crate::client::Client;
@@ -132,7 +131,7 @@ fn keep_alive_line(resp: &pb::LeaseKeepAliveResponse, json: bool) -> String {
 /// Keeps lease `id` alive on `channel`, a third of its TTL apart, printing
 /// each renewal, until it expires (or once).
 async fn keep_alive_printing(
-    channel: Channel,
+    channel: crate::client::Conn,
     id: i64,
     once: bool,
     json: bool,

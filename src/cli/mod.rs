@@ -7,6 +7,7 @@
 //! `node` (as `etcdutl` works on etcd's data dirs).
 
 mod args;
+mod auth;
 pub mod bench;
 mod health;
 mod lease;

@@ -50,7 +50,7 @@ fn put_nonzero(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn header_json(h: &Option<pb::ResponseHeader>) -> Value {
+pub(super) fn header_json(h: &Option<pb::ResponseHeader>) -> Value {
     let mut m = Map::new();
     if let Some(h) = h {
         put_nonzero(&mut m, "cluster_id", json!(h.cluster_id));

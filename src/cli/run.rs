@@ -10,7 +10,7 @@ use super::args::{
     self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand, SnapshotCommand,
 };
 use super::output::{self, GetStyle};
-use super::{bench, health, lease, snapshot, status, txn, watch};
+use super::{auth, bench, health, lease, snapshot, status, txn, watch};
 use crate::client::{Client, Dial};
 use crate::pb::response_op::Response as OpResponse;
 
@@ -87,6 +87,7 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
         connect_timeout: cli.dial_timeout,
         command_timeout: cli.command_timeout,
         tls: None,
+        credentials: credentials(&cli)?,
     }
     .with_tls_files(
         cli.cacert.as_deref(),
@@ -276,6 +277,9 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
             output::member_changed("promoted in", *id, resp.header.as_ref(), simple).into_bytes()
         }
         Command::Lease(cmd) => lease::lease(&mut client, cmd, simple).await?.into_bytes(),
+        Command::Auth(cmd) => auth::auth(&mut client, cmd, simple).await?.into_bytes(),
+        Command::User(cmd) => auth::user(&mut client, cmd, simple).await?.into_bytes(),
+        Command::Role(cmd) => auth::role(&mut client, cmd, simple).await?.into_bytes(),
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&mut client, file).await?.into_bytes()
         }
@@ -299,6 +303,20 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
     stdout.write_all(&out)?;
     stdout.flush()?;
     Ok(true)
+}
+
+/// Whom to authenticate as, from `--user` and `--password` (asking for
+/// the password when neither gives it).
+fn credentials(cli: &Cli) -> Result<Option<crate::client::Credentials>, Failure> {
+    let Some(spec) = &cli.auth_user else {
+        return Ok(None);
+    };
+    let (user, password) = auth::split_user(spec);
+    let password = match password.or_else(|| cli.auth_password.clone()) {
+        Some(p) => p,
+        None => auth::read_password(&user, false).map_err(Failure::Request)?,
+    };
+    Ok(Some(crate::client::Credentials { user, password }))
 }
 
 /// The endpoints to act on: those given, or with `cluster`, every member's

@@ -117,6 +117,7 @@ pub async fn run(
         connect_timeout: dial.connect_timeout.min(Duration::from_secs(1)),
         command_timeout: dial.command_timeout.min(Duration::from_secs(1)),
         tls: dial.tls.clone(),
+        credentials: dial.credentials.clone(),
     };
     let mut probes = endpoints
         .iter()

@@ -100,9 +100,10 @@ fn check_delete(
     Ok(())
 }
 
-/// Whether `caller` may run transaction `t`: read permission on every
-/// compare, and every operation of both branches allowed, whichever branch
-/// would run; nested transactions alike.
+/// Whether `caller` may run transaction `t`: a user (even for an empty
+/// one, which etcd serves to anyone), read permission on every compare,
+/// and every operation of both branches allowed, whichever branch would
+/// run; nested transactions alike.
 pub fn check_txn(
     auth: &AuthState,
     leases: &BTreeMap<LeaseId, Lease>,
@@ -112,6 +113,7 @@ pub fn check_txn(
     if !auth.enabled {
         return Ok(());
     }
+    auth.check_user(caller)?;
     for c in &t.compare {
         check_read(auth, caller, &c.range)?;
     }

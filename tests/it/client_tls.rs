@@ -37,7 +37,7 @@ fn server_flags(pki: &Pki, file: &str, client_cert_auth: bool) -> Vec<String> {
 /// A 3-member cluster serving TLS on its client ports with certificates
 /// from `pki`; the harness dials with `identity` (a client certificate)
 /// if given.
-async fn tls_cluster(pki: &Pki, client_cert_auth: bool) -> TestCluster {
+pub async fn tls_cluster(pki: &Pki, client_cert_auth: bool) -> TestCluster {
     let identity = client_cert_auth.then(|| pki.issue("harness", "harness"));
     let mut cluster = TestCluster::plan(
         3,

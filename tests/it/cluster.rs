@@ -652,10 +652,25 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 
 /// `POST path` with `body` to `addr` over HTTP/1.1: status and body.
 pub fn http_post(addr: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http_post_with(addr, path, body, &[])
+}
+
+/// `POST path` with `body` and the extra `headers` to `addr` over
+/// HTTP/1.1: status and body.
+pub fn http_post_with(
+    addr: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     http_request(
         addr,
         &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     )

@@ -1,6 +1,7 @@
 //! raftkv's integration tests: one binary, real `kvd` processes on loopback.
 
 mod api;
+mod auth;
 mod backup;
 mod bad_input;
 mod chaos;

@@ -397,6 +397,7 @@ impl Nemesis {
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_secs(5),
             tls: None,
+            credentials: None,
         };
         let mut client = Client::new(endpoints, &dial).map_err(|e| e.to_string())?;
         let message = |e: &ClientError| e.to_string();
@@ -508,6 +509,7 @@ pub async fn watch_leaders(
         connect_timeout: Duration::from_millis(300),
         command_timeout: Duration::from_millis(300),
         tls: None,
+        credentials: None,
     };
     let mut probes: Vec<StatusProbe> = endpoints
         .iter()
