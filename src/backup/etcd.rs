@@ -11,9 +11,12 @@
 //!   above, sub 0), `consistent_index` and `term` (big-endian u64);
 //! - `lease`: a lease's id (big-endian) to its `leasepb.Lease`;
 //! - `members`: a member's id in hex to etcd's JSON of it;
-//! - `alarm`, `auth`, `authRoles`, `authUsers`, `cluster`,
-//!   `members_removed`: present, empty from raftkv (its alarms name its own
-//!   members, and it has no users yet), not restored.
+//! - `auth`: `authEnabled` (one byte, 1 or 0) and `authRevision`
+//!   (big-endian u64); `authUsers`: a user's name to its `authpb.User`
+//!   (the password its bcrypt hash, as etcd keeps it); `authRoles`: a
+//!   role's name to its `authpb.Role`;
+//! - `alarm`, `cluster`, `members_removed`: present, empty from raftkv
+//!   (its alarms name its own members), not restored.
 //!
 //! Sub-revisions: raftkv keeps the key of each `(revision, sub)` change
 //! since the last compaction (its watch events); a version older than that
@@ -28,7 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use super::bbolt::{Buckets, Entries};
 use crate::pb;
-use crate::store::{Lease, Revision, State, Version, Versions, INITIAL_REVISION};
+use crate::store::{
+    valid_perm_range, AuthState, Lease, PermKind, Permission, Revision, Role, State, User, Version,
+    Versions, INITIAL_REVISION, ROOT,
+};
 
 /// Why a database is not one of etcd's that raftkv can restore.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +51,10 @@ const LEASE: &[u8] = b"lease";
 const MEMBERS: &[u8] = b"members";
 const AUTH: &[u8] = b"auth";
 const AUTH_USERS: &[u8] = b"authUsers";
-const EMPTY_BUCKETS: [&[u8]; 6] = [
-    b"alarm",
-    AUTH,
-    b"authRoles",
-    AUTH_USERS,
-    b"cluster",
-    b"members_removed",
-];
+const AUTH_ROLES: &[u8] = b"authRoles";
+const AUTH_ENABLED: &[u8] = b"authEnabled";
+const AUTH_REVISION: &[u8] = b"authRevision";
+const EMPTY_BUCKETS: [&[u8]; 3] = [b"alarm", b"cluster", b"members_removed"];
 const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 const CONSISTENT_INDEX: &[u8] = b"consistent_index";
@@ -153,10 +155,137 @@ pub fn to_buckets(state: &State, members: &[Member], at: Position) -> Buckets {
         })
         .collect();
     buckets.insert(MEMBERS.to_vec(), sorted(members));
+    auth_buckets(&state.auth, &mut buckets);
     for name in EMPTY_BUCKETS {
         buckets.insert(name.to_vec(), Vec::new());
     }
     buckets
+}
+
+/// Users, roles and whether auth is on, as etcd's `auth`, `authUsers`
+/// and `authRoles` buckets.
+fn auth_buckets(auth: &AuthState, buckets: &mut Buckets) {
+    let flags = vec![
+        (AUTH_ENABLED.to_vec(), vec![u8::from(auth.enabled)]),
+        (AUTH_REVISION.to_vec(), auth.revision.to_be_bytes().to_vec()),
+    ];
+    buckets.insert(AUTH.to_vec(), sorted(flags));
+    let users = auth
+        .users
+        .iter()
+        .map(|(name, u)| {
+            let record = pb::authpb::User {
+                name: name.as_bytes().to_vec(),
+                password: u.password.clone().unwrap_or_default().into_bytes(),
+                roles: u.roles.iter().cloned().collect(),
+                options: Some(pb::authpb::UserAddOptions {
+                    no_password: u.password.is_none(),
+                }),
+            };
+            (name.as_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+    buckets.insert(AUTH_USERS.to_vec(), sorted(users));
+    let roles = auth
+        .roles
+        .iter()
+        .map(|(name, r)| {
+            let kind = |k| match k {
+                PermKind::Read => pb::authpb::permission::Type::Read,
+                PermKind::Write => pb::authpb::permission::Type::Write,
+                PermKind::ReadWrite => pb::authpb::permission::Type::Readwrite,
+            };
+            let record = pb::authpb::Role {
+                name: name.as_bytes().to_vec(),
+                key_permission: r
+                    .perms
+                    .iter()
+                    .map(|p| pb::authpb::Permission {
+                        perm_type: kind(p.kind) as i32,
+                        key: p.key.clone(),
+                        range_end: p.range_end.clone(),
+                    })
+                    .collect(),
+            };
+            (name.as_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+    buckets.insert(AUTH_ROLES.to_vec(), sorted(roles));
+}
+
+/// etcd's `auth`, `authUsers` and `authRoles` buckets back into users,
+/// roles and whether auth is on (without a token key: the restoring
+/// member picks one). Refuses anything malformed.
+fn auth_from_buckets(buckets: &Buckets) -> Result<AuthState, SchemaError> {
+    let mut auth = AuthState::default();
+    for (k, v) in buckets.get(AUTH).into_iter().flatten() {
+        match k.as_slice() {
+            AUTH_ENABLED => auth.enabled = v.as_slice() == [1],
+            AUTH_REVISION => {
+                let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) else {
+                    return bad("`auth` bucket: authRevision is not 8 bytes");
+                };
+                auth.revision = u64::from_be_bytes(b);
+            }
+            _ => {}
+        }
+    }
+    let text = |b: &[u8], what: &str| {
+        String::from_utf8(b.to_vec()).map_err(|_| SchemaError(format!("{what} is not UTF-8")))
+    };
+    for (k, v) in buckets.get(AUTH_USERS).into_iter().flatten() {
+        let u = pb::authpb::User::decode(v.as_slice())
+            .map_err(|e| SchemaError(format!("`authUsers` bucket: {e}")))?;
+        let name = text(&u.name, "a user name")?;
+        if name.as_bytes() != k.as_slice() || name.is_empty() {
+            return bad(format!(
+                "`authUsers` bucket: user {name:?} under another key"
+            ));
+        }
+        let password = if u.password.is_empty() {
+            None
+        } else {
+            Some(text(&u.password, "a password hash")?)
+        };
+        let user = User {
+            password,
+            roles: u.roles.into_iter().collect(),
+            password_revision: 0,
+        };
+        auth.users.insert(name, user);
+    }
+    for (k, v) in buckets.get(AUTH_ROLES).into_iter().flatten() {
+        let r = pb::authpb::Role::decode(v.as_slice())
+            .map_err(|e| SchemaError(format!("`authRoles` bucket: {e}")))?;
+        let name = text(&r.name, "a role name")?;
+        if name.as_bytes() != k.as_slice() || name.is_empty() {
+            return bad(format!(
+                "`authRoles` bucket: role {name:?} under another key"
+            ));
+        }
+        let mut perms = Vec::with_capacity(r.key_permission.len());
+        for p in r.key_permission {
+            let kind = match pb::authpb::permission::Type::try_from(p.perm_type) {
+                Ok(pb::authpb::permission::Type::Read) => PermKind::Read,
+                Ok(pb::authpb::permission::Type::Write) => PermKind::Write,
+                Ok(pb::authpb::permission::Type::Readwrite) => PermKind::ReadWrite,
+                Err(_) => return bad(format!("role {name:?}: unknown permission type")),
+            };
+            if !valid_perm_range(&p.key, &p.range_end) {
+                return bad(format!("role {name:?}: a permission over no keys"));
+            }
+            perms.push(Permission {
+                kind,
+                key: p.key,
+                range_end: p.range_end,
+            });
+        }
+        auth.roles.insert(name, Role { perms });
+    }
+    if auth.enabled && !auth.is_admin(ROOT) {
+        return bad("auth is on but there is no root user with the root role");
+    }
+    Ok(auth)
 }
 
 fn sorted(mut entries: Entries) -> Entries {
@@ -219,11 +348,6 @@ pub struct Restored {
     pub state: State,
     /// The members it names (not restored: a restore makes a new cluster).
     pub members: Vec<Member>,
-    /// Whether etcd's authentication was on in it (its users and roles are
-    /// not restored: raftkv has no authentication yet).
-    pub auth_enabled: bool,
-    /// How many users it has.
-    pub users: usize,
 }
 
 /// Reads etcd's buckets into a state: every version still held, the
@@ -342,16 +466,6 @@ pub fn from_buckets(buckets: &Buckets) -> Result<Restored, SchemaError> {
         .flatten()
         .filter_map(|(_, v)| serde_json::from_slice(v).ok())
         .collect();
-    let auth_enabled = buckets
-        .get(AUTH)
-        .into_iter()
-        .flatten()
-        .any(|(k, v)| k == b"authEnabled" && v == &[1]);
-    let users = buckets.get(AUTH_USERS).map_or(0, Vec::len);
-    Ok(Restored {
-        state,
-        members,
-        auth_enabled,
-        users,
-    })
+    state.auth = auth_from_buckets(buckets)?;
+    Ok(Restored { state, members })
 }

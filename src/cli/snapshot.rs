@@ -138,7 +138,7 @@ pub async fn restore(a: RestoreArgs<'_>) -> anyhow::Result<String> {
         initial_cluster: initial_cluster.clone(),
     };
     let cluster_id = seed(&target, restored.state, &Sha256::digest(&bytes)).await?;
-    let mut out = format!(
+    let out = format!(
         "Restored {} into {}: revision {revision} (compacted at {compacted}), {live} keys, \
          {leases} leases, snapshot hash {:x}\nMember {} of a new cluster ({cluster_id:x}); start \
          it with --data-dir {} --id {} --initial-cluster {} and its usual --listen-* and \
@@ -151,12 +151,5 @@ pub async fn restore(a: RestoreArgs<'_>) -> anyhow::Result<String> {
         a.id,
         a.initial_cluster,
     );
-    if restored.auth_enabled || restored.users > 0 {
-        out.push_str(&format!(
-            "Note: the snapshot has etcd authentication data ({} users); raftkv does not \
-             restore users and roles yet, so the restored cluster has none\n",
-            restored.users
-        ));
-    }
     Ok(out)
 }

@@ -251,6 +251,13 @@ impl Node {
         if !matches {
             return Err(AuthError::AuthFailed.into());
         }
+        // A cluster restored from a backup with auth on has no token key
+        // yet (backups do not carry it): the first member asked picks one.
+        if self.store.with_auth(|auth, _| auth.token_key.is_empty()) {
+            let token_key = self.new_token_key()?;
+            self.write(Command::Auth(AuthCommand::SetTokenKey { token_key }))
+                .await?;
+        }
         self.store.with_auth(|auth, _| {
             // The user may have gone, or auth been turned off, meanwhile.
             if !auth.enabled {

@@ -151,6 +151,13 @@ pub enum AuthCommand {
         #[serde(with = "serde_bytes")]
         range_end: Vec<u8>,
     },
+    /// Sets the token key of a state restored from a backup with auth on
+    /// (backups do not carry it); a no-op once there is one, so of several
+    /// members proposing one the first wins.
+    SetTokenKey {
+        #[serde(with = "serde_bytes")]
+        token_key: Vec<u8>,
+    },
 }
 
 /// Why an auth change or a permission check failed: etcd's errors (the
@@ -297,6 +304,12 @@ impl AuthState {
                 }
                 self.enabled = true;
                 self.token_key = token_key;
+                return Ok(());
+            }
+            AuthCommand::SetTokenKey { token_key } => {
+                if self.enabled && self.token_key.is_empty() {
+                    self.token_key = token_key;
+                }
                 return Ok(());
             }
             AuthCommand::Disable => {

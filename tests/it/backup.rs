@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use crate::cluster::{Options, TestCluster};
 use crate::etcd_server::{Etcd, EtcdServer};
 use crate::requests::put_req;
-use crate::tools::{etcdctl_ok, kvctl, kvctl_ok};
+use crate::tools::{etcdctl_ok, kvctl, kvctl_ok, run_output};
 
 /// Every key at `revision` (0: now), and the revision the answer is at.
 async fn all_at(channel: Channel, revision: i64) -> (i64, Vec<pb::KeyValue>) {
@@ -106,7 +106,11 @@ async fn leases(channel: Channel) -> Vec<i64> {
 /// `kvctl snapshot restore` of `file` into every node of a planned
 /// cluster, then the cluster started.
 async fn restore_cluster(file: &Path, n: usize) -> TestCluster {
-    let mut restored = TestCluster::plan(n, Options::default());
+    restore_cluster_with(file, n, Options::default()).await
+}
+
+async fn restore_cluster_with(file: &Path, n: usize, opts: Options) -> TestCluster {
+    let mut restored = TestCluster::plan(n, opts);
     for node in &restored.nodes {
         let out = kvctl_ok(
             "127.0.0.1:1",
@@ -384,5 +388,100 @@ async fn snapshots_move_between_etcd_and_raftkv() {
         let (_, raftkv_history) = all_at(raftkv.channel(0).await, compact_at + 1).await;
         assert_eq!(history, raftkv_history, "raftkv -> {version:?}: history");
         assert_eq!(leases(etcd_again.channel().await).await, vec![lease]);
+    }
+}
+
+/// Scenario: users, roles and auth move with backups. In etcd (3.4 and
+/// 3.5) etcdctl makes root and alice (readwrite on app/) and enables auth;
+/// its snapshot restored into raftkv keeps auth on: alice authenticates
+/// with the password etcd hashed, writes under app/ and is refused
+/// elsewhere, on every member. Back from raftkv into etcd, etcdctl as alice
+/// is served and refused alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_roles_move_between_etcd_and_raftkv() {
+    for version in [Etcd::V34, Etcd::V35] {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = EtcdServer::start(version, dir.path(), "source").await;
+        let ctl = |addr: &str, args: &[&str]| version.etcdctl(addr, args);
+        let root = ["--user", "root:rootpw"];
+        ctl(&etcd.client_addr, &["user", "add", "root:rootpw"]);
+        ctl(&etcd.client_addr, &["user", "grant-role", "root", "root"]);
+        ctl(&etcd.client_addr, &["auth", "enable"]);
+        for args in [
+            &["role", "add", "app"][..],
+            &[
+                "role",
+                "grant-permission",
+                "app",
+                "readwrite",
+                "--prefix",
+                "app/",
+            ],
+            &["user", "add", "alice:alicepw"],
+            &["user", "grant-role", "alice", "app"],
+            &["put", "app/x", "1"],
+        ] {
+            ctl(&etcd.client_addr, &[&root[..], args].concat());
+        }
+        let file = dir.path().join("from-etcd.db");
+        ctl(
+            &etcd.client_addr,
+            &[&root[..], &["snapshot", "save", file.to_str().unwrap()]].concat(),
+        );
+
+        let opts = Options {
+            credentials: Some(("root".into(), "rootpw".into())),
+            ..Options::default()
+        };
+        let raftkv = restore_cluster_with(&file, 3, opts).await;
+        for node in &raftkv.nodes {
+            let at = &node.client_addr;
+            let (rc, out, err) = kvctl(at, &["--user", "alice:alicepw", "put", "app/y", "2"]);
+            assert_eq!(
+                (rc, out.as_str()),
+                (0, "OK\n"),
+                "{version:?} -> raftkv: {err}"
+            );
+            let (rc, _, err) = kvctl(at, &["--user", "alice:alicepw", "put", "nope", "2"]);
+            assert_ne!(rc, 0, "{version:?} -> raftkv: alice wrote outside app/");
+            assert!(err.contains("permission denied"), "{err}");
+            let (rc, _, err) = kvctl(at, &["get", "app/x"]);
+            assert_ne!(rc, 0);
+            assert!(err.contains("user name is empty"), "{err}");
+        }
+
+        let back = dir.path().join("from-raftkv.db");
+        kvctl_ok(
+            &raftkv.endpoints(),
+            &[
+                "--user",
+                "root:rootpw",
+                "snapshot",
+                "save",
+                back.to_str().unwrap(),
+            ],
+        );
+        let etcd_again = EtcdServer::restore(version, dir.path(), "restored", &back).await;
+        let alice = ["--user", "alice:alicepw"];
+        assert_eq!(
+            ctl(
+                &etcd_again.client_addr,
+                &[&alice[..], &["get", "app/y", "--print-value-only"]].concat()
+            ),
+            "2\n",
+            "raftkv -> {version:?}"
+        );
+        let (rc, out, _) = run_output(
+            std::process::Command::new(version.binary("etcdctl"))
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &etcd_again.client_addr])
+                .args(alice)
+                .args(["put", "nope", "1"]),
+            None,
+        );
+        assert_ne!(
+            rc, 0,
+            "raftkv -> {version:?}: alice wrote outside app/: {out}"
+        );
     }
 }

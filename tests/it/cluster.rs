@@ -35,6 +35,9 @@ pub struct Options {
     /// How the harness dials client ports that serve TLS (the kvd flags
     /// that turn it on go in `extra_args`).
     pub client_tls: Option<HarnessTls>,
+    /// A user and password the harness authenticates with for its own
+    /// `Status` calls, for a cluster with auth on.
+    pub credentials: Option<(String, String)>,
 }
 
 /// The CA (PEM) the harness trusts on TLS client ports, and the
@@ -57,6 +60,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             listen_metrics: true,
             client_tls: None,
+            credentials: None,
         }
     }
 }
@@ -538,8 +542,22 @@ impl TestCluster {
         }
         let call = async {
             let channel = self.endpoint(i).connect().await.ok()?;
+            let mut request = tonic::Request::new(pb::StatusRequest {});
+            if let Some((name, password)) = &self.opts.credentials {
+                // Authenticating each time: a status poll is rare enough.
+                let token = pb::auth_client::AuthClient::new(channel.clone())
+                    .authenticate(pb::AuthenticateRequest {
+                        name: name.clone(),
+                        password: password.clone(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .token;
+                request.metadata_mut().insert("token", token.parse().ok()?);
+            }
             MaintenanceClient::new(channel)
-                .status(pb::StatusRequest {})
+                .status(request)
                 .await
                 .ok()
                 .map(|r| r.into_inner())
