@@ -1,6 +1,7 @@
 //! Applies one `Command` to a `WriteBatch`: the deterministic heart of the
 //! state machine, with no Raft in sight.
 
+use super::authorize::check_command;
 use super::batch::WriteBatch;
 use super::command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
 use super::kv::{KeyRange, Rejection};
@@ -143,9 +144,12 @@ pub fn apply_in_term(batch: &mut WriteBatch<'_>, cmd: Command, term: Option<u64>
             },
             Err(e) => Response::Rejected(Rejection::Auth(e)),
         },
-        Command::AsUser { user, cmd } => match batch.authorize(user.as_deref(), &cmd) {
-            Ok(()) => apply_in_term(batch, *cmd, term),
-            Err(e) => Response::Rejected(Rejection::Auth(e)),
-        },
+        Command::AsUser { user, cmd } => {
+            let (auth, leases) = batch.auth_and_leases();
+            match check_command(auth, leases, user.as_deref(), &cmd) {
+                Ok(()) => apply_in_term(batch, *cmd, term),
+                Err(e) => Response::Rejected(Rejection::Auth(e)),
+            }
+        }
     }
 }

@@ -10,8 +10,7 @@
 
 use std::sync::RwLockWriteGuard;
 
-use super::auth::{AuthCommand, AuthError};
-use super::command::Command;
+use super::auth::{AuthCommand, AuthError, AuthState};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Reads, Rejection};
 use super::state::{Lease, LeaseId, MemberInfo, Revision, State, Version, VERSION_OVERHEAD};
 
@@ -145,9 +144,10 @@ impl<'a> WriteBatch<'a> {
         self.st.auth.apply(change)
     }
 
-    /// Whether `caller` may have `cmd` applied now (`authorize`).
-    pub fn authorize(&self, caller: Option<&str>, cmd: &Command) -> Result<(), AuthError> {
-        super::authorize::check_command(&self.st.auth, &self.st.leases, caller, cmd)
+    /// The auth state and the leases, for judging a caller's command
+    /// (`authorize`).
+    pub fn auth_and_leases(&self) -> (&AuthState, &std::collections::BTreeMap<LeaseId, Lease>) {
+        (&self.st.auth, &self.st.leases)
     }
 
     pub fn has_alarm(&self, alarm: i32) -> bool {
