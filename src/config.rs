@@ -121,8 +121,9 @@ pub struct NodeConfig {
     /// An extra HTTP listener for `/health`, `/metrics` and the rest (the
     /// client port serves them too), as etcd's `--listen-metrics-urls`.
     pub listen_metrics: Option<SocketAddr>,
-    /// Client address other nodes and clients should use for this node.
-    pub advertise_client: String,
+    /// Client addresses clients should use for this node, each reachable
+    /// from some network (`MemberList` publishes them all, in this order).
+    pub advertise_client: Vec<String>,
     /// Peer address other nodes should use for this node.
     pub advertise_peer: String,
     /// Members of a new cluster: id to peer address. Used only when the data
@@ -199,7 +200,7 @@ impl NodeConfig {
             listen_client,
             listen_peer,
             listen_metrics: None,
-            advertise_client: listen_client.to_string(),
+            advertise_client: vec![listen_client.to_string()],
             advertise_peer: listen_peer.to_string(),
             initial_cluster: BTreeMap::from([(id, listen_peer.to_string())]),
             initial_cluster_state: ClusterState::New,
@@ -272,10 +273,15 @@ impl NodeConfig {
         if self.initial_cluster.contains_key(&0) {
             return fail("--initial-cluster: member ids must be nonzero".into());
         }
-        for (flag, addr) in [
-            ("--advertise-client", &self.advertise_client),
-            ("--advertise-peer", &self.advertise_peer),
-        ] {
+        if self.advertise_client.is_empty() {
+            return fail("--advertise-client: give at least one address".into());
+        }
+        let advertised = self
+            .advertise_client
+            .iter()
+            .map(|a| ("--advertise-client", a))
+            .chain([("--advertise-peer", &self.advertise_peer)]);
+        for (flag, addr) in advertised {
             check_host_port(addr).map_err(|e| ConfigError(format!("{flag}: {e}")))?;
             let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
             if matches!(host, "0.0.0.0" | "[::]" | "::") {
@@ -527,7 +533,7 @@ mod tests {
         c.election_timeout = Duration::from_millis(300);
         assert!(c.validate().unwrap_err().0.contains("5 times"));
         let mut c = cfg();
-        c.advertise_client = "0.0.0.0:2379".into();
+        c.advertise_client = vec!["node1:2379".into(), "0.0.0.0:2379".into()];
         assert!(c.validate().unwrap_err().0.contains("--advertise-client"));
         let mut c = cfg();
         c.initial_cluster.insert(2, "127.0.0.1:2380".into());

@@ -44,9 +44,11 @@ struct Args {
     /// /version; the client port serves them too [default: none].
     #[arg(long, env = "KVD_LISTEN_METRICS")]
     listen_metrics: Option<SocketAddr>,
-    /// Client address to publish to the cluster [default: --listen-client].
-    #[arg(long, env = "KVD_ADVERTISE_CLIENT")]
-    advertise_client: Option<String>,
+    /// Client addresses to publish to the cluster, comma-separated, one for
+    /// each network clients come from (e.g. the container network's name and
+    /// the host's published port) [default: --listen-client].
+    #[arg(long, env = "KVD_ADVERTISE_CLIENT", value_delimiter = ',')]
+    advertise_client: Option<Vec<String>>,
     /// Peer address other members reach this one at [default: --listen-peer].
     #[arg(long, env = "KVD_ADVERTISE_PEER")]
     advertise_peer: Option<String>,
@@ -226,8 +228,8 @@ impl Args {
             self.listen_peer,
         );
         cfg.listen_metrics = self.listen_metrics;
-        if let Some(addr) = &self.advertise_client {
-            cfg.advertise_client = config::normalize_addr(addr);
+        if let Some(addrs) = &self.advertise_client {
+            cfg.advertise_client = addrs.iter().map(|a| config::normalize_addr(a)).collect();
         }
         if let Some(addr) = &self.advertise_peer {
             cfg.advertise_peer = config::normalize_addr(addr);

@@ -331,15 +331,31 @@ async fn resolve_endpoints(
     }
     let mut client = Client::new(given.to_vec(), dial)?;
     let members = client.member_list().await?.members;
-    let endpoints: Vec<String> = members
-        .iter()
-        .flat_map(|m| m.client_ur_ls.iter())
-        .map(|url| {
-            url.trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string()
-        })
-        .collect();
+    // A member may publish a URL for each network its clients come from
+    // (a container network's name, the host's published port): take, for
+    // each, the first that accepts a connection from here, else its first.
+    let mut endpoints = Vec::new();
+    for m in &members {
+        let urls: Vec<String> = m
+            .client_ur_ls
+            .iter()
+            .map(|url| {
+                url.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        let mut chosen = None;
+        if urls.len() > 1 {
+            for url in &urls {
+                if crate::client::connect(url, dial).await.is_ok() {
+                    chosen = Some(url.clone());
+                    break;
+                }
+            }
+        }
+        endpoints.extend(chosen.or_else(|| urls.first().cloned()));
+    }
     if endpoints.is_empty() {
         return Err(Failure::Request(anyhow::anyhow!(
             "no member has published a client URL yet"

@@ -238,15 +238,18 @@ impl Node {
         ));
         let info = MemberInfo {
             name: format!("node{}", cfg.id),
-            client_urls: vec![format!(
-                "{}://{}",
-                if cfg.client_tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
-                cfg.advertise_client
-            )],
+            client_urls: cfg
+                .advertise_client
+                .iter()
+                .map(|addr| {
+                    let scheme = if cfg.client_tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://{addr}")
+                })
+                .collect(),
         };
         tokio::spawn(publish_member(node.clone(), info));
         tokio::spawn(lessor::run(node.clone()));

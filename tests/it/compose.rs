@@ -91,8 +91,7 @@ fn parse(text: &str) -> Result<(Vec<Service>, BTreeSet<String>), String> {
 /// starts with.
 fn image_env(dockerfile: &str) -> BTreeMap<String, String> {
     let joined = dockerfile.replace("\\\n", " ");
-    let final_stage = joined.rsplit("\nFROM ").next().unwrap_or(&joined);
-    final_stage
+    stage(&joined, "base")
         .lines()
         .filter_map(|l| l.trim().strip_prefix("ENV "))
         .flat_map(|rest| {
@@ -208,9 +207,18 @@ fn check_compose(text: &str) -> Result<(), String> {
                 "{name}: client port published on {ip}, not only on loopback"
             ));
         }
-        if cfg["advertise_client"].as_str() != Some(&format!("127.0.0.1:{host_port}")) {
+        let advertised: Vec<&str> = cfg["advertise_client"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if !advertised.contains(&format!("127.0.0.1:{host_port}").as_str()) {
             return Err(format!(
-                "{name}: advertised client address does not match published port {host_port}"
+                "{name}: no advertised client address matches published port {host_port}"
+            ));
+        }
+        if !advertised.contains(&format!("{name}:{client_port}").as_str()) {
+            return Err(format!(
+                "{name}: no advertised client address for the compose network ({name}:{client_port})"
             ));
         }
         if !client_ports.insert(host_port) {
@@ -307,13 +315,18 @@ fn a_broken_compose_file_is_rejected() {
         ),
         (
             "a misspelled variable",
-            "KVD_ADVERTISE_CLIENT: 127.0.0.1:22379",
-            "KVD_ADVERTIZE_CLIENT: 127.0.0.1:22379",
+            "KVD_ADVERTISE_CLIENT: node2:2379,127.0.0.1:22379",
+            "KVD_ADVERTIZE_CLIENT: node2:2379,127.0.0.1:22379",
         ),
         (
             "a variable kvd does not know",
             "KVD_LISTEN_METRICS: 0.0.0.0:2381",
             "KVD_LISTEN_METRIC: 0.0.0.0:2381",
+        ),
+        (
+            "no client address for the compose network",
+            "KVD_ADVERTISE_CLIENT: node3:2379,127.0.0.1:32379",
+            "KVD_ADVERTISE_CLIENT: 127.0.0.1:32379",
         ),
         (
             "a wrong advertised peer",
@@ -418,13 +431,20 @@ fn cargo_inputs(manifest: &str) -> Vec<String> {
     inputs
 }
 
+/// The lines of the Dockerfile stage named `name` (`FROM ... AS name`).
+fn stage<'a>(dockerfile: &'a str, name: &str) -> &'a str {
+    let head = format!(" AS {name}\n");
+    let Some(at) = dockerfile.find(&head) else {
+        return "";
+    };
+    let rest = &dockerfile[at + head.len()..];
+    &rest[..rest.find("\nFROM ").unwrap_or(rest.len())]
+}
+
 /// The sources of the builder stage's `COPY` lines.
 fn copied(dockerfile: &str) -> Vec<String> {
     let mut sources = Vec::new();
-    for line in dockerfile.lines().map(str::trim) {
-        if line.starts_with("FROM ") && !sources.is_empty() {
-            break;
-        }
+    for line in stage(dockerfile, "builder").lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("COPY ") {
             let words: Vec<&str> = rest
                 .split_whitespace()

@@ -10,6 +10,7 @@ mod client_tls;
 mod cluster;
 mod compose;
 mod corruption;
+mod dc;
 mod etcd_server;
 mod etcdctl;
 mod failover;
