@@ -17,6 +17,7 @@
 #                      (same host ports); make stop-dc removes it. OFFLINE=1
 #                      builds the image without a registry (make
 #                      image-offline); DETACH=1 runs it in the background
+#   make run-dc-tls    the same with TLS on both ports (make certs' files)
 #   make test-dc       the compose cluster built offline, then broken and
 #                      healed for real (kill, partition, pause, restart)
 #   make kill-leader   kill -9 the current leader of the `make run` cluster
@@ -95,7 +96,7 @@ ROUNDS ?= 4
 SCALE ?= 1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: build install run run-tls certs tls-flags node kill-leader kill-leader-tls image image-offline run-dc stop-dc kill-leader-dc test test-dc etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
+.PHONY: build install run run-tls certs tls-flags node kill-leader kill-leader-tls image image-offline run-dc run-dc-tls stop-dc kill-leader-dc test test-dc etcd34 etcd35 test-unit test-integration chaos chaos-check bench lint clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -123,7 +124,7 @@ $(CERTS)/client.pem:
 	@cd $(CERTS) && \
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 	  -keyout ca.key -out ca.pem -days 3650 -subj "/CN=raftkv local CA" 2>/dev/null && \
-	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > ext.cnf && \
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:node1,DNS:node2,DNS:node3\nextendedKeyUsage=serverAuth,clientAuth\n' > ext.cnf && \
 	for name in node1 node2 node3 client; do \
 	  cn=$$name; [ $$name = client ] && cn=root; \
 	  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -131,6 +132,9 @@ $(CERTS)/client.pem:
 	  openssl x509 -req -in $$name.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
 	    -days 825 -extfile ext.cnf -out $$name.pem 2>/dev/null && rm $$name.csr || exit 1; \
 	done
+	@# Readable by the containers' unprivileged user too (make run-dc-tls):
+	@# these are a local cluster's throwaway certificates.
+	@chmod a+r $(CERTS)/*.key
 	@echo "certificates for nodes 1-3 and kvctl (CN root) in $(CERTS)"
 
 # kvctl's TLS flags for the `make run-tls` cluster: kvctl $$(make -s tls-flags) ...
@@ -182,6 +186,11 @@ image-offline: build
 # The cluster in the foreground (DETACH=1: in the background).
 run-dc: $(if $(OFFLINE),image-offline,image)
 	$(COMPOSE) up --no-build $(if $(DETACH),-d)
+
+# The compose cluster with TLS on both ports (docker-compose.tls.yml over
+# docker-compose.yml, make certs' certificates mounted read-only).
+run-dc-tls: certs $(if $(OFFLINE),image-offline,image)
+	$(COMPOSE) -f docker-compose.yml -f docker-compose.tls.yml up --no-build $(if $(DETACH),-d)
 
 stop-dc:
 	$(COMPOSE) down --volumes

@@ -179,11 +179,22 @@ async fn the_compose_cluster_survives_real_faults() {
         assert!(out.contains(&format!("node{n}:2379")), "{out}");
     }
 
-    // Kill the leader's container: a new leader within 5 s, no write lost.
-    let old = wait_for("a leader", Duration::from_secs(20), leader).await;
-    let killed = format!("node{old}");
-    run(compose().args(["kill", &killed]));
+    // `make kill-leader-dc`: a new leader within 5 s, no write lost.
+    wait_for("a leader", Duration::from_secs(20), leader).await;
+    let said = run(Command::new("make")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--no-print-directory", "kill-leader-dc"]));
     let t = Instant::now();
+    let killed = said
+        .lines()
+        .find_map(|l| l.strip_prefix("killing the leader's container: "))
+        .unwrap_or_else(|| panic!("make kill-leader-dc said: {said}"))
+        .trim()
+        .to_string();
+    let old: usize = killed
+        .trim_start_matches("node")
+        .parse()
+        .expect("a node number");
     let others: Vec<usize> = (0..3).filter(|i| i + 1 != old).collect();
     let survivors = others
         .iter()
