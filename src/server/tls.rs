@@ -94,7 +94,14 @@ impl ClientTls {
         let (tx, rx) = tokio::sync::mpsc::channel(READY_QUEUE);
         tokio::spawn(async move {
             let mut plain = std::pin::pin!(plain);
-            while let Some(conn) = plain.next().await {
+            loop {
+                // Once the server is gone, so is this loop (and the
+                // listening socket with it).
+                let conn = tokio::select! {
+                    conn = plain.next() => conn,
+                    _ = tx.closed() => return,
+                };
+                let Some(conn) = conn else { return };
                 let conn = match conn {
                     Ok(conn) => conn,
                     Err(e) => {

@@ -253,6 +253,14 @@ async fn client_cert_auth_refuses_clients_without_a_trusted_certificate() {
     assert_eq!(get_value(&mut kv, "k").await.as_deref(), Some("v"));
 }
 
+/// Puts a copy of `from` at `to` as the README says to: written beside it,
+/// then renamed into place, so no reader sees half a file.
+fn replace(from: &Path, to: &Path) {
+    let part = to.with_extension("part");
+    std::fs::copy(from, &part).unwrap();
+    std::fs::rename(&part, to).unwrap();
+}
+
 /// Scenario: certificates rotate without a restart. A watch stream is open
 /// over a connection made with the first CA's certificates; then the
 /// certificate, key and trusted CA files of every member are replaced with
@@ -292,10 +300,10 @@ async fn certificates_replaced_on_disk_are_used_by_the_next_connection() {
         new.issue(&file, "raftkv");
         for ext in ["pem", "key"] {
             let name = format!("{file}.{ext}");
-            std::fs::copy(new.path(&name), old.path(&name)).unwrap();
+            replace(&new.path(&name), &old.path(&name));
         }
     }
-    std::fs::copy(new.ca_file(), old.ca_file()).unwrap();
+    replace(&new.ca_file(), &old.ca_file());
 
     let new_flags = client_flags(&new, Some("client"));
     let (rc, out, err) = kvctl_tls(&eps, &new_flags, &["put", "rotated", "yes"]);
