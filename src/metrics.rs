@@ -36,6 +36,9 @@ pub struct Metrics {
     pub current_revision: IntGauge,
     pub compact_revision: IntGauge,
     pub peer_refused: IntCounterVec,
+    pub watch_streams: IntGauge,
+    pub watchers: IntGauge,
+    pub watch_wakeups: IntCounter,
 }
 
 /// Labels of the gRPC metrics, as go-grpc-prometheus (and so etcd) has them.
@@ -151,6 +154,21 @@ impl Metrics {
                 "etcd_debugging_snap_save_total_duration_seconds",
                 "Time to build and save a snapshot; _count is the number built.",
                 disk_buckets(),
+            ),
+            watch_streams: gauge(
+                &r,
+                "etcd_debugging_mvcc_watch_stream_total",
+                "Open watch streams.",
+            ),
+            watchers: gauge(
+                &r,
+                "etcd_debugging_mvcc_watcher_total",
+                "Watchers on all watch streams.",
+            ),
+            watch_wakeups: counter(
+                &r,
+                "raftkv_watch_stream_wakeups_total",
+                "Times a watch stream was woken because a key one of its watchers watches changed.",
             ),
             snapshots_installed: counter(
                 &r,

@@ -43,6 +43,8 @@ pub struct Node {
     pub(super) metrics: Arc<Metrics>,
     /// The applied store revision, for watchers.
     pub(super) revisions: tokio::sync::watch::Receiver<Revision>,
+    /// Which watch streams watch which keys.
+    pub(super) watchers: super::watchers::Watchers,
     pub(super) election_timeout: Duration,
     pub(super) watch_progress_interval: Duration,
     /// The space quota, in bytes of state.
@@ -169,6 +171,8 @@ impl Node {
                 }
             })
         };
+        let watchers =
+            super::watchers::Watchers::start(store.clone(), revisions.clone(), metrics.clone());
         let node = Arc::new(Node {
             id: cfg.id,
             cluster_id,
@@ -177,6 +181,7 @@ impl Node {
             data_dir: cfg.data_dir.clone(),
             request_timeout: cfg.request_timeout,
             metrics: metrics.clone(),
+            watchers,
             revisions,
             election_timeout: cfg.election_timeout,
             watch_progress_interval: cfg.watch_progress_notify_interval,
@@ -296,6 +301,11 @@ impl Node {
     /// Follows the applied store revision.
     pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<Revision> {
         self.revisions.clone()
+    }
+
+    /// The registry of this member's watch streams.
+    pub fn watchers(&self) -> &super::watchers::Watchers {
+        &self.watchers
     }
 
     /// Whether this member is the leader right now.

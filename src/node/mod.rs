@@ -43,7 +43,8 @@
 //! leader's periodic comparison of members' data; `backup.rs` backups of
 //! the state and data dirs restored from one; `bootstrap.rs` how a member
 //! on an empty data dir joins or forms its cluster; `identity.rs` what the
-//! data dir says it is; `status.rs` what it reports.
+//! data dir says it is; `status.rs` what it reports; `watchers.rs` which
+//! watch streams a change concerns, so a write wakes only those.
 
 mod auth;
 mod backup;
@@ -62,6 +63,7 @@ mod reads;
 mod recipes;
 mod status;
 mod to_leader;
+mod watchers;
 mod writes;
 
 pub use backup::{restore, RestoreTarget};
@@ -75,3 +77,4 @@ pub use to_leader::{
     ForwardRequest, ForwardResults, HashAt, LeaseAnswer, LeaseCall, MemberChange, PeerError,
     RemovedNotice,
 };
+pub use watchers::{Subscription, Wake, Watchers};

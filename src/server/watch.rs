@@ -1,17 +1,22 @@
 //! etcd's `Watch` service: one task per stream, holding that stream's
 //! watchers.
 //!
-//! Every watcher reads the changes it has not sent yet from the store's
-//! history (`KvStore::events`), from its next revision on, whenever the
-//! applied revision moves. So events go out in revision order, once each,
-//! with no gaps, including those applied while the watch was being created;
-//! a watch can start in the past; and a watch on a follower works from the
-//! follower's applied state. A slow client only slows its own stream: the
-//! task waits for room in a bounded buffer and then catches up from history
-//! (etcd's "unsynced" watchers); a watcher is canceled, never silently
-//! dropped, if compaction overtakes it.
+//! A stream registers what its watchers watch with the member's
+//! `Watchers`, which wakes it only when one of those keys changes. Its
+//! watchers are in step ("synced", as etcd says) once they have had every
+//! change up to the stream's revision; on a wake the stream reads the new
+//! changes to the keys they watch from the store's history
+//! (`KvStore::events`) once, and hands each event to the watchers it
+//! concerns through a key index. A new watcher, or one starting in the
+//! past, first reads its own way up from history ("unsynced") and then
+//! joins the others. So events go out in revision order, once each, with no
+//! gaps, including those applied while the watch was being created; a
+//! watch on a follower works from the follower's applied state; and a slow
+//! client only slows its own stream: the task waits for room in a bounded
+//! buffer and then catches up from history. A watcher is canceled, never
+//! silently dropped, if compaction overtakes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +30,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::caller;
 use super::convert::{header, key_value};
 use crate::error::{Error, Result};
-use crate::node::Node;
+use crate::node::{Node, Subscription};
 use crate::pb;
 use crate::pb::watch_server::Watch;
-use crate::store::{EventKind, KeyRange, Revision};
+use crate::store::{Event, EventKind, KeyRange, KvStore, Revision};
 
 /// Responses buffered per stream before the task waits for the client.
 const STREAM_BUFFER: usize = 64;
@@ -97,8 +102,11 @@ impl Watch for WatchService {
 /// One watcher on a stream.
 struct Watcher {
     range: KeyRange,
-    /// The first revision whose changes it has not been sent yet.
+    /// While not in step with the stream: the first revision whose changes
+    /// it has not been sent yet.
     next: Revision,
+    /// In step: it has had every change up to the stream's `synced`.
+    synced: bool,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
@@ -107,12 +115,88 @@ struct Watcher {
     sent_since_tick: bool,
 }
 
+impl Watcher {
+    fn wants(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Put => !self.no_put,
+            EventKind::Delete => !self.no_delete,
+        }
+    }
+}
+
+/// The stream's watchers that are in step, by what they watch.
+#[derive(Default)]
+struct SyncedIndex {
+    by_key: HashMap<Vec<u8>, Vec<i64>>,
+    /// Watchers of ranges, checked one by one.
+    on_ranges: BTreeMap<i64, KeyRange>,
+}
+
+impl SyncedIndex {
+    fn insert(&mut self, id: i64, range: &KeyRange) {
+        match range {
+            KeyRange::Single(key) => self.by_key.entry(key.clone()).or_default().push(id),
+            KeyRange::Span { .. } => {
+                self.on_ranges.insert(id, range.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, id: i64, range: &KeyRange) {
+        match range {
+            KeyRange::Single(key) => {
+                if let Some(ids) = self.by_key.get_mut(key) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.by_key.remove(key);
+                    }
+                }
+            }
+            KeyRange::Span { .. } => {
+                self.on_ranges.remove(&id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty() && self.on_ranges.is_empty()
+    }
+
+    fn matches(&self, key: &[u8]) -> bool {
+        self.by_key.contains_key(key) || self.on_ranges.values().any(|r| r.contains(key))
+    }
+
+    /// The watchers of `key`.
+    fn of<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = i64> + 'a {
+        let exact = self.by_key.get(key).into_iter().flatten().copied();
+        let ranges = self
+            .on_ranges
+            .iter()
+            .filter(move |(_, r)| r.contains(key))
+            .map(|(id, _)| *id);
+        exact.chain(ranges)
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.by_key.values().flatten().copied().collect();
+        ids.extend(self.on_ranges.keys());
+        ids
+    }
+}
+
 struct WatchStream {
     node: Arc<Node>,
     /// On whose behalf (checked at each watcher's creation).
     who: Option<String>,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    watchers: BTreeMap<i64, Watcher>,
+    /// This stream's registration with the member's watch index.
+    sub: Subscription,
+    watchers: HashMap<i64, Watcher>,
+    /// Watchers in step have had every change up to here.
+    synced: Revision,
+    index: SyncedIndex,
+    /// Watchers not in step, by the next revision each needs.
+    unsynced: BTreeSet<(Revision, i64)>,
     next_id: i64,
     requires_leader: bool,
     /// A progress request waiting for every watcher to catch up.
@@ -129,11 +213,17 @@ impl WatchStream {
         tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
         requires_leader: bool,
     ) -> Self {
+        let sub = node.watchers().subscribe();
+        let synced = sub.look().dispatched;
         WatchStream {
             node,
             who,
             tx,
-            watchers: BTreeMap::new(),
+            sub,
+            watchers: HashMap::new(),
+            synced,
+            index: SyncedIndex::default(),
+            unsynced: BTreeSet::new(),
             next_id: 0,
             requires_leader,
             progress_requested: false,
@@ -152,15 +242,18 @@ impl WatchStream {
     where
         S: Stream<Item = std::result::Result<pb::WatchRequest, Status>> + Unpin,
     {
-        let mut revisions = self.node.subscribe_revisions();
         let interval = self.node.watch_progress_interval();
         let mut progress = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut leader_check = tokio::time::interval(LEADER_CHECK);
         let mut leaderless_since: Option<Instant> = None;
         loop {
-            if let Err(e) = self.catch_up().await {
-                let _ = self.tx.send(Err(e.into())).await;
-                return;
+            match self.catch_up().await {
+                Ok(Ok(())) => {}
+                Ok(Err(Closed)) => return,
+                Err(e) => {
+                    let _ = self.tx.send(Err(e.into())).await;
+                    return;
+                }
             }
             tokio::select! {
                 request = requests.next() => match request {
@@ -172,10 +265,7 @@ impl WatchStream {
                     // The client half-closed or the stream broke: done.
                     Some(Err(_)) | None => return,
                 },
-                changed = revisions.changed() => if changed.is_err() {
-                    let _ = self.tx.send(Err(Error::Stopped.into())).await;
-                    return;
-                },
+                _ = self.sub.changed() => {}
                 _ = progress.tick() => if self.notify_idle().await.is_err() {
                     return;
                 },
@@ -199,7 +289,7 @@ impl WatchStream {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if self.watchers.remove(&cancel.watch_id).is_some() {
+                if self.forget(cancel.watch_id) {
                     let header = self.header().map_err(|_| Closed)?;
                     let response = pb::WatchResponse {
                         header,
@@ -217,6 +307,20 @@ impl WatchStream {
             }
             None => Ok(()),
         }
+    }
+
+    /// Removes watcher `id` everywhere; whether it existed.
+    fn forget(&mut self, id: i64) -> bool {
+        let Some(w) = self.watchers.remove(&id) else {
+            return false;
+        };
+        if w.synced {
+            self.index.remove(id, &w.range);
+        } else {
+            self.unsynced.remove(&(w.next, id));
+        }
+        self.sub.remove(&w.range);
+        true
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> std::result::Result<(), Closed> {
@@ -266,6 +370,10 @@ impl WatchStream {
             }
             self.next_id
         };
+        // Registered first: every change after the dispatched revision will
+        // wake this stream; the watcher reads what came before from history.
+        self.sub.add(&range);
+        let header = self.header().map_err(|_| Closed)?;
         let current = header.as_ref().map_or(0, |h| h.revision);
         let next = if create.start_revision > 0 {
             create.start_revision
@@ -278,6 +386,7 @@ impl WatchStream {
             Watcher {
                 range,
                 next,
+                synced: false,
                 prev_kv: create.prev_kv,
                 no_put: filter(pb::watch_create_request::FilterType::Noput),
                 no_delete: filter(pb::watch_create_request::FilterType::Nodelete),
@@ -285,6 +394,7 @@ impl WatchStream {
                 sent_since_tick: false,
             },
         );
+        self.unsynced.insert((next, id));
         // The confirmation comes before any event of this watcher.
         self.send(pb::WatchResponse {
             header,
@@ -295,84 +405,177 @@ impl WatchStream {
         .await
     }
 
-    /// Sends every watcher the changes it has not had, up to the current
-    /// revision; then answers a pending progress request.
-    async fn catch_up(&mut self) -> Result<()> {
-        let mut current = self.node.store().revision();
-        let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            match self.catch_up_one(id, current).await? {
-                Some(seen) => current = current.max(seen),
-                // The client is gone.
-                None => return Ok(()),
+    /// Sends every watcher the changes it has not had, up to the dispatched
+    /// revision: the watchers in step if one of their keys changed, then
+    /// each watcher not in step whose turn has come; then answers a pending
+    /// progress request. `Ok(Err(Closed))`: the client is gone.
+    async fn catch_up(&mut self) -> Result<std::result::Result<(), Closed>> {
+        let wake = self.sub.look();
+        if wake.stopped {
+            return Err(Error::Stopped);
+        }
+        if wake.dispatched > self.synced {
+            if wake.pending && !self.index.is_empty() {
+                if let Err(closed) = self.send_synced(wake.dispatched).await? {
+                    return Ok(Err(closed));
+                }
+            }
+            self.synced = wake.dispatched;
+        }
+        while let Some(&(next, id)) = self.unsynced.first() {
+            if next > self.synced + 1 {
+                break;
+            }
+            self.unsynced.pop_first();
+            if let Err(closed) = self.catch_up_one(id, self.synced).await? {
+                return Ok(Err(closed));
+            }
+            if let Some(w) = self.watchers.get_mut(&id) {
+                w.synced = true;
+                self.index.insert(id, &w.range);
             }
         }
         if self.progress_requested {
             self.progress_requested = false;
-            // Every watcher has had everything up to `current`.
+            // Every watcher has had everything up to `synced`.
             let response = pb::WatchResponse {
-                header: header(&self.node, current),
+                header: header(&self.node, self.synced),
                 watch_id: -1,
                 ..Default::default()
             };
-            let _ = self.send(response).await;
+            if let Err(closed) = self.send(response).await {
+                return Ok(Err(closed));
+            }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
-    /// Sends watcher `id` its changes up to at least `current`; returns the
-    /// newest revision it read (or `None` if the client is gone).
-    async fn catch_up_one(&mut self, id: i64, current: Revision) -> Result<Option<Revision>> {
+    /// The events as sent for `e`, with its previous version if asked.
+    fn event(store: &KvStore, e: &Event, prev_kv: bool) -> pb::mvccpb::Event {
+        let prev_kv = match prev_kv {
+            true => store
+                .version_before(&e.kv.key, e.kv.mod_revision)
+                .map(key_value),
+            false => None,
+        };
+        let kind = match e.kind {
+            EventKind::Put => pb::mvccpb::event::EventType::Put,
+            EventKind::Delete => pb::mvccpb::event::EventType::Delete,
+        };
+        pb::mvccpb::Event {
+            r#type: kind as i32,
+            kv: Some(key_value(e.kv.clone())),
+            prev_kv,
+        }
+    }
+
+    /// Cancels watcher `id`: history it needs was compacted away.
+    async fn cancel_compacted(
+        &mut self,
+        id: i64,
+        compacted: Revision,
+    ) -> Result<std::result::Result<(), Closed>> {
+        self.forget(id);
+        let response = pb::WatchResponse {
+            header: self.header()?,
+            watch_id: id,
+            canceled: true,
+            compact_revision: compacted,
+            cancel_reason: Error::Compacted.to_string(),
+            ..Default::default()
+        };
+        Ok(self.send(response).await)
+    }
+
+    /// Sends the watchers in step the changes to their keys after `synced`
+    /// up to `until`, reading history once for all of them.
+    async fn send_synced(&mut self, until: Revision) -> Result<std::result::Result<(), Closed>> {
         let store = self.node.store().clone();
-        let mut seen = current;
-        while let Some(w) = self.watchers.get(&id) {
-            if w.next > seen {
+        while self.synced < until && !self.index.is_empty() {
+            let from = self.synced + 1;
+            let index = &self.index;
+            let (events, last) = store.events(from, until, EVENT_BYTES_PER_READ, |key, _| {
+                index.matches(key)
+            });
+            let compacted = store.compacted();
+            if from < compacted {
+                // Changes they need are gone: cancel them, never skip.
+                for id in self.index.ids() {
+                    if let Err(closed) = self.cancel_compacted(id, compacted).await? {
+                        return Ok(Err(closed));
+                    }
+                }
                 break;
             }
-            let compacted = store.compacted();
-            if w.next < compacted {
-                // History it needs is gone: cancel it, never skip.
-                self.watchers.remove(&id);
+            let mut out: BTreeMap<i64, Vec<pb::mvccpb::Event>> = BTreeMap::new();
+            for e in &events {
+                let mut with_prev = None;
+                let mut without_prev = None;
+                for id in self.index.of(&e.kv.key) {
+                    let Some(w) = self.watchers.get(&id) else {
+                        continue;
+                    };
+                    if !w.wants(e.kind) {
+                        continue;
+                    }
+                    let slot = if w.prev_kv {
+                        &mut with_prev
+                    } else {
+                        &mut without_prev
+                    };
+                    let event = slot
+                        .get_or_insert_with(|| Self::event(&store, e, w.prev_kv))
+                        .clone();
+                    out.entry(id).or_default().push(event);
+                }
+            }
+            for (id, events) in out {
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    w.sent_since_tick = true;
+                }
                 let response = pb::WatchResponse {
                     header: self.header()?,
                     watch_id: id,
-                    canceled: true,
-                    compact_revision: compacted,
-                    cancel_reason: Error::Compacted.to_string(),
+                    events,
                     ..Default::default()
                 };
-                return Ok(self.send(response).await.ok().map(|_| seen));
+                if let Err(closed) = self.send(response).await {
+                    return Ok(Err(closed));
+                }
             }
-            let wanted = |key: &[u8], kind| {
-                let kind_wanted = match kind {
-                    EventKind::Put => !w.no_put,
-                    EventKind::Delete => !w.no_delete,
-                };
-                kind_wanted && w.range.contains(key)
-            };
-            let (events, last) = store.events(w.next, EVENT_BYTES_PER_READ, wanted);
+            match last {
+                Some(last) => self.synced = last,
+                None => break,
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends watcher `id`, not in step, its changes up to `until`.
+    async fn catch_up_one(
+        &mut self,
+        id: i64,
+        until: Revision,
+    ) -> Result<std::result::Result<(), Closed>> {
+        let store = self.node.store().clone();
+        while let Some(w) = self.watchers.get(&id) {
+            if w.next > until {
+                break;
+            }
+            let from = w.next;
+            let wanted = |key: &[u8], kind| w.wants(kind) && w.range.contains(key);
+            let (events, last) = store.events(from, until, EVENT_BYTES_PER_READ, wanted);
+            let compacted = store.compacted();
+            if from < compacted {
+                return self.cancel_compacted(id, compacted).await;
+            }
             let Some(last) = last else {
                 break;
             };
-            let mut out = Vec::new();
-            for e in events {
-                let prev_kv = match w.prev_kv {
-                    true => store
-                        .version_before(&e.kv.key, e.kv.mod_revision)
-                        .map(key_value),
-                    false => None,
-                };
-                let kind = match e.kind {
-                    EventKind::Put => pb::mvccpb::event::EventType::Put,
-                    EventKind::Delete => pb::mvccpb::event::EventType::Delete,
-                };
-                out.push(pb::mvccpb::Event {
-                    r#type: kind as i32,
-                    kv: Some(key_value(e.kv)),
-                    prev_kv,
-                });
-            }
-            seen = seen.max(last);
+            let out: Vec<_> = events
+                .iter()
+                .map(|e| Self::event(&store, e, w.prev_kv))
+                .collect();
             let w = self
                 .watchers
                 .get_mut(&id)
@@ -386,25 +589,31 @@ impl WatchStream {
                     events: out,
                     ..Default::default()
                 };
-                if self.send(response).await.is_err() {
-                    return Ok(None);
+                if let Err(closed) = self.send(response).await {
+                    return Ok(Err(closed));
                 }
             }
         }
-        Ok(Some(seen))
+        Ok(Ok(()))
     }
 
     /// Tells each idle watcher that asked for it how far the store is.
     async fn notify_idle(&mut self) -> std::result::Result<(), Closed> {
-        let header = self.header().map_err(|_| Closed)?;
-        let current = header.as_ref().map_or(0, |h| h.revision);
+        match self.catch_up().await {
+            Ok(Ok(())) => {}
+            _ => return Err(Closed),
+        }
+        let header = header(&self.node, self.synced);
+        let synced = self.synced;
         let mut due = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
-            if w.progress_notify && !w.sent_since_tick && w.next > current {
+            let caught_up = w.synced || w.next > synced;
+            if w.progress_notify && !w.sent_since_tick && caught_up {
                 due.push(*id);
             }
             w.sent_since_tick = false;
         }
+        due.sort_unstable();
         for id in due {
             self.send(pb::WatchResponse {
                 header,

@@ -113,20 +113,24 @@ pub enum EventKind {
 /// Bytes an event costs beyond its key and value, for `events`' budget.
 const EVENT_OVERHEAD: usize = 32;
 
-/// The changes at revisions `>= from` that `wanted` picks (by key and
+/// The changes at revisions `from..=until` that `wanted` picks (by key and
 /// kind), in revision order, and the newest revision read: whole revisions,
 /// until about `max_bytes` of keys and values are read. Only the changes
 /// picked are copied.
 pub(super) fn events(
     st: &State,
     from: Revision,
+    until: Revision,
     max_bytes: usize,
     wanted: impl Fn(&[u8], EventKind) -> bool,
 ) -> (Vec<Event>, Option<Revision>) {
     let mut events: Vec<Event> = Vec::new();
     let mut bytes = 0;
     let mut last_rev = None;
-    for (&(rev, _sub), key) in st.events.range((from, 0)..) {
+    if until < from {
+        return (events, None);
+    }
+    for (&(rev, _sub), key) in st.events.range((from, 0)..=(until, u32::MAX)) {
         if bytes >= max_bytes && last_rev != Some(rev) {
             break;
         }
@@ -163,6 +167,44 @@ pub(super) fn events(
         events.push(event);
     }
     (events, last_rev)
+}
+
+/// How far `changed_keys` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyScan {
+    /// Every change up to this revision was seen.
+    pub through: Revision,
+    /// Changes from `from` on were compacted away before they were seen:
+    /// which keys changed there is unknown.
+    pub gap: bool,
+}
+
+/// Calls `f` with the key of every change at revisions `>= from`, in
+/// revision order: whole revisions, until about `max_changes` were seen.
+/// Copies nothing.
+pub(super) fn changed_keys(
+    st: &State,
+    from: Revision,
+    max_changes: usize,
+    mut f: impl FnMut(&[u8]),
+) -> KeyScan {
+    let gap = from < st.compacted;
+    let mut last_rev = None;
+    for (seen, (&(rev, _sub), key)) in st.events.range((from, 0)..).enumerate() {
+        if seen >= max_changes && last_rev != Some(rev) {
+            // `rev` is not read: everything before it was.
+            return KeyScan {
+                through: rev.saturating_sub(1),
+                gap,
+            };
+        }
+        last_rev = Some(rev);
+        f(key);
+    }
+    KeyScan {
+        through: st.revision.max(from.saturating_sub(1)),
+        gap,
+    }
 }
 
 /// `key` as it was just before `revision`, if it existed then and that

@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use super::auth::AuthState;
 use super::batch::WriteBatch;
-use super::history::{events, get_current, read, version_before, Event, EventKind};
+use super::history::{
+    changed_keys, events, get_current, read, version_before, Event, EventKind, KeyScan,
+};
 use super::kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection};
 use super::state::{Lease, LeaseClock, LeaseId, MemberInfo, Revision, State};
 use super::txn::{read_only, Txn, TxnResult};
@@ -182,17 +184,31 @@ impl KvStore {
         read_only(&st, txn).map(|result| (st.revision, result))
     }
 
-    /// The changes at revisions `>= from` that `wanted` picks (by key and
-    /// kind), in revision order, and the newest revision read: whole
+    /// The changes at revisions `from..=until` that `wanted` picks (by key
+    /// and kind), in revision order, and the newest revision read: whole
     /// revisions, until about `max_bytes` of keys and values are read. Only
     /// the changes picked are copied.
     pub fn events(
         &self,
         from: Revision,
+        until: Revision,
         max_bytes: usize,
         wanted: impl Fn(&[u8], EventKind) -> bool,
     ) -> (Vec<Event>, Option<Revision>) {
-        events(&self.read(), from, max_bytes, wanted)
+        events(&self.read(), from, until, max_bytes, wanted)
+    }
+
+    /// Calls `f`, under the read lock, with the key of every change at
+    /// revisions `>= from`: whole revisions, until about `max_changes` were
+    /// seen. Says how far it read, and whether changes from `from` on were
+    /// compacted away unseen.
+    pub fn changed_keys(
+        &self,
+        from: Revision,
+        max_changes: usize,
+        f: impl FnMut(&[u8]),
+    ) -> KeyScan {
+        changed_keys(&self.read(), from, max_changes, f)
     }
 
     /// `key` as it was just before `revision`, if it existed then and that

@@ -109,7 +109,9 @@ fn revoking_deletes_every_attached_key_at_one_revision() {
         }
     );
     let deletes: Vec<(i64, Vec<u8>)> = s
-        .events(before + 1, 1 << 20, |_, kind| kind == EventKind::Delete)
+        .events(before + 1, i64::MAX, 1 << 20, |_, kind| {
+            kind == EventKind::Delete
+        })
         .0
         .into_iter()
         .map(|e| (e.kv.mod_revision, e.kv.key))

@@ -35,7 +35,7 @@ pub use auth::{
 pub use authorize::{check_command, check_lease_keys, check_read, check_txn as check_txn_auth};
 pub use batch::{WriteBatch, Writer};
 pub use command::{Command, Response, ALARM_CORRUPT, ALARM_NOSPACE};
-pub use history::{Event, EventKind};
+pub use history::{Event, EventKind, KeyScan};
 pub use kv::{KeyRange, KeyValue, RangeQuery, RangeResult, Rejection, SortOrder, SortTarget};
 pub use kv_store::{fnv1a_of, KvStore};
 pub use state::{

@@ -50,7 +50,7 @@ fn del(s: &KvStore, key: &str, end: &str) -> Vec<KeyValue> {
 
 /// Every change from `from` on, within `max_bytes`.
 fn all_events(s: &KvStore, from: Revision, max_bytes: usize) -> Vec<Event> {
-    s.events(from, max_bytes, |_, _| true).0
+    s.events(from, i64::MAX, max_bytes, |_, _| true).0
 }
 
 fn keys(r: &RangeResult) -> Vec<String> {
@@ -872,17 +872,53 @@ fn events_copy_only_what_the_filter_picks_and_still_say_how_far_they_read() {
     del(&s, "app/a", ""); // 4
     put(&s, "other", "y"); // 5
     let app = KeyRange::new(b"app/", b"app0");
-    let (events, last) = s.events(2, 1 << 20, |key, _| app.contains(key));
+    let (events, last) = s.events(2, i64::MAX, 1 << 20, |key, _| app.contains(key));
     let got: Vec<_> = events.iter().map(|e| (e.kind, e.kv.mod_revision)).collect();
     assert_eq!(got, [(EventKind::Put, 2), (EventKind::Delete, 4)]);
     assert_eq!(last, Some(5), "read past the changes it skipped");
-    let (puts, _) = s.events(2, 1 << 20, |_, kind| kind == EventKind::Put);
+    let (puts, _) = s.events(2, i64::MAX, 1 << 20, |_, kind| kind == EventKind::Put);
     assert_eq!(puts.len(), 3);
     // Nothing picked: no events, but the read still went to the end.
-    let (none, last) = s.events(3, 1 << 20, |_, _| false);
+    let (none, last) = s.events(3, i64::MAX, 1 << 20, |_, _| false);
     assert!(none.is_empty());
     assert_eq!(last, Some(5));
-    assert_eq!(s.events(6, 1 << 20, |_, _| true).1, None);
+    assert_eq!(s.events(6, i64::MAX, 1 << 20, |_, _| true).1, None);
+    // An upper bound stops the read there.
+    let (upto, last) = s.events(2, 3, 1 << 20, |_, _| true);
+    assert_eq!(upto.len(), 2);
+    assert_eq!(last, Some(3));
+    assert_eq!(s.events(4, 3, 1 << 20, |_, _| true).1, None);
+}
+
+#[test]
+fn changed_keys_names_every_changed_key_in_order_in_whole_revisions() {
+    let s = store();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    del(&s, "\0", "\0"); // 4: a and b at one revision
+    put(&s, "c", "1"); // 5
+    let mut keys = Vec::new();
+    let scan = s.changed_keys(2, usize::MAX, |k| keys.push(k.to_vec()));
+    assert_eq!(keys, [&b"a"[..], b"b", b"a", b"b", b"c"]);
+    assert_eq!(
+        scan,
+        crate::store::KeyScan {
+            through: 5,
+            gap: false
+        }
+    );
+    // A budget of three stops after revision 4, never inside it.
+    keys.clear();
+    let scan = s.changed_keys(2, 3, |k| keys.push(k.to_vec()));
+    assert_eq!(keys.len(), 4);
+    assert_eq!(scan.through, 4);
+    // Nothing new: read through the current revision.
+    let scan = s.changed_keys(6, 10, |_| panic!("no change after 5"));
+    assert_eq!(scan.through, 5);
+    // Compacted past `from`: the scan says it cannot know.
+    run(&s, Command::Compact { revision: 4 });
+    assert!(s.changed_keys(2, 10, |_| {}).gap);
+    assert!(!s.changed_keys(4, 10, |_| {}).gap);
 }
 
 /// Compaction walks only the keys changed since the last one; over a long

@@ -19,6 +19,8 @@ use crate::requests::put_req;
 struct Stream {
     requests: mpsc::Sender<pb::WatchRequest>,
     responses: Streaming<pb::WatchResponse>,
+    /// Responses read while waiting for something else (`next_created`).
+    early: Vec<pb::WatchResponse>,
 }
 
 impl Stream {
@@ -33,6 +35,7 @@ impl Stream {
         Stream {
             requests,
             responses,
+            early: Vec::new(),
         }
     }
 
@@ -47,6 +50,19 @@ impl Stream {
 
     async fn create(&self, c: pb::WatchCreateRequest) {
         self.send(RequestUnion::CreateRequest(c)).await;
+    }
+
+    /// The next creation answer; events that come first are kept in
+    /// `early`.
+    async fn next_created(&mut self) -> pb::WatchResponse {
+        loop {
+            let r = self.next().await;
+            if r.created {
+                assert!(!r.canceled, "{r:?}");
+                return r;
+            }
+            self.early.push(r);
+        }
     }
 
     async fn next(&mut self) -> pb::WatchResponse {
@@ -496,5 +512,218 @@ async fn auto_compaction_keeps_history_bounded() {
             (versions(i).0 <= bound + retention).then_some(())
         })
         .await;
+    }
+}
+
+/// Node `i`'s value of metric `name` (0 if absent).
+fn metric(cluster: &TestCluster, i: usize, name: &str) -> f64 {
+    scrape(cluster, i).get(name).copied().unwrap_or(0.0)
+}
+
+/// Scenario: 40 streams each watch their own key, one more a prefix. Writes
+/// to keys nobody watches wake no stream at all (the member counts every
+/// wake-up); a write to one watched key wakes exactly its stream, and one
+/// under the prefix exactly the prefix's. The member counts the streams
+/// and watchers, and forgets them when the streams close.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_wakes_only_the_streams_that_watch_it() {
+    let cluster = TestCluster::start(1).await;
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let mut s = Stream::open(&cluster, 0).await;
+        s.create(watch_key(&format!("own/{i}"), "")).await;
+        assert!(s.next().await.created);
+        streams.push(s);
+    }
+    let mut prefix = Stream::open(&cluster, 0).await;
+    prefix.create(watch_key("dir/", "dir0")).await;
+    assert!(prefix.next().await.created);
+    assert_eq!(
+        metric(&cluster, 0, "etcd_debugging_mvcc_watch_stream_total"),
+        41.0
+    );
+    assert_eq!(
+        metric(&cluster, 0, "etcd_debugging_mvcc_watcher_total"),
+        41.0
+    );
+
+    let wakeups = || metric(&cluster, 0, "raftkv_watch_stream_wakeups_total");
+    let before = wakeups();
+    let mut kv = cluster.kv(0).await;
+    for i in 0..200 {
+        kv.put(put_req(&format!("unwatched/{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    kv.put(put_req("own/7", "1")).await.unwrap();
+    let r = streams[7].next().await;
+    assert_eq!(events(&r), vec![(PUT, "own/7".into(), "1".into())]);
+    assert_eq!(
+        wakeups() - before,
+        1.0,
+        "200 unwatched writes and one watched: one stream woken"
+    );
+    kv.put(put_req("dir/a", "2")).await.unwrap();
+    let r = prefix.next().await;
+    assert_eq!(events(&r), vec![(PUT, "dir/a".into(), "2".into())]);
+    assert_eq!(wakeups() - before, 2.0);
+
+    drop(streams);
+    drop(prefix);
+    eventually("closed streams are forgotten", LIVENESS, || async {
+        let open = metric(&cluster, 0, "etcd_debugging_mvcc_watch_stream_total");
+        let watchers = metric(&cluster, 0, "etcd_debugging_mvcc_watcher_total");
+        (open == 0.0 && watchers == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// Scenario: while four writers put to 30 keys through every member, two
+/// streams (on the leader and on a follower) create a watcher per key, a
+/// prefix watcher, and watchers starting in the past, one after another.
+/// Each watcher then has exactly the changes of its keys after its start,
+/// each once, in order: none lost while a watcher joined, none twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_made_during_writes_get_exactly_their_changes() {
+    let cluster = TestCluster::start(3).await;
+    let keys = 30;
+    let writes_each = 150;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv = cluster.kv(w % 3).await;
+        writers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            for i in 0..writes_each {
+                let key = format!("fan/{}", (i * 7 + w * 3) % keys);
+                let rev = kv
+                    .put(put_req(&key, &format!("{w}.{i}")))
+                    .await
+                    .expect("writes go on")
+                    .into_inner()
+                    .header
+                    .unwrap()
+                    .revision;
+                done.push((key, rev));
+            }
+            done
+        }));
+    }
+    // What each watcher watches and from which revision it wants changes.
+    let mut wanted: Vec<BTreeMap<i64, (KeyRangeOf, i64)>> = Vec::new();
+    let mut streams = Vec::new();
+    for node in [0, 1] {
+        let mut s = Stream::open(&cluster, node).await;
+        let mut mine = BTreeMap::new();
+        for k in 0..keys {
+            let key = format!("fan/{k}");
+            // Every third starts two revisions back, in the past.
+            let start = if k % 3 == 0 {
+                let now = cluster
+                    .kv(node)
+                    .await
+                    .range(pb::RangeRequest {
+                        key: b"fan/".to_vec(),
+                        serializable: true,
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .header
+                    .unwrap()
+                    .revision;
+                (now - 2).max(1)
+            } else {
+                0
+            };
+            s.create(pb::WatchCreateRequest {
+                start_revision: start,
+                ..watch_key(&key, "")
+            })
+            .await;
+            let created = s.next_created().await;
+            let from = if start > 0 {
+                start
+            } else {
+                created.header.unwrap().revision + 1
+            };
+            mine.insert(created.watch_id, (KeyRangeOf::Key(key), from));
+        }
+        s.create(watch_key("fan/1", "fan/2")).await;
+        let created = s.next_created().await;
+        mine.insert(
+            created.watch_id,
+            (
+                KeyRangeOf::Prefix("fan/1".into()),
+                created.header.unwrap().revision + 1,
+            ),
+        );
+        wanted.push(mine);
+        streams.push(s);
+    }
+    let mut puts = Vec::new();
+    for w in writers {
+        puts.extend(w.await.unwrap());
+    }
+    puts.sort_by_key(|(_, rev)| *rev);
+    let last = puts.last().unwrap().1;
+
+    for (s, mine) in streams.iter_mut().zip(&wanted) {
+        // Events come before the answer to a progress request, which
+        // covers the last write once this member has applied it.
+        let mut got: BTreeMap<i64, Vec<i64>> =
+            s.early.drain(..).fold(BTreeMap::new(), |mut got, r| {
+                got.entry(r.watch_id)
+                    .or_default()
+                    .extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+                got
+            });
+        loop {
+            s.send(RequestUnion::ProgressRequest(pb::WatchProgressRequest {}))
+                .await;
+            let covered;
+            loop {
+                let r = s.next().await;
+                if r.watch_id == -1 && r.events.is_empty() {
+                    covered = r.header.unwrap().revision >= last;
+                    break;
+                }
+                got.entry(r.watch_id)
+                    .or_default()
+                    .extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+            }
+            if covered {
+                break;
+            }
+        }
+        for (id, (range, from)) in mine {
+            let expected: Vec<i64> = puts
+                .iter()
+                .filter(|(key, rev)| rev >= from && range.contains(key))
+                .map(|(_, rev)| *rev)
+                .collect();
+            assert_eq!(
+                got.remove(id).unwrap_or_default(),
+                expected,
+                "watcher {id} on {range:?} from {from}"
+            );
+        }
+        assert!(got.is_empty(), "events for unknown watchers: {got:?}");
+    }
+}
+
+#[derive(Debug)]
+enum KeyRangeOf {
+    Key(String),
+    Prefix(String),
+}
+
+impl KeyRangeOf {
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            KeyRangeOf::Key(k) => k == key,
+            KeyRangeOf::Prefix(p) => key.starts_with(p.as_str()),
+        }
     }
 }
