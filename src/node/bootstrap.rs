@@ -48,12 +48,18 @@ pub struct ClusterInfo {
 }
 
 /// How this member starts on an empty data dir.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     /// Form the cluster of `--initial-cluster`, whose id is derived from it.
     Form,
-    /// Join the running cluster with this id; never form one.
-    Join { cluster_id: u64 },
+    /// Join the running cluster with this id; never form one. `members`:
+    /// the cluster's members as the member that answered knows them, whose
+    /// messages this member admits until it learns the membership from the
+    /// log (the leader may be one `--initial-cluster` never named).
+    Join {
+        cluster_id: u64,
+        members: BTreeSet<NodeId>,
+    },
 }
 
 /// Asks member `id` at `addr` about its cluster.
@@ -154,6 +160,7 @@ pub async fn decide(
                 );
                 return Ok(Start::Join {
                     cluster_id: info.cluster_id,
+                    members: info.members.clone(),
                 });
             }
             tracing::info!(

@@ -3,6 +3,7 @@
 //! is in `writes.rs`, its read path in `reads.rs`, what it reports about
 //! itself in `status.rs`.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,8 @@ impl Node {
                 .insert(id, cfg.advertise_peer.clone());
         }
         let cfg = &resolved;
+        // Whose Raft messages to admit before the membership is known.
+        let mut admitted: BTreeSet<NodeId> = cfg.initial_cluster.keys().copied().collect();
         let (cluster_id, form) = match read_identity(&disk, cfg)? {
             Some(cluster_id) => (cluster_id, cfg.initial_cluster_state == ClusterState::New),
             None => {
@@ -131,7 +134,13 @@ impl Node {
                 .await?;
                 let (cluster_id, form) = match start {
                     Start::Form => (cluster_id_of(&cfg.initial_cluster), true),
-                    Start::Join { cluster_id } => (cluster_id, false),
+                    Start::Join {
+                        cluster_id,
+                        members,
+                    } => {
+                        admitted.extend(members);
+                        (cluster_id, false)
+                    }
                 };
                 record_identity(&disk, cfg.id, cluster_id).await?;
                 (cluster_id, form)
@@ -193,7 +202,7 @@ impl Node {
             inbound: Inbound::new(
                 raft.clone(),
                 cfg.id,
-                cfg.initial_cluster.keys().copied().collect(),
+                admitted,
                 cfg.election_timeout,
                 acks.clone(),
                 metrics.clone(),
