@@ -28,7 +28,7 @@
 #   make chaos         a long fault-injection campaign checked for
 #                      linearizability: make chaos DURATION=300 SEED=7 NODES=5 WORKERS=8
 #   make chaos-check HISTORY=.../history.jsonl   check a saved history again
-#   make bench         raftkv against etcd on this machine, side by side
+#   make bench         raftkv against etcd 3.4 and 3.5 on this machine, side by side
 #                      (installs Debian's etcd-server if etcd is missing);
 #                      prints a markdown table, results in target/bench
 #   make lint          rustfmt check, clippy -D warnings, rustdoc -D warnings
@@ -237,9 +237,9 @@ chaos:
 chaos-check:
 	CHAOS_HISTORY=$(HISTORY) $(CARGO) test --release --locked --test it -- --ignored --exact chaos::recheck_a_saved_history --nocapture
 
-bench: build etcd34
+bench: build etcd34 etcd35
 	$(CARGO) bench --locked --profile release --bench compare -- --kvd $(BIN)/kvd --out $(TARGET_DIR)/bench \
-	  --rounds $(ROUNDS) --scale $(SCALE)
+	  --etcd35 "$$($(ETCD35_DIR))/etcd" --rounds $(ROUNDS) --scale $(SCALE)
 
 test-unit:
 	$(CARGO) test --locked --lib --bins

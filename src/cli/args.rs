@@ -705,6 +705,10 @@ pub enum BenchKind {
     /// Keep-alives: each client keeps a lease of its own alive over one
     /// stream, one renewal at a time.
     LeaseKeepalive,
+    /// `--watchers` watchers over `--streams` streams on the key space,
+    /// then `--total` puts to it: events delivered per second, and each
+    /// event's delay from its put.
+    Watch,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -744,6 +748,13 @@ pub struct BenchArgs {
     /// Run for this long instead of `--total` requests (with `--rate`).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// bench watch: watchers in all (watcher i watches key i modulo
+    /// --key-space-size).
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// bench watch: watch streams, spread over the connections.
+    #[arg(long, default_value_t = 10)]
+    pub streams: usize,
     /// Put before every key (`check perf` keeps to a prefix of its own).
     #[arg(skip)]
     pub key_prefix: Vec<u8>,

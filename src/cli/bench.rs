@@ -21,7 +21,7 @@ use crate::pb::kv_client::KvClient;
 use crate::pb::lease_client::LeaseClient;
 
 /// The key with index `i` of a run: its prefix, then `--key-size` digits.
-fn key_of(a: &BenchArgs, i: usize) -> Vec<u8> {
+pub(super) fn key_of(a: &BenchArgs, i: usize) -> Vec<u8> {
     let mut k = a.key_prefix.clone();
     k.extend_from_slice(&key(i, a.key_size));
     k
@@ -37,6 +37,9 @@ pub struct Report {
     pub latencies: Vec<Duration>,
     /// The first few distinct errors.
     pub error_samples: Vec<String>,
+    /// Time to set the run up, where that is a result too (`watch`:
+    /// creating the watchers).
+    pub setup: Option<Duration>,
 }
 
 impl Report {
@@ -101,6 +104,7 @@ impl Report {
             },
             "histogram": self.histogram().iter().map(|(u, c)| json!([ms(*u), c])).collect::<Vec<_>>(),
             "error_samples": self.error_samples,
+            "setup_seconds": self.setup.map(secs),
         })
     }
 
@@ -112,6 +116,9 @@ impl Report {
             return self.json().to_string() + "\n";
         }
         let mut out = String::from("\nSummary:\n");
+        if let Some(setup) = self.setup {
+            out += &format!("  Setup:\t{:.4} secs.\n", secs(setup));
+        }
         out += &format!("  Total:\t{:.4} secs.\n", secs(self.elapsed));
         out += &format!(
             "  Slowest:\t{:.4} secs.\n",
@@ -168,17 +175,17 @@ async fn leader_endpoint(endpoints: &[String], dial: &Dial) -> anyhow::Result<St
     anyhow::bail!("no endpoint reports being the leader")
 }
 
-async fn connect(endpoint: &str, dial: &Dial) -> anyhow::Result<Channel> {
+pub(super) async fn connect(endpoint: &str, dial: &Dial) -> anyhow::Result<Channel> {
     crate::client::connect(endpoint, dial)
         .await
         .map_err(|e| anyhow::anyhow!("{endpoint}: {e}"))
 }
 
 /// A simple splitmix64 stream for key choice (no need for a crate).
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -251,7 +258,7 @@ impl Caller {
                 }
             }
             Caller::Kv(kv) => match a.kind {
-                BenchKind::Put | BenchKind::LeaseKeepalive => kv
+                BenchKind::Put | BenchKind::LeaseKeepalive | BenchKind::Watch => kv
                     .put(pb::PutRequest {
                         key: k,
                         value: value.to_vec(),
@@ -300,6 +307,10 @@ impl Caller {
 /// Runs a benchmark and returns what it measured.
 pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(
+        a.kind != BenchKind::Watch,
+        "bench watch runs in bench_watch::run"
+    );
+    anyhow::ensure!(
         a.conns > 0 && a.clients > 0,
         "--conns and --clients must be positive"
     );
@@ -312,6 +323,7 @@ pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Re
     for i in 0..a.conns {
         conns.push(connect(&endpoints[i % endpoints.len()], dial).await?);
     }
+
     let value: Vec<u8> = (0..a.val_size).map(|i| b'a' + (i % 26) as u8).collect();
     if a.kind == BenchKind::Range {
         // Reads need something to read: write each key once.
@@ -420,6 +432,7 @@ pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Re
         elapsed,
         latencies,
         error_samples: samples,
+        setup: None,
     })
 }
 
@@ -541,6 +554,8 @@ pub async fn check_perf(
         target_leader: false,
         rate,
         duration: Some(duration),
+        watchers: 0,
+        streams: 0,
         key_prefix: CHECK_PERF_PREFIX.to_vec(),
     };
     let report = run(endpoints, dial, &args).await?;
@@ -607,6 +622,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             latencies: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             error_samples: Vec::new(),
+            setup: None,
         }
     }
 

@@ -9,6 +9,7 @@
 mod args;
 mod auth;
 pub mod bench;
+pub mod bench_watch;
 mod health;
 mod lease;
 mod output;

@@ -7,10 +7,11 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use super::args::{
-    self, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand, SnapshotCommand,
+    self, BenchKind, CheckCommand, Cli, Command, EndpointCommand, Format, MemberCommand,
+    SnapshotCommand,
 };
 use super::output::{self, GetStyle};
-use super::{auth, bench, health, lease, snapshot, status, txn, watch};
+use super::{auth, bench, bench_watch, health, lease, snapshot, status, txn, watch};
 use crate::client::{Client, Dial};
 use crate::pb::response_op::Response as OpResponse;
 
@@ -214,6 +215,12 @@ async fn execute(cli: Cli) -> Result<bool, Failure> {
                 return Err(Failure::Coded(EXIT_WATCH_CANCELED, msg));
             }
         },
+        Command::Bench(a) if a.kind == BenchKind::Watch => {
+            bench_watch::run(client.endpoints(), dial, a)
+                .await?
+                .render(simple)
+                .into_bytes()
+        }
         Command::Bench(a) => bench::run(client.endpoints(), dial, a)
             .await?
             .render(simple)

@@ -424,6 +424,44 @@ async fn kvctl_bench_measures_real_writes_and_reads() {
     }
 }
 
+/// Scenario: `kvctl bench watch` counts what was delivered. 200 watchers
+/// over 4 streams on 20 keys (10 on each), then 100 puts to those keys:
+/// exactly 1,000 events arrive, each with its delay from its put; creating
+/// the watchers is timed; the puts are real (the revision moves by 100).
+#[tokio::test(flavor = "multi_thread")]
+async fn kvctl_bench_watch_counts_every_event() {
+    let cluster = TestCluster::start(3).await;
+    cluster.wait_leader().await;
+    let eps = cluster.endpoints();
+    let before = revision(&eps);
+    let r = bench_json(
+        &eps,
+        &[
+            "watch",
+            "--conns",
+            "2",
+            "--watchers",
+            "200",
+            "--streams",
+            "4",
+            "--key-space-size",
+            "20",
+            "--clients",
+            "4",
+            "--total",
+            "100",
+            "--val-size",
+            "32",
+        ],
+        1000,
+    );
+    assert!(r["setup_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(revision(&eps), before + 100);
+    let (code, _, err) = kvctl(&eps, &["bench", "watch", "--val-size", "8"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--val-size must be at least"), "{err}");
+}
+
 /// Scenario: `kvctl check perf` cleans up only what it wrote. A user's keys
 /// that start with digits (as the check's own keys do after its prefix) are
 /// there before and after a short run; none of the check's keys remain.
