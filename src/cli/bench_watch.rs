@@ -51,14 +51,14 @@ impl Held {
     }
 }
 
-/// A watch stream on `ch`: its request sender and its responses.
-async fn open(
-    ch: Channel,
-) -> anyhow::Result<(
-    mpsc::Sender<pb::WatchRequest>,
-    tonic::Streaming<pb::WatchResponse>,
-)> {
+/// A watch stream on `ch` whose first request is `first`: its request
+/// sender and its responses. etcd answers the call's headers only with its
+/// first response, so the first request goes out before the call is awaited.
+async fn open(ch: Channel, first: pb::WatchRequest) -> anyhow::Result<Opened> {
     let (tx, rx) = mpsc::channel(1024);
+    tx.send(first)
+        .await
+        .map_err(|_| anyhow::anyhow!("watch stream closed"))?;
     let responses = WatchClient::new(ch)
         .watch(ReceiverStream::new(rx))
         .await?
@@ -77,14 +77,14 @@ fn create(key: Vec<u8>) -> pb::WatchRequest {
     }
 }
 
-/// Sends every create of `keys` on one stream, then waits for each to be
-/// confirmed.
+/// Sends the creates of `keys` on one stream whose first create went out
+/// with the call, then waits until all `keys.len() + 1` are confirmed.
 async fn create_all(
     tx: &mpsc::Sender<pb::WatchRequest>,
     responses: &mut tonic::Streaming<pb::WatchResponse>,
     keys: Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let n = keys.len();
+    let n = keys.len() + 1;
     let send = async {
         for key in keys {
             tx.send(create(key))
@@ -111,23 +111,30 @@ async fn create_all(
 
 /// Opens `streams` streams over `conns` and `watchers` watchers spread
 /// over them, watcher `i` on `key(i)`; returns the streams with the time it
-/// took from the first create to the last confirmation.
+/// took, from opening the first stream to the last confirmation.
 async fn open_watching(
     conns: &[Channel],
     streams: usize,
     watchers: usize,
     key: impl Fn(usize) -> Vec<u8>,
 ) -> anyhow::Result<(Vec<Opened>, Duration)> {
-    anyhow::ensure!(streams > 0 && !conns.is_empty(), "no stream to open");
-    let mut opened = Vec::with_capacity(streams);
-    for s in 0..streams {
-        opened.push(open(conns[s % conns.len()].clone()).await?);
-    }
+    anyhow::ensure!(
+        streams > 0 && watchers >= streams && !conns.is_empty(),
+        "need a connection, a stream, and a watcher per stream"
+    );
     let started = Instant::now();
-    let creates = opened.iter_mut().enumerate().map(|(s, (tx, responses))| {
-        let keys: Vec<Vec<u8>> = (s..watchers).step_by(streams).map(&key).collect();
-        create_all(tx, responses, keys)
-    });
+    let mut opened = Vec::with_capacity(streams);
+    let mut rest = Vec::with_capacity(streams);
+    for s in 0..streams {
+        let mut keys = (s..watchers).step_by(streams).map(&key);
+        let first = keys.next().expect("invariant: watchers >= streams");
+        opened.push(open(conns[s % conns.len()].clone(), create(first)).await?);
+        rest.push(keys.collect::<Vec<_>>());
+    }
+    let creates = opened
+        .iter_mut()
+        .zip(rest)
+        .map(|((tx, responses), keys)| create_all(tx, responses, keys));
     futures::future::try_join_all(creates).await?;
     Ok((opened, started.elapsed()))
 }
