@@ -16,7 +16,7 @@
 //! one by one, as few streams hold many of them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -50,8 +50,11 @@ struct Index {
 /// How a stream is woken.
 #[derive(Default)]
 struct Signal {
-    /// A change it watches was dispatched since it last looked.
-    pending: AtomicBool,
+    /// The revision of the first change it watches dispatched since it
+    /// last looked (0: none). Changes before it concern the stream not at
+    /// all, so the stream never needs history from before it (which a
+    /// compaction may have removed meanwhile).
+    pending_from: AtomicI64,
     notify: Notify,
 }
 
@@ -62,32 +65,42 @@ impl Index {
             .expect("invariant: the watch index lock is never poisoned")
     }
 
-    fn flag(&self, stream: u64) {
+    /// Flags `stream` for a change at `rev`. Changes are flagged in
+    /// revision order, under the index lock, so the first flag since the
+    /// stream last looked is its earliest.
+    fn flag(&self, stream: u64, rev: Revision) {
         if let Some(signal) = self.streams.get(&stream) {
-            if !signal.pending.swap(true, Ordering::AcqRel) {
+            let first = signal.pending_from.compare_exchange(
+                0,
+                rev.max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if first.is_ok() {
                 self.metrics.watch_wakeups.inc();
                 signal.notify.notify_one();
             }
         }
     }
 
-    /// Flags every stream watching `key`.
-    fn flag_key(&self, key: &[u8]) {
+    /// Flags every stream watching `key`, changed at `rev`.
+    fn flag_key(&self, rev: Revision, key: &[u8]) {
         if let Some(streams) = self.exact.get(key) {
             for &stream in streams.keys() {
-                self.flag(stream);
+                self.flag(stream, rev);
             }
         }
         for (range, stream) in &self.spans {
             if range.contains(key) {
-                self.flag(*stream);
+                self.flag(*stream, rev);
             }
         }
     }
 
-    fn flag_all(&self) {
+    /// Flags every stream, from `rev` on.
+    fn flag_all(&self, rev: Revision) {
         for &stream in self.streams.keys() {
-            self.flag(stream);
+            self.flag(stream, rev);
         }
     }
 
@@ -177,16 +190,16 @@ fn dispatch_step(index: &Mutex<Index>, store: &KvStore, from: Revision) -> KeySc
     // so a stream never sees a flag without the revision that raised it
     // (and then forgets it).
     let mut guard = None;
-    let scan = store.changed_keys(from, CHANGES_PER_STEP, |key| {
+    let scan = store.changed_keys(from, CHANGES_PER_STEP, |rev, key| {
         guard
             .get_or_insert_with(|| Index::lock(index))
-            .flag_key(key)
+            .flag_key(rev, key)
     });
     let mut index = guard.unwrap_or_else(|| Index::lock(index));
     if scan.gap {
         // Changes went unseen (a snapshot or compaction overtook the
         // dispatcher): let every stream look for itself.
-        index.flag_all();
+        index.flag_all(from);
     }
     index.dispatched = index.dispatched.max(scan.through);
     scan
@@ -207,9 +220,10 @@ pub struct Subscription {
 pub struct Wake {
     /// Every change up to here has been dispatched.
     pub dispatched: Revision,
-    /// Whether a change this stream watches was among those dispatched since
-    /// it last looked.
-    pub pending: bool,
+    /// The revision of the first change this stream watches among those
+    /// dispatched since it last looked, if any: the stream's watchers had
+    /// every change they watch before it.
+    pub pending: Option<Revision>,
     /// The member stopped: the stream should end.
     pub stopped: bool,
 }
@@ -278,7 +292,7 @@ impl Subscription {
         let index = Index::lock(&self.index);
         Wake {
             dispatched: index.dispatched,
-            pending: self.signal.pending.swap(false, Ordering::AcqRel),
+            pending: Some(self.signal.pending_from.swap(0, Ordering::AcqRel)).filter(|r| *r > 0),
             stopped: index.stopped,
         }
     }
@@ -354,26 +368,29 @@ mod tests {
         settle(&w, &store).await;
         for s in [&a, &b, &c] {
             let wake = s.look();
-            assert!(!wake.pending);
+            assert_eq!(wake.pending, None);
             assert_eq!(wake.dispatched, store.revision());
         }
 
         put(&store, "dir/x");
+        let dir_rev = store.revision();
+        put(&store, "k1");
         put(&store, "k1");
         tx.send_replace(store.revision());
         settle(&w, &store).await;
-        assert!(a.look().pending);
-        assert!(b.look().pending);
-        assert!(!c.look().pending);
+        // Each stream learns its first change's revision.
+        assert_eq!(a.look().pending, Some(dir_rev + 1));
+        assert_eq!(b.look().pending, Some(dir_rev));
+        assert_eq!(c.look().pending, None);
         // Looking clears the flag.
-        assert!(!a.look().pending);
+        assert_eq!(a.look().pending, None);
 
         // Taken back: no longer flagged.
         a.remove(&KeyRange::new(b"k1", b""));
         put(&store, "k1");
         tx.send_replace(store.revision());
         settle(&w, &store).await;
-        assert!(!a.look().pending);
+        assert_eq!(a.look().pending, None);
         drop(b);
         assert_eq!(w.stream_count(), 2);
         assert!(Index::lock(&w.index).spans.is_empty());
@@ -401,6 +418,9 @@ mod tests {
         drop(batch);
         tx.send_replace(store.revision());
         settle(&w, &store).await;
-        assert!(a.look().pending, "changes unseen: the stream must look");
+        assert!(
+            a.look().pending.is_some(),
+            "changes unseen: the stream must look"
+        );
     }
 }

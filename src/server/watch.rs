@@ -415,7 +415,10 @@ impl WatchStream {
             return Err(Error::Stopped);
         }
         if wake.dispatched > self.synced {
-            if wake.pending && !self.index.is_empty() {
+            if let Some(first) = wake.pending.filter(|_| !self.index.is_empty()) {
+                // Nothing the watchers in step watch changed before `first`:
+                // read from there (what came before may be compacted).
+                self.synced = self.synced.max(first - 1);
                 if let Err(closed) = self.send_synced(wake.dispatched).await? {
                     return Ok(Err(closed));
                 }

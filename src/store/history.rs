@@ -179,14 +179,14 @@ pub struct KeyScan {
     pub gap: bool,
 }
 
-/// Calls `f` with the key of every change at revisions `>= from`, in
-/// revision order: whole revisions, until about `max_changes` were seen.
-/// Copies nothing.
+/// Calls `f` with the revision and key of every change at revisions
+/// `>= from`, in revision order: whole revisions, until about `max_changes`
+/// were seen. Copies nothing.
 pub(super) fn changed_keys(
     st: &State,
     from: Revision,
     max_changes: usize,
-    mut f: impl FnMut(&[u8]),
+    mut f: impl FnMut(Revision, &[u8]),
 ) -> KeyScan {
     let gap = from < st.compacted;
     let mut last_rev = None;
@@ -199,7 +199,7 @@ pub(super) fn changed_keys(
             };
         }
         last_rev = Some(rev);
-        f(key);
+        f(rev, key);
     }
     KeyScan {
         through: st.revision.max(from.saturating_sub(1)),

@@ -198,15 +198,15 @@ impl KvStore {
         events(&self.read(), from, until, max_bytes, wanted)
     }
 
-    /// Calls `f`, under the read lock, with the key of every change at
-    /// revisions `>= from`: whole revisions, until about `max_changes` were
-    /// seen. Says how far it read, and whether changes from `from` on were
-    /// compacted away unseen.
+    /// Calls `f`, under the read lock, with the revision and key of every
+    /// change at revisions `>= from`: whole revisions, until about
+    /// `max_changes` were seen. Says how far it read, and whether changes
+    /// from `from` on were compacted away unseen.
     pub fn changed_keys(
         &self,
         from: Revision,
         max_changes: usize,
-        f: impl FnMut(&[u8]),
+        f: impl FnMut(Revision, &[u8]),
     ) -> KeyScan {
         changed_keys(&self.read(), from, max_changes, f)
     }

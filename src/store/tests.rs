@@ -898,8 +898,13 @@ fn changed_keys_names_every_changed_key_in_order_in_whole_revisions() {
     del(&s, "\0", "\0"); // 4: a and b at one revision
     put(&s, "c", "1"); // 5
     let mut keys = Vec::new();
-    let scan = s.changed_keys(2, usize::MAX, |k| keys.push(k.to_vec()));
+    let mut revs = Vec::new();
+    let scan = s.changed_keys(2, usize::MAX, |rev, k| {
+        revs.push(rev);
+        keys.push(k.to_vec())
+    });
     assert_eq!(keys, [&b"a"[..], b"b", b"a", b"b", b"c"]);
+    assert_eq!(revs, [2, 3, 4, 4, 5]);
     assert_eq!(
         scan,
         crate::store::KeyScan {
@@ -909,16 +914,16 @@ fn changed_keys_names_every_changed_key_in_order_in_whole_revisions() {
     );
     // A budget of three stops after revision 4, never inside it.
     keys.clear();
-    let scan = s.changed_keys(2, 3, |k| keys.push(k.to_vec()));
+    let scan = s.changed_keys(2, 3, |_, k| keys.push(k.to_vec()));
     assert_eq!(keys.len(), 4);
     assert_eq!(scan.through, 4);
     // Nothing new: read through the current revision.
-    let scan = s.changed_keys(6, 10, |_| panic!("no change after 5"));
+    let scan = s.changed_keys(6, 10, |_, _| panic!("no change after 5"));
     assert_eq!(scan.through, 5);
     // Compacted past `from`: the scan says it cannot know.
     run(&s, Command::Compact { revision: 4 });
-    assert!(s.changed_keys(2, 10, |_| {}).gap);
-    assert!(!s.changed_keys(4, 10, |_| {}).gap);
+    assert!(s.changed_keys(2, 10, |_, _| {}).gap);
+    assert!(!s.changed_keys(4, 10, |_, _| {}).gap);
 }
 
 /// Compaction walks only the keys changed since the last one; over a long

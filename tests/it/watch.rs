@@ -727,3 +727,37 @@ impl KeyRangeOf {
         }
     }
 }
+
+/// Scenario: a watcher whose key stays quiet while 50 other keys change and
+/// history is compacted past its creation is not canceled: the next change
+/// to its key arrives as a plain event (its stream was never woken, but
+/// nothing it watches was lost to the compaction).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_watcher_outlives_a_compaction_of_other_changes() {
+    let cluster = TestCluster::start(1).await;
+    let mut s = Stream::open(&cluster, 0).await;
+    s.create(watch_key("quiet", "")).await;
+    assert!(s.next().await.created);
+    let mut kv = cluster.kv(0).await;
+    let mut last = 0;
+    for i in 0..50 {
+        last = kv
+            .put(put_req(&format!("busy/{i}"), "x"))
+            .await
+            .unwrap()
+            .into_inner()
+            .header
+            .unwrap()
+            .revision;
+    }
+    kv.compact(pb::CompactionRequest {
+        revision: last - 5,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    kv.put(put_req("quiet", "now")).await.unwrap();
+    let r = s.next().await;
+    assert!(!r.canceled, "canceled: {r:?}");
+    assert_eq!(events(&r), vec![(PUT, "quiet".into(), "now".into())]);
+}
