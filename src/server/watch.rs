@@ -107,6 +107,10 @@ struct Watcher {
     next: Revision,
     /// In step: it has had every change up to the stream's `synced`.
     synced: bool,
+    /// It starts after the revision dispatched when it was registered, so
+    /// every change it wants wakes the stream (none needs history from
+    /// before the stream's first wake-up since it last looked).
+    covered: bool,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
@@ -372,7 +376,7 @@ impl WatchStream {
         };
         // Registered first: every change after the dispatched revision will
         // wake this stream; the watcher reads what came before from history.
-        self.sub.add(&range);
+        let registered_at = self.sub.add(&range);
         let header = self.header().map_err(|_| Closed)?;
         let current = header.as_ref().map_or(0, |h| h.revision);
         let next = if create.start_revision > 0 {
@@ -387,6 +391,7 @@ impl WatchStream {
                 range,
                 next,
                 synced: false,
+                covered: next > registered_at,
                 prev_kv: create.prev_kv,
                 no_put: filter(pb::watch_create_request::FilterType::Noput),
                 no_delete: filter(pb::watch_create_request::FilterType::Nodelete),
@@ -414,6 +419,9 @@ impl WatchStream {
         if wake.stopped {
             return Err(Error::Stopped);
         }
+        // No watcher of this stream that every change it wants wakes saw a
+        // change from its last look up to here.
+        let quiet_from = wake.pending.unwrap_or(wake.dispatched + 1);
         if wake.dispatched > self.synced {
             if let Some(first) = wake.pending.filter(|_| !self.index.is_empty()) {
                 // Nothing the watchers in step watch changed before `first`:
@@ -430,6 +438,11 @@ impl WatchStream {
                 break;
             }
             self.unsynced.pop_first();
+            if let Some(w) = self.watchers.get_mut(&id).filter(|w| w.covered) {
+                // What it would read before `quiet_from` holds nothing it
+                // wants, and may be compacted by now.
+                w.next = w.next.max(quiet_from);
+            }
             if let Err(closed) = self.catch_up_one(id, self.synced).await? {
                 return Ok(Err(closed));
             }

@@ -761,3 +761,40 @@ async fn a_quiet_watcher_outlives_a_compaction_of_other_changes() {
     assert!(!r.canceled, "canceled: {r:?}");
     assert_eq!(events(&r), vec![(PUT, "quiet".into(), "now".into())]);
 }
+
+/// Scenario: the same for a watcher that starts in the future: history is
+/// compacted past its start revision while its key stays quiet; the next
+/// change to its key still arrives as a plain event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_from_the_future_outlives_a_compaction_past_its_start() {
+    let cluster = TestCluster::start(1).await;
+    let mut kv = cluster.kv(0).await;
+    let now = kv
+        .put(put_req("busy/start", "x"))
+        .await
+        .unwrap()
+        .into_inner()
+        .header
+        .unwrap()
+        .revision;
+    let mut s = Stream::open(&cluster, 0).await;
+    s.create(pb::WatchCreateRequest {
+        start_revision: now + 10,
+        ..watch_key("quiet", "")
+    })
+    .await;
+    assert!(s.next().await.created);
+    for i in 0..30 {
+        kv.put(put_req(&format!("busy/{i}"), "x")).await.unwrap();
+    }
+    kv.compact(pb::CompactionRequest {
+        revision: now + 20,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    kv.put(put_req("quiet", "now")).await.unwrap();
+    let r = s.next().await;
+    assert!(!r.canceled, "canceled: {r:?}");
+    assert_eq!(events(&r), vec![(PUT, "quiet".into(), "now".into())]);
+}
