@@ -421,19 +421,24 @@ pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Re
     progress.abort();
     bar.finish();
     latencies.sort();
-    let mut samples = errors.clone();
-    samples.sort();
-    samples.dedup();
-    samples.truncate(5);
     Ok(Report {
         kind: a.kind,
         requests: latencies.len() + errors.len(),
         errors: errors.len(),
         elapsed,
         latencies,
-        error_samples: samples,
+        error_samples: error_samples(&errors),
         setup: None,
     })
+}
+
+/// The first few distinct errors, for a report.
+pub(super) fn error_samples(errors: &[String]) -> Vec<String> {
+    let mut samples = errors.to_vec();
+    samples.sort();
+    samples.dedup();
+    samples.truncate(5);
+    samples
 }
 
 /// A bounded multi-consumer channel from tokio's mpsc (clients share the

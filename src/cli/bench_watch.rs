@@ -299,17 +299,13 @@ pub async fn run(endpoints: &[String], dial: &Dial, a: &BenchArgs) -> anyhow::Re
     let mut latencies =
         std::mem::take(&mut *seen.delays.lock().expect("invariant: never poisoned"));
     latencies.sort();
-    let mut samples = errors.clone();
-    samples.sort();
-    samples.dedup();
-    samples.truncate(5);
     Ok(Report {
         kind: BenchKind::Watch,
         requests: expected,
         errors: failed_puts + missing,
         elapsed,
         latencies,
-        error_samples: samples,
+        error_samples: super::bench::error_samples(&errors),
         setup: Some(setup),
     })
 }

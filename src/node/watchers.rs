@@ -150,8 +150,9 @@ impl Watchers {
         }
     }
 
-    /// How many streams are registered (for tests and metrics).
-    pub fn stream_count(&self) -> usize {
+    /// How many streams are registered.
+    #[cfg(test)]
+    fn stream_count(&self) -> usize {
         Index::lock(&self.index).streams.len()
     }
 }

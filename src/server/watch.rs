@@ -251,13 +251,8 @@ impl WatchStream {
         let mut leader_check = tokio::time::interval(LEADER_CHECK);
         let mut leaderless_since: Option<Instant> = None;
         loop {
-            match self.catch_up().await {
-                Ok(Ok(())) => {}
-                Ok(Err(Closed)) => return,
-                Err(e) => {
-                    let _ = self.tx.send(Err(e.into())).await;
-                    return;
-                }
+            if self.step().await.is_err() {
+                return;
             }
             tokio::select! {
                 request = requests.next() => match request {
@@ -270,9 +265,11 @@ impl WatchStream {
                     Some(Err(_)) | None => return,
                 },
                 _ = self.sub.changed() => {}
-                _ = progress.tick() => if self.notify_idle().await.is_err() {
-                    return;
-                },
+                _ = progress.tick() => {
+                    if self.step().await.is_err() || self.notify_idle().await.is_err() {
+                        return;
+                    }
+                }
                 _ = leader_check.tick(), if self.requires_leader => {
                     if self.node.has_leader() {
                         leaderless_since = None;
@@ -613,12 +610,20 @@ impl WatchStream {
         Ok(Ok(()))
     }
 
-    /// Tells each idle watcher that asked for it how far the store is.
-    async fn notify_idle(&mut self) -> std::result::Result<(), Closed> {
+    /// `catch_up`, ending the stream with the error if it fails.
+    async fn step(&mut self) -> std::result::Result<(), Closed> {
         match self.catch_up().await {
-            Ok(Ok(())) => {}
-            _ => return Err(Closed),
+            Ok(done) => done,
+            Err(e) => {
+                let _ = self.tx.send(Err(e.into())).await;
+                Err(Closed)
+            }
         }
+    }
+
+    /// Tells each idle watcher that asked for it how far the store is (run
+    /// right after a `catch_up`).
+    async fn notify_idle(&mut self) -> std::result::Result<(), Closed> {
         let header = header(&self.node, self.synced);
         let synced = self.synced;
         let mut due = Vec::new();
