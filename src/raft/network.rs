@@ -291,11 +291,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let all = rpc.entries.len();
         rpc.entries
             .truncate(fitting_entries(&rpc.entries, APPEND_BATCH_BYTES));
+        let sent = std::time::Instant::now();
         let reply = self
             .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
             .await?;
         if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
-            self.acks.record(self.target, rpc.vote);
+            self.acks.record(self.target, rpc.vote, sent);
         }
         match reply {
             AppendEntriesResponse::Success if rpc.entries.len() < all => Ok(

@@ -461,3 +461,63 @@ async fn a_member_caught_up_by_snapshot_knows_leases_and_their_keys() {
     let resp = rebuilt.get("held/", Some(local)).await.unwrap();
     assert!(resp.kvs().is_empty(), "{:?}", resp.kvs());
 }
+
+/// Scenario: a lease of TTL 10 is granted; its leader is paused (SIGSTOP)
+/// and the others elect a new leader, whose clock gives the lease the time
+/// its grant left. Once that is 6 s or less, a keep-alive goes to the
+/// paused member on a stream opened before the pause, and the member is
+/// resumed. The keep-alive is answered with the full TTL, and the new
+/// leader, asked right after, gives the lease close to the full TTL: the
+/// answer was a real renewal. A resumed leader must not take the replies to
+/// heartbeats it sent before the pause, read late, for a quorum's word now,
+/// and renew on a clock nobody else keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_resumed_after_an_election_renews_no_lease_on_its_own() {
+    const TTL: i64 = 10;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let li = cluster.index_of(leader);
+    let mut on_old = connect(&cluster.nodes[li].client_addr).await;
+    let lease = on_old.lease_grant(TTL, None).await.unwrap().id();
+    let (mut keeper, mut answers) = on_old.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let first = answers.message().await.unwrap().expect("an answer");
+    assert_eq!(first.ttl(), TTL);
+
+    cluster.pause(li);
+    let others: Vec<usize> = (0..3).filter(|&i| i != li).collect();
+    let new_leader = eventually("the others elect a new leader", LIVENESS, || async {
+        let mut seen = Vec::new();
+        for &i in &others {
+            seen.push(cluster.status(i).await?.leader);
+        }
+        (seen[0] != 0 && seen[0] != leader && seen.iter().all(|l| *l == seen[0])).then_some(seen[0])
+    })
+    .await;
+    let ni = cluster.index_of(new_leader);
+    let mut on_new = connect(&cluster.nodes[ni].client_addr).await;
+    let left = eventually("the new leader counts the lease down", LIVENESS, || {
+        let mut on_new = on_new.clone();
+        async move {
+            let left = on_new.lease_time_to_live(lease, None).await.ok()?.ttl();
+            (left <= TTL - 4).then_some(left)
+        }
+    })
+    .await;
+    assert!(left > 0, "the lease expired while counted down ({left})");
+
+    keeper.keep_alive().await.unwrap();
+    cluster.resume(li);
+    let renewed = tokio::time::timeout(LIVENESS, answers.message())
+        .await
+        .expect("the keep-alive is answered")
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(renewed.ttl(), TTL, "the lease was live and is renewed");
+    let now_left = on_new.lease_time_to_live(lease, None).await.unwrap().ttl();
+    assert!(
+        now_left >= TTL - 2,
+        "the keep-alive answered TTL {TTL}, but the leader gives the lease {now_left} s \
+         (it had {left} s before the keep-alive)"
+    );
+}
