@@ -5,6 +5,7 @@
 
 use tokio::time::Instant;
 
+use super::writes::{Attempts, RETRY_BACKOFF};
 use super::Node;
 use crate::error::{Error, Result};
 use crate::store::{Rejection, Revision, Txn, TxnResult};
@@ -14,13 +15,17 @@ impl Node {
     /// committed before the call: after it, a local read is linearizable.
     pub async fn read_barrier(&self) -> Result<()> {
         let deadline = Instant::now() + self.request_timeout;
+        let state = std::sync::Mutex::new(Attempts::default());
+        let attempts = || state.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = async {
             loop {
-                self.wait_for_leader(deadline).await?;
+                let leader = self.wait_for_leader(deadline).await?;
+                attempts().start(leader);
                 match self.reads.get().await.map_err(Error::from) {
                     Ok(index) => return self.wait_applied(index).await,
                     Err(e) if e.is_retryable() => {
-                        tokio::time::sleep(super::writes::RETRY_BACKOFF).await
+                        attempts().failed(&e);
+                        tokio::time::sleep(RETRY_BACKOFF).await
                     }
                     Err(e) => return Err(e),
                 }
@@ -28,7 +33,7 @@ impl Node {
         };
         tokio::time::timeout_at(deadline, attempt)
             .await
-            .unwrap_or(Err(Error::Timeout))
+            .unwrap_or_else(|_| Err(attempts().deadline_error()))
     }
 
     /// Runs a transaction that only reads against this member's applied

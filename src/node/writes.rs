@@ -16,6 +16,41 @@ use crate::store::{
 /// How long to wait before retrying a request that was not proposed.
 pub(super) const RETRY_BACKOFF: Duration = Duration::from_millis(20);
 
+/// A request's attempts to reach the leader, as its deadline finds them.
+#[derive(Default)]
+pub(super) struct Attempts {
+    /// The leader an attempt is out to.
+    out: Option<NodeId>,
+    /// The leader the last attempt went to, if it refused the connection.
+    refused: Option<NodeId>,
+}
+
+impl Attempts {
+    /// An attempt goes out to `leader`.
+    pub(super) fn start(&mut self, leader: NodeId) {
+        self.out = Some(leader);
+    }
+
+    /// The attempt out failed with `e`, and nothing was sent.
+    pub(super) fn failed(&mut self, e: &Error) {
+        let leader = self.out.take();
+        self.refused = leader.filter(|_| matches!(e, Error::LeaderUnreachable(_)));
+    }
+
+    /// What the deadline means: `Timeout` if a leader may have taken the
+    /// request (an attempt is out, and not to a leader that refused the
+    /// last one), so its outcome is unknown; otherwise `NoLeader`. A member
+    /// still counting on a leader that was killed retries it until it sees
+    /// an election, and that attempt is refused too.
+    pub(super) fn deadline_error(&self) -> Error {
+        if self.out.is_some() && self.out != self.refused {
+            Error::Timeout
+        } else {
+            Error::NoLeader
+        }
+    }
+}
+
 impl Node {
     /// Commits `cmd` through Raft (here or on the leader) and returns what
     /// applying it produced. Fails after the request timeout.
@@ -158,14 +193,12 @@ impl Node {
 
     async fn write_inner(&self, cmd: &Command) -> Result<Response> {
         let deadline = Instant::now() + self.request_timeout;
-        // Whether an attempt is out that may have been proposed: if the
-        // deadline passes then, the outcome is unknown (`Timeout`);
-        // otherwise nothing was proposed and it is `NoLeader`.
-        let in_flight = std::sync::atomic::AtomicBool::new(false);
+        let state = std::sync::Mutex::new(Attempts::default());
+        let attempts = || state.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = async {
             loop {
                 let leader = self.wait_for_leader(deadline).await?;
-                in_flight.store(true, std::sync::atomic::Ordering::Relaxed);
+                attempts().start(leader);
                 let outcome = if leader == self.id {
                     self.propose(cmd.clone()).await
                 } else {
@@ -173,7 +206,7 @@ impl Node {
                 };
                 match outcome {
                     Err(e) if e.is_retryable() => {
-                        in_flight.store(false, std::sync::atomic::Ordering::Relaxed);
+                        attempts().failed(&e);
                         tokio::time::sleep(RETRY_BACKOFF).await
                     }
                     other => return other,
@@ -181,13 +214,7 @@ impl Node {
             }
         };
         let result = tokio::time::timeout_at(deadline, attempt).await;
-        result.unwrap_or_else(|_| {
-            Err(if in_flight.load(std::sync::atomic::Ordering::Relaxed) {
-                Error::Timeout
-            } else {
-                Error::NoLeader
-            })
-        })
+        result.unwrap_or_else(|_| Err(attempts().deadline_error()))
     }
 
     /// Proposes `cmd` on this member, which must be the leader, batched
@@ -230,5 +257,45 @@ impl Node {
                 Err(e) => Err(e),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_a_timeout_only_if_a_leader_may_have_the_request() {
+        let mut a = Attempts::default();
+        assert!(
+            matches!(a.deadline_error(), Error::NoLeader),
+            "nothing went out"
+        );
+        a.start(3);
+        assert!(
+            matches!(a.deadline_error(), Error::Timeout),
+            "out to a leader"
+        );
+        a.failed(&Error::LeaderUnreachable("refused".into()));
+        assert!(
+            matches!(a.deadline_error(), Error::NoLeader),
+            "refused, waiting"
+        );
+        a.start(3);
+        assert!(
+            matches!(a.deadline_error(), Error::NoLeader),
+            "out again to the leader that refused the last attempt"
+        );
+        a.start(2);
+        assert!(
+            matches!(a.deadline_error(), Error::Timeout),
+            "out to another leader"
+        );
+        a.failed(&Error::NotLeader);
+        a.start(2);
+        assert!(
+            matches!(a.deadline_error(), Error::Timeout),
+            "a leader that answered may take the next attempt"
+        );
     }
 }
