@@ -27,6 +27,10 @@ pub struct Metrics {
     pub grpc_handled: IntCounterVec,
     pub grpc_latency: HistogramVec,
     pub wal_fsync: Histogram,
+    pub proposal_duration: Histogram,
+    pub peer_rtt: HistogramVec,
+    pub peer_append: HistogramVec,
+    pub peer_append_handling: Histogram,
     pub snapshot_save: Histogram,
     pub snapshots_installed: IntCounter,
     pub db_size: IntGauge,
@@ -71,6 +75,26 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
         registry,
         Histogram::with_opts(opts).expect("invariant: valid metric name"),
     )
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(
+        registry,
+        HistogramVec::new(opts, &[label]).expect("invariant: valid metric name"),
+    )
+}
+
+/// 0.1 ms to ~3 s: the steps of one write or read on the way through the
+/// cluster (etcd's peer round-trip histogram starts at 0.1 ms too).
+fn step_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 16).expect("invariant: valid buckets")
 }
 
 /// 1 ms to ~8 s, as etcd's disk histograms.
@@ -148,6 +172,37 @@ impl Metrics {
                 "etcd_disk_wal_fsync_duration_seconds",
                 "Latency of flushing Raft log appends and votes to disk.",
                 disk_buckets(),
+            ),
+            proposal_duration: histogram(
+                &r,
+                "raftkv_proposal_duration_seconds",
+                "On the leader, from handing a proposal (one entry, often many writes) \
+                 to Raft until it is committed and applied: the leader's append and \
+                 fsync, replication to a quorum, and applying it.",
+                step_buckets(),
+            ),
+            peer_rtt: histogram_vec(
+                &r,
+                "etcd_network_peer_round_trip_time_seconds",
+                "Round-trip time of the leader's heartbeats (AppendEntries without \
+                 entries) to each follower, by member id (hex).",
+                "To",
+                step_buckets(),
+            ),
+            peer_append: histogram_vec(
+                &r,
+                "raftkv_peer_append_duration_seconds",
+                "On the leader, time until a follower answered an AppendEntries \
+                 carrying entries (its append and fsync included), by member id (hex).",
+                "To",
+                step_buckets(),
+            ),
+            peer_append_handling: histogram(
+                &r,
+                "raftkv_peer_append_handling_seconds",
+                "On a follower, time to handle an AppendEntries carrying entries, \
+                 from decoding it to encoding the answer (its append and fsync included).",
+                step_buckets(),
             ),
             snapshot_save: histogram(
                 &r,

@@ -167,7 +167,7 @@ impl Node {
         )
         .await
         .map_err(unreadable(&cfg.data_dir, "Raft log"))?;
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(raft.clone(), metrics.clone());
         let forwarder = Forwarder::start(cfg.id, raft.clone(), peers.clone());
         let reads = {
             let (raft, peers, me, timeout) =

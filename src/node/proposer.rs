@@ -9,10 +9,14 @@
 //! write waits for nothing. Each write still gets its own response, in order, and each
 //! is applied as its own revision.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::batching::{self, Limits};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::raft::typ::{ClientWriteError, RaftError};
 use crate::raft::Raft;
 use crate::store::{Command, Response};
@@ -37,8 +41,8 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts proposing through `raft`.
-    pub fn start(raft: Raft) -> Proposer {
+    /// Starts proposing through `raft`; times each proposal in `metrics`.
+    pub fn start(raft: Raft, metrics: Arc<Metrics>) -> Proposer {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
         let limits = Limits {
             in_flight: MAX_IN_FLIGHT,
@@ -51,8 +55,8 @@ impl Proposer {
             |p: &Pending| crate::codec::encoded_len(&p.cmd),
             |_, _| true,
             move |batch| {
-                let raft = raft.clone();
-                async move { commit(&raft, batch).await }
+                let (raft, metrics) = (raft.clone(), metrics.clone());
+                async move { commit(&raft, &metrics, batch).await }
             },
         ));
         Proposer { tx }
@@ -88,7 +92,7 @@ impl Proposer {
     }
 }
 
-async fn commit(raft: &Raft, batch: Vec<Pending>) {
+async fn commit(raft: &Raft, metrics: &Metrics, batch: Vec<Pending>) {
     let (mut cmds, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let entry = if cmds.len() == 1 {
@@ -96,7 +100,14 @@ async fn commit(raft: &Raft, batch: Vec<Pending>) {
     } else {
         Command::Batch(cmds)
     };
-    match raft.client_write(entry).await {
+    let started = Instant::now();
+    let result = raft.client_write(entry).await;
+    if result.is_ok() {
+        metrics
+            .proposal_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+    match result {
         Ok(resp) => match resp.data {
             Response::Batch(responses) => {
                 for (reply, r) in replies.into_iter().zip(responses) {

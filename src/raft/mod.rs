@@ -92,9 +92,10 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> Result<(Raft, ReadFloor)> {
     let config = Arc::new(raft_config(cfg)?);
-    let log_store = LogStore::open(disk, &cfg.data_dir.join(RAFT_LOG_DIR), metrics)?;
+    let log_store = LogStore::open(disk, &cfg.data_dir.join(RAFT_LOG_DIR), metrics.clone())?;
     let floor = ReadFloor::new(log_store.resumed_leadership(cfg.id)?);
-    let raft = Raft::new(cfg.id, config, PeerNetwork::new(peers, acks), log_store, sm)
+    let network = PeerNetwork::new(peers, acks, metrics);
+    let raft = Raft::new(cfg.id, config, network, log_store, sm)
         .await
         .map_err(|e| Error::RaftStart(e.to_string()))?;
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use openraft::error::{NetworkError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use prometheus::Histogram;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -29,6 +30,7 @@ use super::typ::{
 };
 use super::{MemberAddr, NodeId, TypeConfig};
 use crate::codec;
+use crate::metrics::Metrics;
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::Payload;
 use crate::tls::PeerTls;
@@ -156,12 +158,18 @@ fn fitting_entries(entries: &[Entry], budget: usize) -> usize {
 pub struct PeerNetwork {
     clients: PeerClients,
     acks: Acks,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerNetwork {
-    /// Sends over `clients`; stamps followers' acknowledgements in `acks`.
-    pub fn new(clients: PeerClients, acks: Acks) -> Self {
-        PeerNetwork { clients, acks }
+    /// Sends over `clients`; stamps followers' acknowledgements in `acks`
+    /// and times AppendEntries calls in `metrics`.
+    pub fn new(clients: PeerClients, acks: Acks, metrics: Arc<Metrics>) -> Self {
+        PeerNetwork {
+            clients,
+            acks,
+            metrics,
+        }
     }
 }
 
@@ -169,11 +177,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &MemberAddr) -> PeerConnection {
+        let to = format!("{target:x}");
         PeerConnection {
             target,
             addr: node.addr.clone(),
             clients: self.clients.clone(),
             acks: self.acks.clone(),
+            rtt: self.metrics.peer_rtt.with_label_values(&[&to]),
+            append: self.metrics.peer_append.with_label_values(&[&to]),
         }
     }
 }
@@ -184,6 +195,10 @@ pub struct PeerConnection {
     addr: String,
     clients: PeerClients,
     acks: Acks,
+    /// Times heartbeats to the target.
+    rtt: Histogram,
+    /// Times AppendEntries with entries to the target.
+    append: Histogram,
 }
 
 /// Which peer RPC to invoke.
@@ -295,6 +310,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let reply = self
             .call(Rpc::AppendEntries, &rpc, option.hard_ttl())
             .await?;
+        let took = sent.elapsed().as_secs_f64();
+        if rpc.entries.is_empty() {
+            self.rtt.observe(took);
+        } else {
+            self.append.observe(took);
+        }
         if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
             self.acks.record(self.target, rpc.vote, sent);
         }

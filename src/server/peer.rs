@@ -60,8 +60,17 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let started = std::time::Instant::now();
         let rpc: AppendEntriesRequest = decode(request)?;
-        reply(&self.node.inbound().append_entries(rpc).await?)
+        let carries_entries = !rpc.entries.is_empty();
+        let answer = reply(&self.node.inbound().append_entries(rpc).await?);
+        if carries_entries {
+            self.node
+                .metrics()
+                .peer_append_handling
+                .observe(started.elapsed().as_secs_f64());
+        }
+        answer
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

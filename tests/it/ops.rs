@@ -26,7 +26,9 @@ fn grpc(metric: &str, method: &str, code: &str) -> String {
 /// Scenario: scrape a follower, write through it, scrape again: the
 /// request counters and latency histogram for Put (OK and InvalidArgument),
 /// the applied and committed indexes, the key count, fsync and sizes all
-/// moved. The leader built a snapshot. After the leader is killed, the new
+/// moved, and so did the follower's time handling appends. The leader built
+/// a snapshot, timed each proposal, and timed heartbeats and appends to the
+/// follower under its member id. After the leader is killed, the new
 /// leader reports itself as leader and has seen one more leader change.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_writes_and_elections() {
@@ -75,9 +77,22 @@ async fn metrics_follow_writes_and_elections() {
     assert!(value(&after, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
     assert!(value(&after, "raftkv_data_dir_size_bytes") > 0.0);
     assert!(value(&after, "raftkv_raft_term") >= 1.0);
+    assert!(moved("raftkv_peer_append_handling_seconds_count") >= 1.0);
+    assert!(moved("raftkv_peer_append_handling_seconds_sum") > 0.0);
 
     let on_leader = scrape(&cluster, leader_index);
     assert_eq!(value(&on_leader, "etcd_server_is_leader"), 1.0);
+    // One client, one write at a time: a proposal each.
+    assert!(value(&on_leader, "raftkv_proposal_duration_seconds_count") >= 30.0);
+    assert!(value(&on_leader, "raftkv_proposal_duration_seconds_sum") > 0.0);
+    let to = format!("{:x}", cluster.nodes[follower].id);
+    for metric in [
+        "etcd_network_peer_round_trip_time_seconds_count",
+        "raftkv_peer_append_duration_seconds_count",
+    ] {
+        let series = format!(r#"{metric}{{To="{to}"}}"#);
+        assert!(value(&on_leader, &series) >= 1.0, "{series}");
+    }
     assert!(
         value(
             &on_leader,
