@@ -7,11 +7,20 @@
 //! `Http2Authority` sits between a client connection and the server and
 //! rewrites only the client's header blocks: on an HTTP/2 connection
 //! (recognised by its preface; anything else passes through untouched) it
-//! decodes every HEADERS block with HPACK (`loona-hpack`, tracking the
-//! client's dynamic table), drops a scheme and path from `:authority`, and
-//! re-encodes the block with literals that never touch the server's
-//! dynamic table, so every block stays decodable on both sides. All other
-//! frames, and everything the server sends, pass through unchanged.
+//! decodes the first HEADERS block with HPACK (`loona-hpack`, tracking the
+//! client's dynamic table). A client whose first `:authority` is already
+//! well formed (every client but etcdctl 3.4 on `http://` endpoints: a
+//! gRPC client sends one authority per connection) gets its block, and the
+//! rest of the connection, passed through untouched, with no copy and no
+//! decoding. Otherwise every block of the connection is decoded, its
+//! `:authority` loses its scheme and path, and it is re-encoded with
+//! literals that never touch the server's dynamic table, so every block
+//! stays decodable on both sides. All other frames, and everything the
+//! server sends, pass through unchanged.
+//!
+//! Decoding and re-encoding every request's headers cost about half of the
+//! client port's throughput under load (issue 17's regression), hence the
+//! pass-through for everyone else.
 //!
 //! Bounds: a header block (HEADERS and its CONTINUATIONs) over
 //! `MAX_HEADER_BLOCK` bytes, a frame over the protocol's largest, and a
@@ -96,7 +105,8 @@ fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32)
 enum Mode {
     /// Reading the first bytes: HTTP/2's preface or not.
     Detecting,
-    /// Not HTTP/2: bytes pass through.
+    /// Not HTTP/2, or HTTP/2 whose first header block needed no rewrite:
+    /// bytes pass through.
     PassThrough,
     /// HTTP/2 frames.
     Frames,
@@ -112,6 +122,11 @@ pub struct Rewriter {
     passing: usize,
     /// The header block being gathered: stream, END_STREAM, its bytes.
     block: Option<(u32, bool, Vec<u8>)>,
+    /// The frames of that block as the client sent them.
+    raw_block: Vec<u8>,
+    /// Whether the connection's header blocks are rewritten (its first one
+    /// needed it).
+    rewriting: bool,
     decoder: loona_hpack::Decoder<'static>,
 }
 
@@ -124,12 +139,19 @@ impl Default for Rewriter {
             input: Vec::new(),
             passing: 0,
             block: None,
+            raw_block: Vec::new(),
+            rewriting: false,
             decoder,
         }
     }
 }
 
 impl Rewriter {
+    /// Whether everything from now on passes through untouched.
+    pub fn passes_through(&self) -> bool {
+        matches!(self.mode, Mode::PassThrough)
+    }
+
     /// Takes bytes from the client; appends what the server should get
     /// to `out`. An error ends the connection.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
@@ -181,27 +203,24 @@ impl Rewriter {
                         }
                         return Ok(());
                     }
-                    let payload: Vec<u8> = self
-                        .input
-                        .drain(..FRAME_HEADER + len)
-                        .skip(FRAME_HEADER)
-                        .collect();
-                    self.header_frame(kind, flags, stream, &payload, out)?;
+                    let raw: Vec<u8> = self.input.drain(..FRAME_HEADER + len).collect();
+                    self.header_frame(kind, flags, stream, &raw, out)?;
                 }
             }
         }
     }
 
-    /// One HEADERS or CONTINUATION frame (or, between them, anything
-    /// else, which the protocol forbids).
+    /// One HEADERS or CONTINUATION frame, `raw` with its frame header (or,
+    /// between them, anything else, which the protocol forbids).
     fn header_frame(
         &mut self,
         kind: u8,
         flags: u8,
         stream: u32,
-        payload: &[u8],
+        raw: &[u8],
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        let payload = &raw[FRAME_HEADER..];
         let fragment = match (kind, &mut self.block) {
             (HEADERS, None) => {
                 let mut p = payload;
@@ -231,6 +250,9 @@ impl Rewriter {
             return Err(protocol_error("header block too large"));
         }
         block.extend_from_slice(fragment);
+        if !self.rewriting {
+            self.raw_block.extend_from_slice(raw);
+        }
         if flags & END_HEADERS == 0 {
             return Ok(());
         }
@@ -239,10 +261,24 @@ impl Rewriter {
             .decoder
             .decode(&block)
             .map_err(|e| protocol_error(format!("HPACK: {e}")))?;
+        let mut changed = false;
         for (name, value) in headers.iter_mut() {
             if name == b":authority" {
-                *value = normalize_authority(value);
+                let normal = normalize_authority(value);
+                changed |= normal != *value;
+                *value = normal;
             }
+        }
+        if !self.rewriting {
+            if !changed {
+                // The server decodes the block as the client encoded it,
+                // and everything after it unseen.
+                out.append(&mut self.raw_block);
+                self.mode = Mode::PassThrough;
+                return Ok(());
+            }
+            self.rewriting = true;
+            self.raw_block = Vec::new();
         }
         let encoded = encode_literals(&headers);
         let mut chunks = encoded.chunks(MIN_MAX_FRAME).peekable();
@@ -305,6 +341,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Http2Authority<S> {
             }
             this.ready.clear();
             this.at = 0;
+            if this.rewriter.passes_through() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             let mut raw = [0u8; 16 * 1024];
             let mut raw_buf = ReadBuf::new(&mut raw);
             match Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf) {
@@ -455,6 +494,53 @@ mod tests {
                 (5, "h:1".to_string())
             ]
         );
+    }
+
+    /// A client whose first authority is well formed (Rust's and Go's
+    /// gRPC, etcdctl 3.5) reaches the server byte for byte, however its
+    /// stream is cut into reads; after that first block nothing more is
+    /// decoded or copied.
+    #[test]
+    fn a_well_formed_first_authority_passes_the_connection_through() {
+        let mut client = loona_hpack::Encoder::new();
+        let mut stream = PREFACE.to_vec();
+        stream.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        for id in [1, 3] {
+            let headers = request_headers(b"127.0.0.1:2379");
+            let block = client.encode(headers.iter().map(|(n, v)| (&n[..], &v[..])));
+            let (a, b) = block.split_at(block.len() / 2);
+            stream.extend(frame(HEADERS, 0, id, a));
+            stream.extend(frame(CONTINUATION, END_HEADERS, id, b));
+            stream.extend(frame(0x0, END_STREAM, id, b"grpc body"));
+        }
+        for piece_len in [1, 7, 4096] {
+            let mut rewriter = Rewriter::default();
+            let mut out = Vec::new();
+            for piece in stream.chunks(piece_len) {
+                rewriter.feed(piece, &mut out).unwrap();
+            }
+            assert_eq!(out, stream, "pieces of {piece_len}");
+            assert!(rewriter.passes_through());
+        }
+        // Fed up to the end of the first block only: not yet decided
+        // before its last frame, passing through after it.
+        let first_block_end = PREFACE.len() + 15 + 2 * 9 + {
+            let headers = request_headers(b"127.0.0.1:2379");
+            loona_hpack::Encoder::new()
+                .encode(headers.iter().map(|(n, v)| (&n[..], &v[..])))
+                .len()
+        };
+        let mut rewriter = Rewriter::default();
+        let mut out = Vec::new();
+        rewriter
+            .feed(&stream[..first_block_end - 1], &mut out)
+            .unwrap();
+        assert!(!rewriter.passes_through());
+        rewriter
+            .feed(&stream[first_block_end - 1..first_block_end], &mut out)
+            .unwrap();
+        assert!(rewriter.passes_through());
+        assert_eq!(out, &stream[..first_block_end]);
     }
 
     #[test]
