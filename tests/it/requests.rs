@@ -51,3 +51,14 @@ pub async fn get_value(kv: &mut KvClient<Channel>, key: &str) -> Option<String> 
         .first()
         .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
 }
+
+/// Puts `key` = `value` and returns the write's revision.
+pub async fn put_rev(kv: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
+    kv.put(put_req(key, value))
+        .await
+        .expect("put")
+        .into_inner()
+        .header
+        .expect("a response header")
+        .revision
+}

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::cluster::{eventually, scrape, Options, TestCluster, LIVENESS};
-use crate::requests::put_req;
+use crate::requests::{put_req, put_rev};
 
 /// A watch stream on one node: requests in, responses out.
 struct Stream {
@@ -237,16 +237,7 @@ async fn idle_watchers_get_progress_notifications() {
         ..Default::default()
     };
     let cluster = TestCluster::start_with(1, opts).await;
-    let revision = cluster
-        .kv(0)
-        .await
-        .put(put_req("x", "1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let revision = put_rev(&mut cluster.kv(0).await, "x", "1").await;
     let mut s = Stream::open(&cluster, 0).await;
     s.create(pb::WatchCreateRequest {
         watch_id: 1,
@@ -277,14 +268,7 @@ async fn watches_start_in_the_past_or_the_future() {
     let leader = cluster.wait_leader().await;
     let follower = cluster.follower_of(leader);
     let mut kv = cluster.kv(0).await;
-    let first = kv
-        .put(put_req("k", "1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let first = put_rev(&mut kv, "k", "1").await;
     kv.put(put_req("k", "2")).await.unwrap();
     let mut s = Stream::open(&cluster, follower).await;
     s.create(pb::WatchCreateRequest {
@@ -301,15 +285,7 @@ async fn watches_start_in_the_past_or_the_future() {
         seen,
         vec![(PUT, "k".into(), "1".into()), (PUT, "k".into(), "2".into())]
     );
-    let future = kv
-        .put(put_req("k", "3"))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision
-        + 2;
+    let future = put_rev(&mut kv, "k", "3").await + 2;
     assert_eq!(events(&s.next().await), vec![(PUT, "k".into(), "3".into())]);
 
     s.create(pb::WatchCreateRequest {
@@ -741,14 +717,7 @@ async fn a_quiet_watcher_outlives_a_compaction_of_other_changes() {
     let mut kv = cluster.kv(0).await;
     let mut last = 0;
     for i in 0..50 {
-        last = kv
-            .put(put_req(&format!("busy/{i}"), "x"))
-            .await
-            .unwrap()
-            .into_inner()
-            .header
-            .unwrap()
-            .revision;
+        last = put_rev(&mut kv, &format!("busy/{i}"), "x").await;
     }
     kv.compact(pb::CompactionRequest {
         revision: last - 5,
@@ -769,14 +738,7 @@ async fn a_quiet_watcher_outlives_a_compaction_of_other_changes() {
 async fn a_watcher_from_the_future_outlives_a_compaction_past_its_start() {
     let cluster = TestCluster::start(1).await;
     let mut kv = cluster.kv(0).await;
-    let now = kv
-        .put(put_req("busy/start", "x"))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let now = put_rev(&mut kv, "busy/start", "x").await;
     let mut s = Stream::open(&cluster, 0).await;
     s.create(pb::WatchCreateRequest {
         start_revision: now + 10,
